@@ -1,0 +1,341 @@
+"""The ``popularity`` command: one subcommand per flow, ``--json`` for scripts.
+
+Settings are exported to the environment before Prefect, MLflow or BentoML is imported, so every
+file they write lands under ``POPULARITY_HOME``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.settings import get_settings
+
+app = typer.Typer(help="Predict how well an image will do online.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary as the last line.")]
+TaskOpt = Annotated[str, typer.Option("--task", help="binary (popular or not) or score (regression).")]
+RunnerOpt = Annotated[str, typer.Option("--runner", help="Where downloads and feature batches run: local, dask "
+                                                         "(a 2-worker LocalCluster) or dask:ADDRESS.")]
+
+
+def _settings():
+    settings = get_settings()
+    settings.export_environment()
+    return settings
+
+
+def _emit(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_finite(summary), default=str))
+
+
+def _finite(value):
+    """NaN and infinity become null, so the summary is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _check_task(task: str) -> None:
+    if task not in ("binary", "score"):
+        _fail(f"--task must be binary or score, not {task!r}", 2)
+
+
+def _check_runner(runner: str) -> None:
+    from flows.runners import RunnerError, check_runner
+
+    try:
+        check_runner(runner)
+    except RunnerError as exc:
+        _fail(str(exc), 2)
+
+
+def _champion_table(champion: dict) -> Table:
+    table = Table(title=f"Champion {champion['name']} v{champion['version']} ({champion['family']}: "
+                        f"{champion.get('candidate')})")
+    table.add_column("metric")
+    table.add_column("champion", justify="right")
+    table.add_column("baseline", justify="right")
+    for key, value in champion["metrics"].items():
+        base = champion["baseline"].get(key)
+        table.add_row(key, f"{value:.3f}", f"{base:.3f}" if base is not None else "")
+    for key, value in champion.get("oracle", {}).items():
+        table.add_row(f"{key} (oracle: best achievable)", f"{value:.3f}", "")
+    return table
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Option(help="Source spec, e.g. demo or demo:500.")] = "demo",
+    task: TaskOpt = "binary",
+    quick: Annotated[bool, typer.Option(help="Short training for smoke runs.")] = False,
+    runner: RunnerOpt = "local",
+    port: Annotated[int, typer.Option(help="Port of the service started for the probe.")] = 3000,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole pipeline flow: collect → validate → train → promote → serve → predict → monitor."""
+    _check_task(task)
+    settings = _settings()
+    from pipelines.sources import SpecError, parse_spec
+
+    try:
+        parse_spec(source)
+    except SpecError as exc:
+        _fail(str(exc), 2)
+    from flows.pipeline import run_flow
+
+    _check_runner(runner)
+    summary = run_flow(source=source, task=task, quick=quick, port=port, runner=runner)
+    champion = summary["champion"]
+    console.print(_champion_table(champion))
+    service = summary["service"]
+    console.print(f"Service: answered {service['ok']}/{service['sent']} predictions at {service['url']} "
+                  f"(a non-image got HTTP {service['non_image_status']}); start it again with "
+                  f"[bold]popularity serve[/] (http://{settings.serving.host}:{settings.serving.port})")
+    console.print(f"Drift: {summary['monitor']['message']}")
+    console.print(f"MLflow UI and Prefect UI: [bold]popularity ui[/] (home: {settings.root})")
+    _emit(summary, as_json)
+
+
+@app.command()
+def collect(
+    source: Annotated[str, typer.Option(help="KIND:LOCATION, e.g. demo:500.")],
+    name: Annotated[str | None, typer.Option(help="Data set name (default: the source kind).")] = None,
+    label: Annotated[str | None, typer.Option(help="Label scheme (default: the source's own).")] = None,
+    drop_outliers: Annotated[bool, typer.Option(help="Drop items more than 6 SD above the mean.")] = False,
+    runner: RunnerOpt = "local",
+    allow_private: Annotated[bool, typer.Option(help="Allow downloads from private and loopback addresses.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Collect a source into an immutable snapshot; prints the snapshot id and path."""
+    if allow_private:
+        os.environ["POPULARITY_DOWNLOAD__ALLOW_PRIVATE"] = "true"
+    _settings()
+    from pipelines.labels import SCHEMES, LabelError
+    from pipelines.sources import SpecError, parse_spec
+
+    if label is not None and label not in SCHEMES:
+        _fail(f"unknown --label {label!r}; choose from {sorted(SCHEMES)}", 2)
+    _check_runner(runner)
+    try:
+        parse_spec(source)
+        from flows.pipeline import collect_flow
+
+        summary = collect_flow(source=source, name=name, label=label, drop_outliers=drop_outliers, runner=runner)
+    except (SpecError, LabelError) as exc:
+        _fail(str(exc), 2)
+    console.print(f"snapshot {summary['snapshot']} at {summary['path']}: {summary['items']} items, "
+                  f"{summary['rejects']} rejects {summary.get('reject_reasons', {})}, labels {summary['labels']}")
+    _emit(summary, as_json)
+
+
+@app.command()
+def validate(snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, name or path.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Run the Great Expectations suites; exits non-zero on a critical failure."""
+    _settings()
+    from flows.pipeline import validate_flow
+
+    try:
+        summary = validate_flow(snapshot=snapshot)
+    except RuntimeError as exc:
+        _fail(str(exc))
+    console.print(summary.get("message", summary))
+    _emit(summary, as_json)
+
+
+@app.command()
+def train(
+    snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, name or path (default: latest).")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated candidates, e.g. colors-svm,cnn.")] = None,
+    task: TaskOpt = "binary",
+    quick: bool = False,
+    runner: RunnerOpt = "local",
+    backbone: Annotated[str | None, typer.Option(help="torchvision backbone of the CNNs, e.g. resnet18.")] = None,
+    split: Annotated[str | None, typer.Option(help="group (default) or time: test on the latest posts.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Also score K repeated grouped 9:1 splits (mean ± std).")] = None,
+    require_faces: Annotated[bool | None, typer.Option("--require-faces/--any-images",
+                                                       help="Keep only images with a confident face.")] = None,
+    tune: Annotated[bool | None, typer.Option("--tune/--no-tune", help="Optuna search per candidate.")] = None,
+    tune_budget: Annotated[float | None, typer.Option(help="Seconds of Optuna search per candidate.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train candidates as MLflow runs, print the comparison, register the best as challenger."""
+    _check_task(task)
+    _check_runner(runner)
+    _settings()
+    from flows.pipeline import train_flow
+
+    try:
+        summary = train_flow(snapshot=snapshot, task=task, quick=quick, runner=runner,
+                             models=models.split(",") if models else None,
+                             options={"backbone": backbone, "split": split, "repeats": repeats,
+                                      "require_faces": require_faces, "tune": tune, "tune_budget_s": tune_budget})
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc), 2)
+    _emit(summary, as_json)
+
+
+@app.command()
+def promote(task: TaskOpt = "binary",
+            rollback: Annotated[bool, typer.Option(help="Restore the previous champion.")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Re-run the promotion gate on the challenger, or roll back the champion."""
+    _check_task(task)
+    _settings()
+    from flows.pipeline import promote_flow
+
+    try:
+        summary = promote_flow(task=task, rollback=rollback)
+    except LookupError as exc:
+        _fail(str(exc))
+    console.print(summary.get("reason") or f"champion is now version {summary['version']}")
+    _emit(summary, as_json)
+
+
+@app.command()
+def serve(port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None) -> None:
+    """Serve the champion with BentoML in the foreground."""
+    settings = _settings()
+    port = port or settings.serving.port
+    repo = Path(__file__).resolve().parents[1]
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "bentoml", "serve", "serving.service:Popularity",
+                                      "--host", settings.serving.host, "--port", str(port),
+                                      "--working-dir", str(repo)]))
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)],
+    url: Annotated[str | None, typer.Option(help="A running service; in process when omitted.")] = None,
+    task: TaskOpt = "binary",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score images through a running service, or in process with the champion."""
+    settings = _settings()
+    results = []
+    if url:
+        import httpx
+
+        with httpx.Client(timeout=60) as client:
+            for path in images:
+                response = client.post(f"{url.rstrip('/')}/predict", files={"image": (path.name, path.read_bytes())})
+                body = response.json() if response.headers.get("content-type", "").startswith("application/json") \
+                    else {"error": response.text}
+                results.append({"image": str(path), "status": response.status_code, **body})
+    else:
+        import mlflow
+
+        from pipelines.images import ImageError, decode
+
+        model = mlflow.pyfunc.load_model(f"models:/{settings.model_name(task)}@champion").unwrap_python_model()
+        for path in images:
+            try:
+                img, _ = decode(path.read_bytes(), settings.images.max_bytes, settings.images.max_pixels)
+            except ImageError as exc:
+                results.append({"image": str(path), "error": str(exc)})
+                continue
+            row = model.predict_images([img]).iloc[0]
+            results.append({"image": str(path), "score": float(row["score"]), "label": int(row["label"])})
+    for r in results:
+        console.print(f"{r['image']}: " + (f"score {r['score']:.3f} label {r['label']}" if "score" in r
+                                           else f"[red]{r.get('error')}[/]"))
+    _emit({"predictions": results}, as_json)
+    if any("score" not in r for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def monitor(
+    task: TaskOpt = "binary",
+    retrain: Annotated[bool, typer.Option(help="Start retraining on drift (once per cooldown).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare recent requests with the champion's training reference; may trigger retraining."""
+    _settings()
+    from flows.pipeline import monitor_flow
+
+    summary = monitor_flow(task=task, retrain=retrain)
+    console.print(summary["message"])
+    if summary["retraining"]:
+        console.print(summary["retraining"]["message"])
+    _emit({k: summary[k] for k in ("window", "drifted_share", "drift", "retrain_triggered", "retraining", "report",
+                                   "message")}, as_json)
+
+
+@app.command()
+def schedule(
+    task: TaskOpt = "binary",
+    retrain_cron: Annotated[str | None, typer.Option(help="Retraining cron (default weekly, from settings).")] = None,
+    monitor_cron: Annotated[str | None, typer.Option(help="Monitoring cron (default hourly, from settings).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server started when PREFECT_API_URL "
+                                           "is unset.")] = 4200,
+) -> None:
+    """Register the retraining and monitoring deployments with their schedules and serve them."""
+    _check_task(task)
+    settings = _settings()
+    from flows.schedules import serve_schedules
+
+    serve_schedules(task, settings, port=port, retrain_cron=retrain_cron, monitor_cron=monitor_cron)
+
+
+@app.command()
+def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
+    """Show the current champion: family, version, test metrics next to the baseline."""
+    settings = _settings()
+    from pipelines import registry
+
+    try:
+        summary = registry.champion_summary(task, settings)
+    except LookupError as exc:
+        _fail(str(exc))
+    console.print(_champion_table(summary))
+    _emit(summary, as_json)
+
+
+@app.command()
+def ui(mlflow_port: int = 5000, prefect_port: int = 4200) -> None:
+    """Open the MLflow UI (and the Prefect UI) on the home's stores; Ctrl-C stops both."""
+    settings = _settings()
+    env = {**os.environ, "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(prefect_port)}
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking_uri,
+                          "--host", "127.0.0.1", "--port", str(mlflow_port)]),
+        subprocess.Popen([sys.executable, "-m", "prefect", "server", "start"], env=env),
+    ]
+    console.print(f"MLflow UI: http://127.0.0.1:{mlflow_port}   Prefect UI: http://127.0.0.1:{prefect_port}")
+    try:
+        for p in processes:
+            p.wait()
+    except KeyboardInterrupt:
+        for p in processes:
+            p.terminate()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Schedules: retraining on a weekly cron and monitoring hourly, as deployments of one served process.
+
+An ephemeral Prefect API cannot run schedules, so serving needs a real server: the one at
+``PREFECT_API_URL``, or a local one started on 127.0.0.1 under the home and stopped on exit.
+``deploy/prefect.yaml`` declares the same deployments for a work pool instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+import httpx
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.pipeline import monitor_flow, retrain_deployment, retrain_flow
+from pipelines.settings import Settings
+
+
+def deployments(task: str, settings: Settings, retrain_cron: str | None = None,
+                monitor_cron: str | None = None) -> list[RunnerDeployment]:
+    d = settings.drift
+    return [
+        retrain_flow.to_deployment(
+            name=retrain_deployment(task).split("/")[1], cron=retrain_cron or d.retrain_cron,
+            parameters={"task": task, "trigger": "schedule"}, tags=["popularity", task],
+            description="Collect, validate, train and promote on a schedule; drift starts it too."),
+        monitor_flow.to_deployment(
+            name=f"popularity-{task}", cron=monitor_cron or d.monitor_cron,
+            parameters={"task": task, "retrain": True}, tags=["popularity", task],
+            description="Check the latest request window for drift; drift starts the retrain deployment."),
+    ]
+
+
+@contextmanager
+def local_server(settings: Settings, port: int, timeout_s: float = 180) -> Iterator[str]:
+    """A Prefect server on 127.0.0.1 whose database lives under the home; yields its API URL."""
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(settings.root / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log_path = settings.root / "logs" / "prefect-server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        _wait_healthy(url, server, timeout_s, log_path)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float, log_path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with {server.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"the Prefect server at {url} was not healthy after {timeout_s:.0f}s; see {log_path}")
+
+
+def serve_schedules(task: str, settings: Settings, port: int = 4200, retrain_cron: str | None = None,
+                    monitor_cron: str | None = None) -> None:
+    """Register both deployments with their schedules and run their flow runs until interrupted."""
+    given = os.environ.get("PREFECT_API_URL")
+    with nullcontext(given) if given else local_server(settings, port) as url:
+        os.environ["PREFECT_API_URL"] = url  # the flow-run subprocesses inherit it
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            print(f"Prefect API and UI: {url.removesuffix('/api')}", flush=True)
+            serve(*deployments(task, settings, retrain_cron, monitor_cron))

@@ -1,0 +1,292 @@
+"""The image downloader: many URLs fetched concurrently, politely and safely, each success cached.
+
+Bounded connections and a per-host rate limit keep us polite (seed 003 had to throttle its workers);
+retries with exponential backoff and jitter absorb timeouts, 429 and 5xx, honouring ``Retry-After``;
+a streamed size cap, the magic bytes (never the Content-Type alone), http(s) only and a refusal of
+private, loopback and link-local addresses (checked at every redirect) keep a hostile list harmless.
+Every success is stored in a content-addressed cache, so an interrupted collection resumes where it
+stopped. A failure is a :class:`Failure` with a short reason, never an exception for the whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import ipaddress
+import os
+import random
+import socket
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tqdm.auto import tqdm
+
+from pipelines.images import sniff_format
+from pipelines.settings import DownloadSettings, Settings
+from pipelines.sources import Item, Reject
+
+
+class DownloadError(Exception):
+    """One attempt's failure; ``transient`` ones are retried, after ``retry_after`` seconds if the server said so."""
+
+    def __init__(self, reason: str, message: str, transient: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.reason, self.transient, self.retry_after = reason, transient, retry_after
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+
+
+def transient(reason: str) -> bool:
+    """Whether a failure with this reason may pass on a later attempt."""
+    return reason in ("timeout", "connection_failed", "dns_failed", "http_429") or reason.startswith("http_5")
+
+
+def cache_dir(settings: Settings) -> Path:
+    return settings.root / "cache" / "downloads"
+
+
+class DownloadCache:
+    """``blobs/ab/<sha256 of bytes>`` plus ``urls/ab/<sha256 of url>`` naming the blob; writes are atomic."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _url_file(self, url: str) -> Path:
+        key = hashlib.sha256(url.encode()).hexdigest()
+        return self.root / "urls" / key[:2] / key
+
+    def _blob(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    def get(self, url: str) -> bytes | None:
+        try:
+            digest = self._url_file(url).read_text().strip()
+            data = self._blob(digest).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == digest else None
+
+    def put(self, url: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        blob = self._blob(digest)
+        if not blob.exists():
+            _atomic_write(blob, data)
+        _atomic_write(self._url_file(url), digest.encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _blocked(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, given as seconds or as an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class HostLimiter:
+    """At most ``per_second`` request starts per host, spread evenly rather than in bursts."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self.next_slot: dict[str, float] = {}
+        self.lock = asyncio.Lock()
+
+    async def wait(self, host: str) -> None:
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            now = loop.time()
+            slot = max(now, self.next_slot.get(host, now))
+            self.next_slot[host] = slot + self.interval
+        await asyncio.sleep(slot - now)
+
+
+class Downloader:
+    def __init__(self, settings: DownloadSettings, cache: DownloadCache, progress: bool = True):
+        self.settings, self.cache, self.progress = settings, cache, progress
+        self._resolved: dict[tuple[str, int], list[str]] = {}
+
+    def fetch_all(self, urls: list[str]) -> dict[str, bytes | Failure]:
+        """Each distinct URL's bytes or its :class:`Failure`; safe to call from inside an event loop."""
+        urls = list(dict.fromkeys(urls))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._fetch_all(urls))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a notebook's loop is already running
+            return pool.submit(asyncio.run, self._fetch_all(urls)).result()
+
+    async def _fetch_all(self, urls: list[str]) -> dict[str, bytes | Failure]:
+        s = self.settings
+        results: dict[str, bytes | Failure] = {}
+        todo = []
+        for url in urls:
+            cached = self.cache.get(url)
+            if cached is None:
+                todo.append(url)
+            else:
+                results[url] = cached
+        self.slots = asyncio.Semaphore(s.concurrency)
+        self.limiter = HostLimiter(s.per_host_per_second)
+        limits = httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
+        with tqdm(total=len(urls), initial=len(results), desc="download", unit="img", leave=False,
+                  disable=not self.progress) as bar:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(s.timeout_s), limits=limits, follow_redirects=False,
+                                         headers={"User-Agent": s.user_agent}) as client:
+
+                async def one(url: str) -> None:
+                    try:
+                        data = await self._with_retries(client, url)
+                        self.cache.put(url, data)
+                        results[url] = data
+                    except DownloadError as exc:
+                        results[url] = Failure(exc.reason, str(exc))
+                    bar.update(1)
+
+                await asyncio.gather(*(one(url) for url in todo))
+        return {url: results[url] for url in urls}
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, DownloadError) and exc.retry_after is not None:
+            return exc.retry_after
+        base = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (state.attempt_number - 1))
+        return base / 2 + random.uniform(0, base / 2)
+
+    async def _with_retries(self, client: httpx.AsyncClient, url: str) -> bytes:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, DownloadError) and e.transient),
+            stop=stop_after_attempt(self.settings.retries + 1), wait=self._wait, reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(client, url)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _check(self, url: str) -> str:
+        """The host of ``url`` after refusing anything but http(s) to a public address."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise DownloadError("bad_url", f"{url!r} is not a valid URL: {exc}") from exc
+        if parts.scheme not in ("http", "https"):
+            raise DownloadError("bad_scheme", f"only http and https URLs are fetched, not {parts.scheme or 'none'!r}")
+        if not parts.hostname:
+            raise DownloadError("bad_url", f"{url!r} names no host")
+        if not self.settings.allow_private:
+            key = (parts.hostname, port)
+            if key not in self._resolved:
+                try:
+                    infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+                except socket.gaierror as exc:
+                    raise DownloadError("dns_failed", f"{parts.hostname} does not resolve: {exc}", transient=True)
+                self._resolved[key] = sorted({info[4][0] for info in infos})
+            blocked = [a for a in self._resolved[key] if _blocked(a)]
+            if blocked:
+                raise DownloadError("private_address", f"{parts.hostname} resolves to the non-public address "
+                                    f"{blocked[0]}; pass --allow-private to fetch from it")
+        return parts.hostname
+
+    async def _attempt(self, client: httpx.AsyncClient, url: str) -> bytes:
+        s = self.settings
+        for _ in range(s.max_redirects + 1):
+            host = await self._check(url)
+            await self.limiter.wait(host)
+            async with self.slots:
+                try:
+                    async with asyncio.timeout(s.deadline_s):
+                        location = await self._request(client, url)
+                except TimeoutError as exc:
+                    raise DownloadError("timeout", f"no complete answer within {s.deadline_s:g} s",
+                                        transient=True) from exc
+                except httpx.TimeoutException as exc:
+                    raise DownloadError("timeout", f"timed out after {s.timeout_s:g} s ({type(exc).__name__})",
+                                        transient=True) from exc
+                except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+                    raise DownloadError("bad_url", str(exc)) from exc
+                except httpx.TransportError as exc:
+                    raise DownloadError("connection_failed", f"{type(exc).__name__}: {exc}", transient=True) from exc
+            if isinstance(location, bytes):
+                return location
+            url = location
+        raise DownloadError("too_many_redirects", f"more than {s.max_redirects} redirects")
+
+    async def _request(self, client: httpx.AsyncClient, url: str) -> bytes | str:
+        """The body of a 200 answer, or the next URL of a redirect."""
+        cap = self.settings.max_bytes
+        async with client.stream("GET", url) as response:
+            if response.is_redirect and "location" in response.headers:
+                return urljoin(url, response.headers["location"])
+            status = response.status_code
+            if status == 429 or status >= 500:
+                wait = _retry_after(response.headers.get("retry-after"))
+                if wait is not None and wait > self.settings.max_retry_after_s:
+                    raise DownloadError("rate_limited", f"HTTP {status} asking to wait {wait:.0f} s, above the "
+                                        f"limit of {self.settings.max_retry_after_s:g} s")
+                raise DownloadError(f"http_{status}", f"HTTP {status} {response.reason_phrase}", transient=True,
+                                    retry_after=wait)
+            if status != 200:
+                raise DownloadError(f"http_{status}", f"HTTP {status} {response.reason_phrase}")
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > cap:
+                raise DownloadError("too_large", f"Content-Length {length} is above the cap of {cap} bytes")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise DownloadError("too_large", f"the body passed the cap of {cap} bytes")
+            if sniff_format(bytes(body[:16])) is None:
+                kind = response.headers.get("content-type", "no Content-Type")
+                raise DownloadError("not_an_image", f"served as {kind} but the bytes are not a JPEG, PNG, WebP or GIF")
+            return bytes(body)
+
+
+def download_items(items: list[Item | Reject], settings: Settings, progress: bool = True) -> list[Item | Reject]:
+    """``items`` with each URL item's bytes filled in, or replaced by a reject saying why it failed."""
+    urls = [item.url for item in items if isinstance(item, Item) and item.data is None and item.url]
+    if not urls:
+        return list(items)
+    fetched = Downloader(settings.download, DownloadCache(cache_dir(settings)), progress).fetch_all(urls)
+    out: list[Item | Reject] = []
+    for item in items:
+        if isinstance(item, Item) and item.data is None and item.url:
+            got = fetched[item.url]
+            out.append(replace(item, data=got) if isinstance(got, bytes) else Reject(item.ref, got.reason, got.message))
+        else:
+            out.append(item)
+    return out

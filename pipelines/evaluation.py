@@ -1,0 +1,152 @@
+"""Metrics, baselines and the plots a reviewer opens in the MLflow UI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+
+PRIMARY = {"binary": "roc_auc", "score": "spearman"}
+
+
+def trimmed_rmse(y: np.ndarray, pred: np.ndarray, trim: float = 0.25) -> float:
+    """RMSE over the errors between the ``trim`` and ``1 - trim`` quantiles (seed 002)."""
+    err = np.sort((np.asarray(pred) - np.asarray(y)) ** 2)
+    lo, hi = int(len(err) * trim), int(np.ceil(len(err) * (1 - trim)))
+    return float(np.sqrt(err[lo:hi].mean())) if hi > lo else float("nan")
+
+
+def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    y, score = np.asarray(y).astype(int), np.asarray(score, dtype=float)
+    pred = (score >= threshold).astype(int)
+    single_class = len(np.unique(y)) < 2
+    return {
+        "roc_auc": float("nan") if single_class else float(skm.roc_auc_score(y, score)),
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
+        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        "brier": float(skm.brier_score_loss(y, np.clip(score, 0, 1))),
+        # seed 000: how often a "popular" prediction is right, next to the base rate
+        "relevant_precision": float(skm.precision_score(y, pred, zero_division=0)),
+        "base_rate": float(y.mean()),
+    }
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    rho = spearmanr(y, pred).statistic if np.std(pred) > 0 else float("nan")
+    return {
+        "spearman": float(rho),
+        "rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
+        "trimmed_rmse": trimmed_rmse(y, pred),
+        "median_ae": float(np.median(np.abs(pred - y))),
+    }
+
+
+def pairwise_accuracy(engagement: np.ndarray, score: np.ndarray, groups: np.ndarray) -> float:
+    """Share of same-group pairs with different engagement that the score orders correctly.
+
+    Within one user's photos (or one restaurant category) the social context is shared, so this
+    measures what the image itself adds; ties in the score count half.
+    """
+    engagement, score, groups = np.asarray(engagement, float), np.asarray(score, float), np.asarray(groups)
+    right, total = 0.0, 0
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) < 2:
+            continue
+        de = np.sign(engagement[idx, None] - engagement[None, idx])
+        ds = np.sign(score[idx, None] - score[None, idx])
+        pairs = np.triu(de != 0, k=1)
+        right += float(((de == ds) & pairs).sum() + 0.5 * ((ds == 0) & pairs).sum())
+        total += int(pairs.sum())
+    return right / total if total else float("nan")
+
+
+def task_metrics(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    return binary_metrics(y, score) if task == "binary" else regression_metrics(y, score)
+
+
+def baseline(task: str, y_train: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+    """The majority class (binary) or the training mean (score), scored like any candidate."""
+    if task == "binary":
+        majority = float(np.mean(y_train) >= 0.5)
+        return binary_metrics(y_test, np.full(len(y_test), majority))
+    return regression_metrics(y_test, np.full(len(y_test), float(np.mean(y_train))))
+
+
+def binary_plots(y: np.ndarray, score: np.ndarray, out: Path) -> list[Path]:
+    """Confusion matrix, ROC, precision-recall and calibration plots as PNG files."""
+    out.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y).astype(int)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    skm.ConfusionMatrixDisplay.from_predictions(y, (score >= 0.5).astype(int), ax=axes[0],
+                                                display_labels=["unpopular", "popular"], colorbar=False)
+    axes[0].set_title("Confusion matrix")
+    skm.RocCurveDisplay.from_predictions(y, score, ax=axes[1], plot_chance_level=True)
+    axes[1].set_title("ROC")
+    skm.PrecisionRecallDisplay.from_predictions(y, score, ax=axes[2], plot_chance_level=True)
+    axes[2].set_title("Precision-recall")
+    frac, mean = calibration_curve(y, np.clip(score, 0, 1), n_bins=10, strategy="quantile")
+    axes[3].plot(mean, frac, "o-", label="model")
+    axes[3].plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    axes[3].set(title="Calibration", xlabel="mean predicted", ylabel="fraction popular")
+    axes[3].legend()
+    path = out / "evaluation.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return [path]
+
+
+def regression_plots(y: np.ndarray, pred: np.ndarray, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y, pred, s=6, alpha=0.5)
+    lo, hi = float(np.min(y)), float(np.max(y))
+    ax.plot([lo, hi], [lo, hi], "--", color="grey")
+    ax.set(title="Predicted vs true score", xlabel="true", ylabel="predicted")
+    path = out / "evaluation.png"
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return [path]
+
+
+def loss_curves(history: list[dict], out: Path) -> Path:
+    """Train/validation loss per epoch (seed 004)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = range(1, len(history) + 1)
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax.set(title="Loss", xlabel="epoch", ylabel="loss")
+    ax.legend()
+    path = out / "loss_curves.png"
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def image_grid(images: list, scores: np.ndarray, title: str, out: Path) -> Path:
+    """A grid of images with their scores: the top and bottom 25 show what the model learned (seed 003)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cols = 5
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2, rows * 2.2))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, img, s in zip(np.ravel(axes), images, scores, strict=False):
+        ax.imshow(img)
+        ax.set_title(f"{s:.2f}", fontsize=8)
+    fig.suptitle(title)
+    path = out / f"{title.lower().replace(' ', '_')}.png"
+    fig.savefig(path, dpi=70, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,92 @@
+"""Image features, computed in batches; the same featurizer runs in training and inside the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pipelines.features import embeddings, faces
+from pipelines.features.colors import dominant_colors, palette_features
+from pipelines.features.quality import quality_stats
+from pipelines.features.social import social_features, social_inputs
+from pipelines.images import decode, to_array
+
+
+@dataclass(frozen=True)
+class ImageFeaturizer:
+    """Turns decoded images (and their social columns) into a named feature table.
+
+    ``groups`` picks any of ``colors``, ``quality``, ``faces``, ``embeddings`` and ``social``.
+    """
+
+    groups: tuple[str, ...] = ("colors", "quality")
+    colors_k: int = 5
+    colors_px: int = 64
+    colors_iters: int = 12
+    quality_px: int = 128
+    faces_px: int = 512
+    embed_backbone: str = "mobilenet_v2"
+    embed_px: int = 128
+    embed_flip: bool = True
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    def transform(self, images: list[Image.Image], social: pd.DataFrame | None = None) -> pd.DataFrame:
+        parts = []
+        if "colors" in self.groups:
+            small = np.stack([to_array(img, self.colors_px) for img in images])
+            values, names = palette_features(dominant_colors(small, self.colors_k, self.colors_iters))
+            parts.append(pd.DataFrame(values, columns=names))
+        if "quality" in self.groups:
+            parts.append(quality_stats(np.stack([to_array(img, self.quality_px) for img in images])))
+        if "faces" in self.groups:
+            parts.append(faces.face_features(images, self.faces_px))
+        if "embeddings" in self.groups:
+            z = embeddings.embed(images, self.embed_backbone, self.embed_px, self.embed_flip)
+            parts.append(pd.DataFrame(z, columns=[f"emb{i}" for i in range(z.shape[1])]))
+        if "social" in self.groups:
+            missing = pd.DataFrame(index=range(len(images)))
+            parts.append(social_features(social if social is not None else missing))
+        return pd.concat(parts, axis=1)
+
+
+def features_cache(snapshot, featurizer: ImageFeaturizer, cache_dir: Path) -> Path:
+    return cache_dir / snapshot.id / f"{featurizer.key}.parquet"
+
+
+def batch_features(snapshot, rows: pd.DataFrame, featurizer: ImageFeaturizer, limits) -> pd.DataFrame:
+    """Features of some manifest rows: the unit of work that a Dask worker can take."""
+    images = [decode(snapshot.read_image(p), limits.max_bytes, limits.max_pixels)[0] for p in rows["image_path"]]
+    return featurizer.transform(images, social_inputs(rows)).set_index(
+        pd.Index(rows["image_id"].to_numpy(), name="image_id"))
+
+
+def store_features(features: pd.DataFrame, cache: Path) -> pd.DataFrame:
+    """Written beside and renamed into place, so a reader never sees half a table."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    features.to_parquet(tmp)
+    tmp.rename(cache)
+    return features
+
+
+def snapshot_features(
+    snapshot, featurizer: ImageFeaturizer, cache_dir: Path, limits, batch_size: int = 256
+) -> pd.DataFrame:
+    """Features of every image of a snapshot, indexed by ``image_id``, cached per snapshot."""
+    cache = features_cache(snapshot, featurizer, cache_dir)
+    if cache.exists():
+        return pd.read_parquet(cache)
+    manifest = snapshot.manifest
+    frames = [batch_features(snapshot, manifest.iloc[start : start + batch_size], featurizer, limits)
+              for start in tqdm(range(0, len(manifest), batch_size), desc="features", unit="batch")]
+    return store_features(pd.concat(frames), cache)

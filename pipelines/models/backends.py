@@ -1,0 +1,82 @@
+"""What runs inside the pyfunc: a scikit-learn estimator on image features, or a torch network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import skops.io
+import torch
+from PIL import Image
+
+from pipelines.features import ImageFeaturizer
+from pipelines.images import to_array
+from pipelines.models import cnn
+
+# our own estimators (e.g. the scale × shape sequence model) ship as code beside the weights
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "pipelines.models.")
+
+
+def save_estimator(estimator, path: Path) -> str:
+    skops.io.dump(estimator, path)
+    return str(path)
+
+
+def load_estimator(path: str):
+    """Load a skops file, trusting only scikit-learn, NumPy, SciPy and this package's model types."""
+    untrusted = skops.io.get_untrusted_types(file=path)
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise ValueError(f"{path} holds types outside scikit-learn/NumPy/SciPy/pipelines.models: {refused}")
+    return skops.io.load(path, trusted=untrusted)
+
+
+class SklearnBackend:
+    def __init__(self, config: dict, artifacts: dict):
+        self.task = config["task"]
+        self.featurizer = ImageFeaturizer(**{k: tuple(v) if k == "groups" else v
+                                             for k, v in config["featurizer"].items()})
+        self.columns = config["columns"]
+        self.estimator = load_estimator(artifacts["estimator"])
+
+    def features(self, images: list[Image.Image], social: pd.DataFrame) -> pd.DataFrame:
+        table = self.featurizer.transform(images, social)
+        for column in self.columns:
+            if column not in table:
+                table[column] = social[column].to_numpy() if column in social else np.nan
+        return table[self.columns]
+
+    def score(self, images: list[Image.Image], social: pd.DataFrame) -> np.ndarray:
+        x = self.features(images, social)
+        if self.task == "binary":
+            return self.estimator.predict_proba(x)[:, 1]
+        return self.estimator.predict(x)
+
+
+class TorchBackend:
+    def __init__(self, config: dict, artifacts: dict):
+        self.task = config["task"]
+        self.px = config["image_px"]
+        self.target_mean = config.get("target_mean", 0.0)
+        self.target_std = config.get("target_std", 1.0)
+        self.calibration = config.get("calibration")  # Platt scaling of ordinal/ranking outputs
+        self.model = cnn.build_network(config["backbone"], pretrained=False)
+        state = torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.to(cnn.device()).eval()
+
+    def score(self, images: list[Image.Image], social: pd.DataFrame) -> np.ndarray:
+        pixels = np.stack([to_array(img, self.px) for img in images])
+        raw = cnn.predict(self.model, pixels, self.px)
+        if self.calibration:
+            slope, intercept = self.calibration
+            raw = slope * raw + intercept
+        if self.task == "binary":
+            return 1 / (1 + np.exp(-raw))
+        return raw * self.target_std + self.target_mean
+
+
+def load(config: dict, artifacts: dict):
+    return {"sklearn": SklearnBackend, "torch": TorchBackend}[config["kind"]](config, artifacts)
+

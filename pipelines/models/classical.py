@@ -1,0 +1,154 @@
+"""The scikit-learn candidates: one recipe per method of the seeds, and the challenge-winning recipe.
+
+A recipe names the feature groups it reads and builds an estimator from its hyper-parameters;
+searches over hyper-parameters use folds grouped by user or category, so that a user's photos never
+sit on both sides of a fold (the frozen test split stays untouched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.decomposition import PCA
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import make_scorer
+from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
+
+from pipelines.settings import TrainSettings
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Feature groups, what they need at serving time, defaults, an estimator builder and a search."""
+
+    groups: tuple[str, ...]
+    inputs: str  # "image", "social" or "image+social": what a prediction needs
+    defaults: Callable[[TrainSettings, bool], dict]
+    build: Callable[[str, dict, TrainSettings], BaseEstimator]
+    grid: Callable[[TrainSettings], dict] | None = None  # swept with grouped folds on the training split
+    space: Callable[[object], dict] | None = None  # Optuna search space (``--tune``)
+
+
+def _imputed(*steps):
+    """Social columns may be missing at serving time; estimators without NaN support get the median."""
+    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), *steps)
+
+
+def _calibrated(estimator):
+    """Platt-free probabilities for margin classifiers: isotonic would overfit the small demo sets."""
+    return CalibratedClassifierCV(estimator, method="sigmoid", ensemble=False, cv=3)
+
+
+def _poly_svm(task: str, p: dict, s: TrainSettings):
+    if task == "binary":
+        return _imputed(_calibrated(SVC(kernel="poly", degree=3, C=p["C"], max_iter=p.get("max_iter", -1))))
+    return _imputed(SVR(kernel="poly", degree=3, C=p["C"], max_iter=p.get("max_iter", -1)))
+
+
+def _linear_svm(task: str, p: dict, s: TrainSettings):
+    if task == "binary":
+        return _imputed(_calibrated(LinearSVC(C=p["C"], max_iter=5000)))
+    return _imputed(LinearSVR(C=p["C"], max_iter=5000))
+
+
+def _forest(task: str, p: dict, s: TrainSettings):
+    kind = RandomForestClassifier if task == "binary" else RandomForestRegressor
+    return kind(n_estimators=p["n_estimators"], min_samples_leaf=p["min_samples_leaf"], max_features="sqrt",
+                n_jobs=2, random_state=s.seed)
+
+
+def _boosting(task: str, p: dict, s: TrainSettings):
+    kind = HistGradientBoostingClassifier if task == "binary" else HistGradientBoostingRegressor
+    return kind(max_iter=p["max_iter"], learning_rate=p["learning_rate"], max_leaf_nodes=p["max_leaf_nodes"],
+                l2_regularization=p.get("l2_regularization", 0.0), random_state=s.seed)
+
+
+def _boosting_on_pca(task: str, p: dict, s: TrainSettings):
+    """Social features + PCA-reduced CNN embeddings → gradient boosting (the SMP challenge winners)."""
+    reduce = ColumnTransformer(
+        [("embeddings", make_pipeline(StandardScaler(), PCA(p["pca_components"], random_state=s.seed)),
+          make_column_selector(pattern=r"^emb\d+$"))],
+        remainder="passthrough", verbose_feature_names_out=False,
+    )
+    return make_pipeline(reduce, _boosting(task, p, s))
+
+
+def _boosting_defaults(quick: bool) -> dict:
+    return {"max_iter": 100 if quick else 300, "learning_rate": 0.05, "max_leaf_nodes": 15}
+
+
+def _boosting_space(trial) -> dict:
+    return {"max_iter": trial.suggest_int("max_iter", 50, 500, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 4, 63, log=True),
+            "l2_regularization": trial.suggest_float("l2_regularization", 1e-6, 10.0, log=True)}
+
+
+RECIPES: dict[str, Recipe] = {
+    # seed 000: polynomial SVM on dominant colours, C swept with grouped folds
+    "colors-svm": Recipe(("colors",), "image", lambda s, q: {"C": 1.0}, _poly_svm,
+                         grid=lambda s: {"C": [1e-2, 1e-1, 1.0, 10.0]},
+                         space=lambda t: {"C": t.suggest_float("C", 1e-3, 1e5, log=True)}),
+    # seed 000 exactly: degree 3, C = 1e5 (capped iterations: libsvm crawls at that C)
+    "colors-svm-seed": Recipe(("colors",), "image", lambda s, q: {"C": s.svm_seed_c, "max_iter": 200_000},
+                              _poly_svm),
+    "stats-gb": Recipe(("colors", "quality"), "image", lambda s, q: _boosting_defaults(q), _boosting,
+                       space=_boosting_space),
+    # seed 003: linear SVM on CNN features, C swept from 1e-6 to 1e5
+    "svm-linear": Recipe(("embeddings",), "image", lambda s, q: {"C": 1.0}, _linear_svm,
+                         grid=lambda s: {"C": s.svm_c_grid},
+                         space=lambda t: {"C": t.suggest_float("C", 1e-6, 1e5, log=True)}),
+    # seed 003: random forest of 500 trees on CNN features
+    "forest": Recipe(("embeddings",), "image",
+                     lambda s, q: {"n_estimators": 100 if q else s.forest_trees, "min_samples_leaf": 2}, _forest,
+                     space=lambda t: {"n_estimators": t.suggest_int("n_estimators", 100, 1000, log=True),
+                                      "min_samples_leaf": t.suggest_int("min_samples_leaf", 1, 20, log=True)}),
+    # beyond the seeds: what social features alone carry, and the challenge recipe with the pixels added
+    "social-gb": Recipe(("social",), "social", lambda s, q: _boosting_defaults(q), _boosting,
+                        space=_boosting_space),
+    "social-emb-gb": Recipe(("social", "colors", "quality", "embeddings"), "image+social",
+                            lambda s, q: {**_boosting_defaults(q), "pca_components": s.pca_components},
+                            _boosting_on_pca,
+                            grid=lambda s: {"learning_rate": [0.03, 0.1]},
+                            space=lambda t: {**_boosting_space(t),
+                                             "pca_components": t.suggest_int("pca_components", 4, 64, log=True)}),
+}
+
+
+def grid_key(estimator: BaseEstimator, name: str) -> str:
+    """The nested parameter path of ``name`` inside a built estimator (``svc__C``, …)."""
+    keys = [k for k in estimator.get_params() if k == name or k.endswith(f"__{name}")]
+    if not keys:
+        raise KeyError(f"{type(estimator).__name__} has no parameter {name!r}")
+    return min(keys, key=len)
+
+
+def _spearman(y, pred) -> float:
+    return float(spearmanr(y, pred).statistic) if np.std(pred) > 0 else 0.0
+
+
+def grouped_search(estimator: BaseEstimator, grid: dict, x, y, groups, task: str, folds: int):
+    """Sweep ``grid`` with folds grouped by ``groups``; returns the refitted search."""
+    n_groups = len(np.unique(groups))
+    search = GridSearchCV(
+        estimator, {grid_key(estimator, k): v for k, v in grid.items()},
+        cv=GroupKFold(n_splits=max(2, min(folds, n_groups))),
+        scoring="roc_auc" if task == "binary" else make_scorer(_spearman),
+        n_jobs=1, error_score=np.nan,
+    )
+    return search.fit(x, y, groups=groups)

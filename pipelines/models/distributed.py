@@ -1,0 +1,59 @@
+"""Data-parallel training with ``torch.distributed``: set up by ``torchrun``, a no-op otherwise.
+
+``torchrun --nproc_per_node N`` sets ``WORLD_SIZE``/``RANK``/``MASTER_ADDR``; each process then
+joins one group (NCCL on GPUs, gloo on CPU), trains on its shard of every global batch, and only
+rank 0 talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """True when started by ``torchrun`` (or any launcher setting the env:// variables) with N > 1."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup() -> None:
+    """Join the process group once; each rank takes its own GPU when there are several."""
+    if not launched() or dist.is_initialized():
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def broadcast_float(value: float) -> float:
+    """Rank 0's value on every rank, so that early stopping decides the same everywhere."""
+    if not active():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64,
+                          device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())

@@ -1,0 +1,210 @@
+"""The one typed settings object: every tunable of the stack, read from the environment.
+
+Nested groups are set with a double underscore, e.g. ``POPULARITY_TRAIN__EPOCHS=3``.
+Server locations keep the libraries' own variables (``MLFLOW_TRACKING_URI``,
+``PREFECT_API_URL``) so that a team can point the stack at its servers without learning ours.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SplitSettings(BaseModel):
+    train: float = 0.70
+    val: float = 0.15
+    # the remainder is the frozen test split
+
+
+class DemoSettings(BaseModel):
+    size: int = 2000
+    image_px: int = 128
+    seed: int = 7
+    users: int = 200
+
+
+class DownloadSettings(BaseModel):
+    concurrency: int = 16
+    per_host_per_second: float = 8.0  # 0 disables the per-host limit
+    timeout_s: float = 20.0
+    retries: int = 4
+    max_bytes: int = 20 * 1024 * 1024
+    allow_private: bool = False
+    backoff_s: float = 0.5  # first retry's wait; doubles each attempt, half of it random (jitter)
+    max_backoff_s: float = 30.0
+    max_retry_after_s: float = 120.0  # a longer Retry-After gives up instead of stalling the run
+    deadline_s: float = 300.0  # one attempt, headers to last byte: a trickling server cannot hold a slot
+    max_redirects: int = 5
+    batch_size: int = 256  # items downloaded and decoded together (one task on a Dask runner)
+    user_agent: str = "popularity-collector/0.1"
+
+
+class ImageLimits(BaseModel):
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    min_side: int = 32
+
+
+class FeatureSettings(BaseModel):
+    colors_k: int = 5
+    colors_px: int = 64
+    colors_iters: int = 25  # Lloyd steps: 25 bring palettes within 10 RGB of seed 000 (bench)
+    batch_size: int = 256
+    faces_px: int = 512
+    faces_min_confidence: float = 2.0  # Haar level weight: the --require-faces threshold
+    embed_backbone: str = "mobilenet_v2"
+    embed_px: int = 128
+    embed_flip: bool = True
+
+
+class TrainSettings(BaseModel):
+    models: list[str] = ["colors-svm", "stats-gb", "cnn"]
+    backbone: str = "mobilenet_v2"
+    image_px: int = 96
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 3e-4
+    head_lr_multiplier: float = 10.0
+    step_size: int = 3
+    patience: int = 2
+    seed: int = 42
+    quick_epochs: int = 1
+    split: str = "group"  # or "time": the latest posts are the test split
+    repeats: int = 0  # K repeated grouped 9:1 splits (seed 002), reported as mean ± std
+    require_faces: bool = False
+    tune: bool = False
+    tune_budget_s: float = 120.0
+    tune_trials: int = 30
+    svm_seed_c: float = 1e5  # seed 000's polynomial SVM
+    svm_c_grid: list[float] = [1e-6, 1e-4, 1e-2, 1e-1, 1.0, 10.0, 1e3, 1e5]  # seed 003's sweep
+    forest_trees: int = 500
+    pca_components: int = 32
+    cv_folds: int = 5
+    sequence_clusters: int = 50
+    sequence_bandwidth: float = 0.53
+    ordinal_bins: int = 10
+    ranking_margin: float = 1.0
+
+
+class PromotionSettings(BaseModel):
+    margin: float = 0.01
+    floor_roc_auc: float = 0.6
+    floor_spearman: float = 0.1
+    latency_budget_ms: float = 250.0
+    flip_tolerance: float = 0.25
+    jpeg_tolerance: float = 0.25
+
+
+class ServingSettings(BaseModel):
+    port: int = 3000
+    host: str = "127.0.0.1"
+    max_batch_size: int = 32
+    max_latency_ms: int = 10_000  # the batch queue sheds load (503) past this; batches form adaptively below it
+    batching: bool = True  # off only to measure what adaptive batching buys (bench/)
+    gpu: bool = False
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_batch_images: int = 64
+    compare_max_images: int = 10
+    max_side: int = 1024  # decoded images are shrunk to this before the model step (features use <= 512 px)
+    bento_model: str | None = None  # the packed BentoML model tag; set inside a built Bento
+
+
+class DriftSettings(BaseModel):
+    window: int = 200
+    min_requests: int = 50
+    p_value: float = 0.01
+    drifted_share_threshold: float = 0.3
+    cooldown_hours: float = 24.0
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    # Retraining, on drift or on its schedule: the source to collect again (None reuses the latest
+    # snapshot), the candidates (None: train.models) and whether to train briefly.
+    retrain_source: str | None = None
+    retrain_models: list[str] | None = None
+    retrain_quick: bool = False
+    retrain_cron: str = "0 3 * * 1"
+    monitor_cron: str = "0 * * * *"
+
+
+class ValidationSettings(BaseModel):
+    max_quarantine_share: float = 0.05
+    class_balance_warn: float = 0.2
+    class_balance_fail: float = 0.05
+    split_share_tolerance: float = 0.15  # a split's share may differ this much from settings.splits (warning)
+    feature_range_tolerance: float = 0.1  # a feature may leave its training range by this share of it (warning)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POPULARITY_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Path(".popularity")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "POPULARITY_MLFLOW_TRACKING_URI")
+    )
+    api_key: SecretStr | None = None
+    task: str = "binary"
+    model_prefix: str = "popularity"
+    splits: SplitSettings = SplitSettings()
+    demo: DemoSettings = DemoSettings()
+    download: DownloadSettings = DownloadSettings()
+    images: ImageLimits = ImageLimits()
+    features: FeatureSettings = FeatureSettings()
+    train: TrainSettings = TrainSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    serving: ServingSettings = ServingSettings()
+    drift: DriftSettings = DriftSettings()
+    validation: ValidationSettings = ValidationSettings()
+
+    @property
+    def root(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.root / "monitoring"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.root / "gx"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def model_name(self, task: str | None = None) -> str:
+        return f"{self.model_prefix}-{task or self.task}"
+
+    def export_environment(self) -> None:
+        """Point MLflow, Prefect and BentoML at the home before any of them is imported."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", self.tracking_uri)
+        os.environ.setdefault("PREFECT_HOME", str(self.root / "prefect"))
+        os.environ.setdefault("BENTOML_HOME", str(self.root / "bentoml"))
+        # The ephemeral API's 20 s start-up default is too short on a busy 2-core machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

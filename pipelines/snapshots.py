@@ -1,0 +1,160 @@
+"""Immutable, content-addressed dataset snapshots.
+
+Layout: ``datasets/<name>/<snapshot-id>/{manifest.parquet, rejects.parquet, snapshot.json,
+images/ab/ab12….jpg}``. A snapshot is assembled in a hidden temporary folder beside its final
+place and renamed into place in one step, so a crash never leaves half a snapshot. The id is the
+digest of the manifest's content, so collecting the same data twice gives the same snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+REJECT_COLUMNS = ["source_ref", "reason", "message"]
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def content_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Snapshot:
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def name(self) -> str:
+        return self.path.parent.name
+
+    @cached_property
+    def meta(self) -> dict:
+        return json.loads((self.path / "snapshot.json").read_text())
+
+    @cached_property
+    def manifest(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "manifest.parquet")
+
+    @cached_property
+    def rejects(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "rejects.parquet")
+
+    def image_path(self, relative: str) -> Path:
+        return self.path / relative
+
+    def read_image(self, relative: str) -> bytes:
+        return (self.path / relative).read_bytes()
+
+    def summary(self) -> dict:
+        return {
+            "snapshot": self.id,
+            "path": str(self.path),
+            "items": int(self.meta["counts"]["items"]),
+            "rejects": int(self.meta["counts"]["rejects"]),
+            "labels": self.meta["counts"].get("labels", {}),
+            "reject_reasons": self.meta["counts"].get("reject_reasons", {}),
+        }
+
+    @classmethod
+    def open(cls, datasets_dir: Path, ref: str | None = None) -> Snapshot:
+        """A snapshot by path, by id (searched across names), by name (its latest) or the latest of all."""
+        if ref and Path(ref).is_dir() and (Path(ref) / "snapshot.json").exists():
+            return cls(Path(ref))
+        candidates = sorted((p for p in datasets_dir.glob("*/*/snapshot.json") if not p.parent.name.startswith(".")),
+                            key=lambda p: p.stat().st_mtime)
+        if ref:
+            candidates = [p for p in candidates if p.parent.name.startswith(ref) or p.parent.parent.name == ref]
+        if not candidates:
+            raise FileNotFoundError(f"no snapshot {ref or ''} under {datasets_dir}; run `popularity collect` first")
+        return cls(candidates[-1].parent)
+
+
+@dataclass
+class SnapshotWriter:
+    """Collects images and rows in a temporary folder, then commits them as one snapshot."""
+
+    datasets_dir: Path
+    name: str
+    rows: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.parent = self.datasets_dir / self.name
+        self.tmp = self.parent / f".tmp-{uuid.uuid4().hex}"
+        (self.tmp / "images").mkdir(parents=True)
+
+    def add_image(self, data: bytes, fmt: str) -> tuple[str, str]:
+        """Store the bytes by content hash; returns ``(image_id, relative_path)``."""
+        image_id = content_id(data)
+        ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}[fmt]
+        relative = f"images/{image_id[:2]}/{image_id}.{ext}"
+        target = self.tmp / relative
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return image_id, relative
+
+    def reject(self, source_ref: str, reason: str, message: str) -> None:
+        self.rejects.append({"source_ref": source_ref, "reason": reason, "message": message})
+
+    def write_extra(self, filename: str, frame: pd.DataFrame) -> None:
+        """A side table that training never reads (e.g. the demo oracle)."""
+        frame.to_parquet(self.tmp / filename, index=False)
+
+    def commit(self, manifest: pd.DataFrame, meta: dict) -> Snapshot:
+        manifest = manifest.sort_values("image_id").reset_index(drop=True)
+        rejects = pd.DataFrame(self.rejects, columns=REJECT_COLUMNS)
+        digest = hashlib.sha256()
+        digest.update(pd.util.hash_pandas_object(manifest.astype(str), index=False).values.tobytes())
+        digest.update(json.dumps(meta.get("source"), sort_keys=True).encode())
+        snapshot_id = digest.hexdigest()[:16]
+        manifest.to_parquet(self.tmp / "manifest.parquet", index=False)
+        rejects.to_parquet(self.tmp / "rejects.parquet", index=False)
+        labels = manifest["label"].value_counts().sort_index() if "label" in manifest else pd.Series(dtype=int)
+        meta = {
+            **meta,
+            "id": snapshot_id,
+            "name": self.name,
+            "created_at": datetime.now(UTC).isoformat(),
+            "code_version": code_version(),
+            "counts": {
+                "items": len(manifest),
+                "rejects": len(rejects),
+                "labels": {str(k): int(v) for k, v in labels.items()},
+                "splits": {str(k): int(v) for k, v in manifest["split"].value_counts().items()},
+                "reject_reasons": {str(k): int(v) for k, v in rejects["reason"].value_counts().items()},
+            },
+        }
+        (self.tmp / "snapshot.json").write_text(json.dumps(meta, indent=2, default=str))
+        final = self.parent / snapshot_id
+        if final.exists():  # the same content collected again: keep the existing snapshot
+            self.abort()
+        else:
+            self.tmp.rename(final)
+        return Snapshot(final)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -1,0 +1,151 @@
+"""The built-in demo data set: synthetic scenes whose popularity truly depends on what they show.
+
+Each image is a background, a few distractor shapes, a texture and one subject. Hidden attributes
+(colourfulness, contrast, brightness, the subject's size and placement) make a visual appeal;
+users with followers, account age and posting habits make a social effect. Likes, views (a 30-day
+cumulative sequence = scale × one of a few shape prototypes), favorites and comments follow from
+both plus noise. The latent values go to the oracle table, which training never reads, so every
+demo result can be reported beside the best achievable one.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from pipelines.images import to_jpeg
+from pipelines.settings import get_settings
+from pipelines.sources import Item, SpecError
+
+CATEGORIES = ["food", "travel", "pets", "portrait", "nature"]
+DAYS = 30
+
+
+def _shape_prototypes() -> np.ndarray:
+    """Cumulative 30-day view curves normalised to 1 on day 30: fast, steady, late bloom, step."""
+    t = np.arange(1, DAYS + 1) / DAYS
+    curves = [
+        1 - np.exp(-t * 12),
+        t,
+        t**3,
+        np.where(t < 0.3, t, 0.3 + 0.7 * (t - 0.3) / 0.7) ** 0.5,
+    ]
+    return np.stack([c / c[-1] for c in curves])
+
+
+@dataclass
+class DemoSource:
+    n: int
+    seed: int
+    size: int
+    users: int
+
+    kind = "demo"
+    default_label = "median-split"
+
+    @classmethod
+    def from_location(cls, location: str) -> DemoSource:
+        cfg = get_settings().demo
+        if location and (not location.isdigit() or int(location) < 10):
+            raise SpecError(f"demo takes a count of at least 10 (demo:N), not {location!r}")
+        n = int(location) if location else cfg.size
+        return cls(n=n, seed=cfg.seed, size=cfg.image_px, users=min(cfg.users, max(10, n // 10)))
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n": self.n, "seed": self.seed, "size": self.size, "users": self.users}
+
+    def items(self) -> Iterator[Item]:
+        rng = np.random.default_rng(self.seed)
+        users = self._users(rng)
+        prototypes = _shape_prototypes()
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        for i in range(self.n):
+            user = int(rng.integers(self.users))
+            attrs = {
+                "colourfulness": rng.uniform(0, 1),
+                "contrast": rng.uniform(0, 1),
+                "brightness": rng.uniform(0.15, 0.95),
+                "subject_size": rng.uniform(0.15, 0.45),
+                "centred": rng.uniform(0, 1),
+            }
+            image = self._render(rng, attrs)
+            appeal = (
+                1.3 * attrs["colourfulness"]
+                + 1.0 * attrs["contrast"]
+                - 2.5 * (attrs["brightness"] - 0.6) ** 2
+                + 0.4 * attrs["centred"]
+                + 0.6 * attrs["subject_size"]
+            )
+            appeal = (appeal - 1.25) / 0.5
+            followers = users["followers"][user]
+            social = 0.9 * np.log(followers) + 0.15 * users["activity"][user]
+            log_likes = social + 0.8 * appeal + rng.normal(0, 0.45) - 1.0
+            likes = int(np.round(np.exp(log_likes)))
+            scale = float(np.exp(social + 0.6 * appeal + rng.normal(0, 0.4) + 1.5))
+            shape = prototypes[int(rng.integers(len(prototypes)))]
+            daily = np.maximum.accumulate(np.round(scale * shape * rng.uniform(0.97, 1.03, DAYS)))
+            posted_at = start + timedelta(hours=float(rng.uniform(0, 24 * 300)))
+            fields = {
+                "user_id": f"u{user:04d}",
+                "group": f"u{user:04d}",
+                "category": CATEGORIES[i % len(CATEGORIES)],
+                "followers": int(followers),
+                "account_age_days": int(users["age"][user]),
+                "posts_per_week": float(users["posts_per_week"][user]),
+                "posted_at": posted_at,
+                "likes": likes,
+                "views": int(daily[-1]),
+                "favorites": int(rng.poisson(0.002 * daily[-1] * np.exp(0.5 * appeal))),
+                "comments": int(rng.poisson(0.01 * likes)),
+                "tags": int(rng.integers(0, 15)),
+                **{f"views_d{d + 1}": int(v) for d, v in enumerate(daily)},
+            }
+            oracle = {"appeal": float(appeal), "expected_log_ratio": float(0.8 * appeal - 0.1 * np.log(followers)
+                                                                           + 0.15 * users["activity"][user])}
+            yield Item(ref=f"demo://{self.seed}/{i}", fields=fields, data=to_jpeg(image), oracle={**oracle, **attrs})
+
+    def _users(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {
+            "followers": np.maximum(10, rng.lognormal(6.5, 1.2, self.users)).round(),
+            "age": rng.integers(30, 3000, self.users),
+            "posts_per_week": rng.gamma(2.0, 1.5, self.users).round(2),
+            "activity": rng.normal(0, 1, self.users),
+        }
+
+    def _render(self, rng: np.random.Generator, attrs: dict) -> Image.Image:
+        s = self.size
+        sat = 0.05 + 0.9 * attrs["colourfulness"]
+        value = attrs["brightness"]
+        hue = rng.uniform(0, 1)
+        top = np.array(colorsys.hsv_to_rgb(hue, sat, value))
+        bottom = np.array(colorsys.hsv_to_rgb((hue + rng.uniform(-0.1, 0.1)) % 1, sat, value * 0.85))
+        ramp = np.linspace(0, 1, s)[:, None, None]
+        background = (top * (1 - ramp) + bottom * ramp) * np.ones((1, s, 3))
+        texture = rng.normal(0, rng.uniform(0.0, 0.06), (s, s, 1))
+        pixels = np.clip((background + texture) * 255, 0, 255).astype(np.uint8)
+        img = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(0, 4))):
+            x, y, r = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(s * 0.03, s * 0.1)
+            colour = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(rng.uniform(0, 1), sat * 0.8, value))
+            draw.rectangle([x - r, y - r, x + r, y + r], fill=colour)
+        # The subject: its luminance differs from the background by the contrast attribute.
+        direction = 1 if value < 0.55 else -1
+        subject_value = float(np.clip(value + direction * (0.1 + 0.8 * attrs["contrast"]), 0, 1))
+        subject_hue = (hue + 0.5 + rng.uniform(-0.15, 0.15)) % 1
+        colour = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(subject_hue, min(1, sat + 0.1), subject_value))
+        offset = (1 - attrs["centred"]) * 0.35 * s
+        angle = rng.uniform(0, 2 * np.pi)
+        cx, cy = s / 2 + offset * np.cos(angle), s / 2 + offset * np.sin(angle)
+        r = attrs["subject_size"] * s / 2
+        if rng.uniform() < 0.5:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+        else:
+            draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=colour)
+        return img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0, 0.8))))
+

@@ -1,0 +1,107 @@
+"""ASGI guards at the HTTP boundary: the optional API key and the request body cap.
+
+They run before BentoML parses a multipart body, so an oversized or unauthorised upload costs
+neither disk nor decoding, and the answer is a 4xx with a JSON message rather than a parser error.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
+
+
+async def _reply(send: Send, status: int, error: str, message: str, headers: list | None = None) -> None:
+    body = json.dumps({"error": error, "message": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKey:
+    """Requires ``Authorization: Bearer <key>`` or ``X-API-Key`` on everything but health, metrics
+    and the static page (which holds no data and asks the user for the key)."""
+
+    def __init__(self, app: ASGIApp, key: str | None):
+        self.app, self.key = app, key.encode() if key else None
+
+    def _open(self, path: str) -> bool:
+        return path in OPEN_PATHS or path in ("/", "/docs.json") or path.startswith("/static/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.key is None or scope["type"] != "http" or self._open(scope["path"]):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key", b"")
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given, self.key):
+            return await _reply(send, 401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)",
+                                [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+
+class BodyCap:
+    """Refuses bodies above ``max_bytes`` with 413 (by Content-Length, and by counting for chunked
+    uploads), and with 400 malformed multipart bodies and text in a file field: BentoML would answer
+    the first with a 500 and fetch the second as a URL (a server-side request we never want)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, file_fields: tuple[str, ...]):
+        self.app, self.max_bytes, self.file_fields = app, max_bytes, file_fields
+
+    def _refuse(self, send: Send, size: str):
+        return _reply(send, 413, "too_large", f"the request body is {size} bytes, above the cap of {self.max_bytes}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._refuse(send, length.decode(errors="replace"))
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._refuse(send, f"more than {self.max_bytes}")
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if headers.get(b"content-type", b"").startswith(b"multipart/"):
+            if problem := await _multipart_problem(scope, body, self.file_fields):
+                return await _reply(send, 400, "bad_request", problem)
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+
+async def _multipart_problem(scope: Scope, body: bytes, file_fields: tuple[str, ...]) -> str | None:
+    """What is wrong with a multipart body, or None."""
+    sent = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def once() -> Message:
+        return sent.pop() if sent else {"type": "http.disconnect"}
+
+    try:
+        form = await Request(scope, once).form()
+    except Exception:  # MultiPartException, HTTPException, ValueError: all mean a malformed body
+        return "the multipart/form-data body is malformed"
+    try:
+        for field in file_fields:
+            if any(isinstance(v, str) for v in form.getlist(field)):
+                return f"the field {field!r} must be a file upload (URLs are not fetched)"
+        return None
+    finally:
+        await form.close()

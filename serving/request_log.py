@@ -1,0 +1,55 @@
+"""Per-request log for drift monitoring: monitored features and the prediction, never the image.
+
+JSON Lines under ``<home>/monitoring/requests``; each append holds an exclusive file lock, so
+several service workers can write at once, and the file rotates at a size bound.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+class RequestLog:
+    def __init__(self, directory: Path, max_bytes: int, backups: int):
+        self.directory = directory
+        self.path = directory / "requests.jsonl"
+        self.max_bytes = max_bytes
+        self.backups = backups
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _rotate(self) -> None:
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_suffix(f".jsonl.{i}")
+            if older.exists():
+                older.replace(self.path.with_suffix(f".jsonl.{i + 1}"))
+        self.path.replace(self.path.with_suffix(".jsonl.1"))
+
+    def append(self, records: list[dict]) -> None:
+        payload = "".join(json.dumps(r, default=str) + "\n" for r in records).encode()
+        with open(self.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self.path.exists() and self.path.stat().st_size + len(payload) > self.max_bytes:
+                    self._rotate()
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, payload)
+                finally:
+                    os.close(fd)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def read(self, last: int | None = None) -> pd.DataFrame:
+        """The newest ``last`` records across the current file and its rotated backups."""
+        files = [self.path.with_suffix(f".jsonl.{i}") for i in range(self.backups, 0, -1)] + [self.path]
+        rows: list[dict] = []
+        for f in files:
+            if f.exists():
+                rows.extend(json.loads(line) for line in f.read_text().splitlines() if line.strip())
+        frame = pd.DataFrame(rows)
+        return frame.tail(last).reset_index(drop=True) if last else frame

@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated home per test and real photographs to feed the stack."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Settings whose home (MLflow store, snapshots, logs) lives in the test's temporary folder."""
+    return Settings(home=tmp_path / "home", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def photographs() -> dict[str, np.ndarray]:
+    """Real RGB photographs shipped with scikit-image."""
+    from skimage import data
+
+    return {"astronaut": data.astronaut(), "coffee": data.coffee(), "chelsea": data.chelsea()}
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def champion_home(tmp_path_factory):
+    """A home with a registered champion (demo data, quick stats-gb), built once per session by the CLI.
+
+    The gate's flip/JPEG stability tolerances are relaxed: 120 demo images are too few for them, and
+    the serving tests need a champion, not a good one.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path_factory.mktemp("champion") / "home"
+    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__FLIP_TOLERANCE": "100",
+           "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cli = [sys.executable, "-m", "flows.cli"]
+    for args in (["collect", "--source", "demo:120"], ["train", "--quick", "--models", "stats-gb"], ["promote"]):
+        done = subprocess.run(cli + args, env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+        assert done.returncode == 0, f"popularity {' '.join(args)} failed:\n{done.stderr[-3000:]}"
+    return home

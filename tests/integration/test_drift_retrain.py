@@ -1,0 +1,101 @@
+"""Drift against a real champion: no drift leaves everything alone; planted drift starts one retraining."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from serving.request_log import RequestLog
+
+pytestmark = pytest.mark.integration
+
+WINDOW = 200
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A home with a quick champion, whose drift-started retraining is quick too.
+
+    The stability gates are relaxed: 120 tiny demo images make a champion that flips too easily for them.
+    """
+    home = tmp_path_factory.mktemp("drift") / "home"
+    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
+           "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
+           "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}
+    for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
+        env.pop(var, None)
+    setup = ("from flows.pipeline import collect_flow, promote_flow, train_flow\n"
+             "collect_flow(source='demo:120'); train_flow(quick=True, models=['stats-gb'])\n"
+             "assert promote_flow()['promoted']")
+    done = subprocess.run([sys.executable, "-c", setup], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home, env
+
+
+def _client(home) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+
+
+def _reference(home) -> pd.DataFrame:
+    version = _client(home).get_model_version_by_alias("popularity-binary", "champion")
+    return pd.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=version.tags["run_id"], artifact_path="reference/profile.parquet",
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}"))
+
+
+def _serve_window(home, reference: pd.DataFrame, seed: int, darken: float = 1.0) -> None:
+    """Log a window of requests like the service does: resampled reference rows, optionally darkened."""
+    rows = reference.sample(WINDOW, replace=True, random_state=seed)
+    for column in ("brightness", "contrast", "colourfulness", "saturation"):
+        rows[column] *= darken
+    log = RequestLog(home / "monitoring" / "requests", 10 * 1024 * 1024, 5)
+    log.append([{"ts": 0.0, "version": "1", "label": int(r["score"] > 0.5), **r} for r in
+                rows.drop(columns="image_id", errors="ignore").to_dict(orient="records")])
+
+
+def _monitor(env) -> dict:
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "monitor", "--json"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _retrain_runs(home) -> list:
+    experiment = _client(home).get_experiment_by_name("popularity")
+    return _client(home).search_runs([experiment.experiment_id], "tags.trigger = 'drift'")
+
+
+def test_no_drift_leaves_everything_alone(home):
+    path, env = home
+    _serve_window(path, _reference(path), seed=1)
+    summary = _monitor(env)
+    assert summary["window"] == WINDOW and not summary["drift"] and not summary["retrain_triggered"]
+    assert summary["retraining"] is None
+    assert json.loads((path / "monitoring" / "latest.json").read_text())["drift"] is False
+    assert not _retrain_runs(path) and not (path / "monitoring" / "retrain-binary.json").exists()
+    monitoring = _client(path).get_experiment_by_name("monitoring")
+    assert len(_client(path).search_runs([monitoring.experiment_id])) == 1
+
+
+def test_planted_drift_starts_exactly_one_retraining(home):
+    path, env = home
+    _serve_window(path, _reference(path), seed=2, darken=0.3)
+    first = _monitor(env)
+    assert first["drift"] and first["retrain_triggered"], first
+    assert first["retraining"]["mode"] == "in-process"
+    runs = _retrain_runs(path)
+    assert len(runs) == 1 and runs[0].data.tags["reason"].startswith("drift")
+    versions = _client(path).search_model_versions("name = 'popularity-binary'")
+    assert len(versions) == 2  # the retrained challenger joined the registry
+
+    second = _monitor(env)  # the same episode, within the cooldown
+    assert second["drift"] and not second["retrain_triggered"]
+    assert "cooldown until" in second["retraining"]["message"]
+    assert len(_retrain_runs(path)) == 1

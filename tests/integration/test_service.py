@@ -1,0 +1,218 @@
+"""The real BentoML service on loopback: every endpoint, every kind of bad input, the API key, metrics,
+schemathesis against its OpenAPI spec, and /reload under load."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.process import ServiceProcess
+from tests.conftest import encode
+
+pytestmark = pytest.mark.integration
+KEY = "test-key-123"
+AUTH = {"X-API-Key": KEY}
+
+
+@pytest.fixture(scope="module")
+def service(champion_home, tmp_path_factory):
+    log = tmp_path_factory.mktemp("service") / "service.log"
+    env = {"POPULARITY_HOME": str(champion_home), "POPULARITY_API_KEY": KEY}
+    with ServiceProcess(port=0, log_path=log, env=env) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with httpx.Client(base_url=service.url, headers=AUTH, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def jpeg(photographs) -> bytes:
+    return encode(photographs["astronaut"])
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bad_inputs(photo: np.ndarray) -> dict[str, tuple[bytes, str]]:
+    """(bytes, expected reason) for every refused input, built here."""
+    whole = encode(photo)
+    bomb = io.BytesIO()
+    Image.new("1", (30000, 30000)).save(bomb, format="PNG")  # a few kB on disk, 900 M pixels
+    bmp = io.BytesIO()
+    Image.fromarray(photo).save(bmp, format="BMP")
+    return {
+        "zero_bytes": (b"", "empty"),
+        "truncated_jpeg": (whole[: len(whole) // 3], "corrupt"),
+        "text_named_jpg": (b"this is not a photo, just text\n" * 20, "not_an_image"),
+        "bmp_unknown_format": (bmp.getvalue(), "not_an_image"),
+        "decompression_bomb": (bomb.getvalue(), "too_many_pixels"),
+        "tiny": (encode(photo[:8, :8]), "too_small"),
+    }
+
+
+def _good_inputs(photo: np.ndarray) -> dict[str, bytes]:
+    """Every mode and format the service must accept and convert."""
+    rgb = Image.fromarray(photo)
+    cmyk = io.BytesIO()
+    rgb.convert("CMYK").save(cmyk, format="JPEG")
+    gif = io.BytesIO()
+    rgb.save(gif, format="GIF", save_all=True, append_images=[rgb.rotate(90)])
+    webp = io.BytesIO()
+    rgb.save(webp, format="WEBP")
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb.save(rotated, format="JPEG", exif=exif)
+    sixteen = Image.fromarray(photo[..., 0].astype(np.uint16) * 257)
+    return {
+        "cmyk_jpeg": cmyk.getvalue(), "png_16bit": _png(sixteen), "palette_png": _png(rgb.convert("P")),
+        "rgba_png": _png(rgb.convert("RGBA")), "greyscale_png": _png(rgb.convert("L")),
+        "gif_first_frame": gif.getvalue(), "webp": webp.getvalue(), "exif_rotated_jpeg": rotated.getvalue(),
+    }
+
+
+def test_predict_returns_score_label_and_model(client, jpeg):
+    r = client.post("/predict", files={"image": ("a.jpg", jpeg, "image/jpeg")}, data={"followers": "120"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert 0 <= body["score"] <= 1 and body["label"] in (0, 1)
+    assert body["model"] == "popularity-binary" and body["version"] and body["latency_ms"] > 0
+
+
+def test_predict_refuses_bad_social_fields(client, jpeg):
+    r = client.post("/predict", files={"image": ("a.jpg", jpeg)}, data={"followers": "-5"})
+    assert r.status_code == 400
+
+
+def test_predict_batch_keeps_order_and_isolates_bad_images(client, photographs):
+    good = [encode(p) for p in photographs.values()]
+    files = [("images", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate([good[0], b"junk", good[1], good[2]])]
+    r = client.post("/predict_batch", files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [("error" in x) for x in results] == [False, True, False, False]
+    assert results[1]["error"] == "not_an_image" and results[1]["message"]
+
+
+def test_a_score_does_not_depend_on_its_batch_mates(client, photographs):
+    """Adaptive batching puts strangers' photos in one model call: that must not move a score."""
+    good = [encode(p) for p in photographs.values()]
+    batch = client.post("/predict_batch", files=[("images", (f"{i}.jpg", b)) for i, b in enumerate(good)]).json()
+    single = client.post("/predict", files={"image": ("c.jpg", good[2])}).json()
+    assert batch["results"][2]["score"] == pytest.approx(single["score"])
+
+
+def test_predict_batch_caps_the_number_of_images(client):
+    files = [("images", (f"{i}.png", b"x", "image/png")) for i in range(65)]
+    r = client.post("/predict_batch", files=files)
+    assert r.status_code == 400 and "64" in r.json()["message"]
+
+
+def test_compare_ranks_best_first(client, photographs):
+    files = [("images", (f"{n}.jpg", encode(p), "image/jpeg")) for n, p in photographs.items()]
+    r = client.post("/compare", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    scores = [x["score"] for x in body["ranking"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [x["rank"] for x in body["ranking"]] == [1, 2, 3] and body["best"] == body["ranking"][0]["index"]
+    one = client.post("/compare", files=files[:1])
+    assert one.status_code == 400 and "between 2 and 10" in one.json()["message"]
+
+
+def test_model_describes_the_champion(client):
+    r = client.get("/model")
+    assert r.status_code == 200
+    body = r.json()
+    for key in ("name", "version", "alias", "family", "metrics", "trained_at", "snapshot"):
+        assert key in body
+    assert body["alias"] == "champion" and "roc_auc" in body["metrics"]
+
+
+@pytest.mark.parametrize("case", ["zero_bytes", "truncated_jpeg", "text_named_jpg", "bmp_unknown_format",
+                                  "decompression_bomb", "tiny"])
+def test_bad_input_gets_a_4xx_with_a_reason(client, photographs, case):
+    data, reason = _bad_inputs(photographs["chelsea"])[case]
+    r = client.post("/predict", files={"image": ("photo.jpg", data, "image/jpeg")})
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"] == reason and r.json()["message"]
+
+
+@pytest.mark.parametrize("case", ["cmyk_jpeg", "png_16bit", "palette_png", "rgba_png", "greyscale_png",
+                                  "gif_first_frame", "webp", "exif_rotated_jpeg"])
+def test_every_mode_and_format_is_accepted(client, photographs, case):
+    data = _good_inputs(photographs["coffee"])[case]
+    r = client.post("/predict", files={"image": (f"{case}.img", data)})
+    assert r.status_code == 200, r.text
+
+
+def test_body_cap_refuses_oversized_uploads(client):
+    big = np.random.default_rng(0).bytes(21 * 1024 * 1024)
+    r = client.post("/predict", files={"image": ("big.jpg", b"\xff\xd8\xff" + big)})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+
+def test_api_key_guards_everything_but_health_and_metrics(service, jpeg):
+    with httpx.Client(base_url=service.url, timeout=30) as anonymous:
+        assert anonymous.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code == 401
+        assert anonymous.get("/model").status_code == 401
+        assert anonymous.post("/reload").status_code == 401
+        wrong = anonymous.post("/predict", files={"image": ("a.jpg", jpeg)}, headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401
+        bearer = anonymous.get("/model", headers={"Authorization": f"Bearer {KEY}"})
+        assert bearer.status_code == 200
+        for path in ("/livez", "/readyz", "/metrics", "/"):
+            assert anonymous.get(path).status_code == 200, path
+
+
+def test_metrics_expose_predictions_scores_rejections_and_drift(client, champion_home):
+    latest = champion_home / "monitoring" / "latest.json"
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    latest.write_text(json.dumps({"drifted_share": 0.4, "drift": True}))
+    text = client.get("/metrics").text
+    assert 'popularity_predictions_total{label=' in text
+    assert "popularity_score_bucket" in text
+    assert 'popularity_rejected_inputs_total{reason="not_an_image"}' in text
+    assert "popularity_drifted_share 0.4" in text and "popularity_drift 1.0" in text
+    assert "bentoml_service_adaptive_batch_size" in text
+
+
+def test_schemathesis_finds_no_server_error(service, tmp_path):
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{service.url}/docs.json", "--checks",
+           "not_a_server_error", "--max-examples", "5", "--workers", "1", "--phases", "examples,fuzzing",
+           "--header", f"X-API-Key: {KEY}", "--request-timeout", "30", "--generation-deterministic"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_reload_under_load_drops_no_request(client, jpeg):
+    def one(_):
+        return client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(one, i) for i in range(60)]
+        reloaded = client.post("/reload")
+        statuses = [f.result() for f in futures]
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json()["alias"] == "champion"
+    assert statuses == [200] * 60
+    assert client.get("/livez").status_code == 200
+
+
+def test_service_stays_up(client):
+    assert client.get("/readyz").status_code == 200
+

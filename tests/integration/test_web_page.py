@@ -1,0 +1,61 @@
+"""The web page in headless Chromium (Debian's chromium + chromedriver, driven by Selenium): a real
+upload of three photographs, the ranking shown, and a screenshot kept beside the test's files."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from serving.process import ServiceProcess
+from tests.conftest import encode
+
+pytestmark = pytest.mark.integration
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def service(champion_home, tmp_path_factory):
+    log = tmp_path_factory.mktemp("web") / "service.log"
+    with ServiceProcess(port=0, log_path=log, env={"POPULARITY_HOME": str(champion_home)}) as svc:
+        yield svc
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_upload_three_photos_and_see_the_ranking(service, browser, photographs, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    paths = []
+    for name, array in photographs.items():
+        paths.append(tmp_path / f"{name}.jpg")
+        paths[-1].write_bytes(encode(array))
+    browser.get(service.url + "/")
+    assert "Which photo" in browser.title
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in paths))
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "status"), "Best:"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")
+    assert len(rows) == 3
+    scores = [float(r.find_elements(By.TAG_NAME, "td")[3].text) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert "popularity-binary" in browser.find_element(By.ID, "model").text
+    shot = tmp_path / "web_page.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000

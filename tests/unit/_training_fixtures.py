@@ -1,0 +1,43 @@
+"""A tiny demo snapshot and an MLflow parent run shared by the model and training tests."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from PIL import Image
+
+from pipelines import tracking, training
+from pipelines.collect import collect
+from pipelines.images import to_jpeg
+from pipelines.settings import Settings
+from pipelines.sources import parse_spec
+
+
+def tiny_settings(home) -> Settings:
+    settings = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    t = settings.train
+    t.cv_folds, t.sequence_clusters, t.forest_trees, t.epochs, t.quick_epochs, t.image_px = 3, 5, 50, 1, 1, 64
+    t.svm_c_grid = [1e-2, 1.0]
+    settings.features.embed_px = 64
+    return settings
+
+
+def tiny_data(home, task: str = "binary", **kwargs) -> tuple[training.TrainingData, str]:
+    settings = tiny_settings(home)
+    snapshot = collect(parse_spec("demo:80"), settings)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run(experiment_id=tracking.experiment(settings, "tests")) as run:
+        parent = run.info.run_id
+    return training.TrainingData(snapshot, task, settings, **kwargs), parent
+
+
+def check_pyfunc(candidate: training.Candidate, data: training.TrainingData) -> pd.DataFrame:
+    """The logged model loads as a generic pyfunc and answers the one interface on image bytes."""
+    model = mlflow.pyfunc.load_model(candidate.model_uri)
+    images: list[Image.Image] = data.split_images("test")[:3]
+    frame = pd.DataFrame({"image": [to_jpeg(img) for img in images]}).join(data.social("test").iloc[:3])
+    out = model.predict(frame)
+    assert list(out.columns) == ["score", "label"] and len(out) == 3 and out["score"].notna().all()
+    if data.task == "binary":
+        assert out["score"].between(0, 1).all()
+    return out

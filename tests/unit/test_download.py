@@ -1,0 +1,138 @@
+"""The downloader survives a misbehaving server: each URL ends as bytes or as a reason, never a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipelines.download import DownloadCache, Downloader, Failure, _blocked, _retry_after, cache_dir, download_items
+from pipelines.images import sniff_format
+from pipelines.sources import Item, Reject
+from tests.collection_fixtures import fast_settings, http_server, photo  # noqa: F401 (fixtures)
+
+
+def _downloader(settings, **update) -> Downloader:
+    return Downloader(settings.download.model_copy(update=update), DownloadCache(cache_dir(settings)), progress=False)
+
+
+def test_every_kind_of_answer_ends_as_bytes_or_a_reason(http_server, fast_settings):
+    paths = ["/img/1.jpg", "/missing", "/flaky/2", "/busy/3", "/slow", "/huge", "/huge-declared", "/text",
+             "/redirect/4", "/loop"]
+    started = time.monotonic()
+    got = _downloader(fast_settings, max_bytes=200_000).fetch_all([http_server.url(p) for p in paths])
+    result = {p: got[http_server.url(p)] for p in paths}
+
+    assert result["/img/1.jpg"] == photo(1)
+    assert result["/missing"] == Failure("http_404", "HTTP 404 Not Found")
+    assert result["/flaky/2"] == photo(2) and http_server.hits["/flaky/2"] == 2
+    assert result["/busy/3"] == photo(3) and http_server.hits["/busy/3"] == 2
+    assert time.monotonic() - started >= 1.0, "the 429's Retry-After: 1 was not honoured"
+    assert result["/slow"].reason == "timeout" and http_server.hits["/slow"] == 3  # 1 try + 2 retries
+    assert result["/huge"].reason == "too_large"
+    assert result["/huge-declared"].reason == "too_large" and "Content-Length" in result["/huge-declared"].message
+    assert result["/text"].reason == "not_an_image" and "image/jpeg" in result["/text"].message
+    assert http_server.hits["/text"] == 1 and http_server.hits["/missing"] == 1, "a permanent failure was retried"
+    assert result["/redirect/4"] == photo(4)
+    assert result["/loop"].reason == "too_many_redirects"
+
+
+def test_a_server_error_that_persists_gives_up_with_its_status(http_server, fast_settings):
+    got = _downloader(fast_settings, retries=0).fetch_all([http_server.url("/flaky/9")])
+    assert got[http_server.url("/flaky/9")].reason == "http_500"
+
+
+def test_a_retry_after_beyond_the_limit_gives_up_instead_of_stalling(http_server, fast_settings):
+    got = _downloader(fast_settings, max_retry_after_s=0.5).fetch_all([http_server.url("/busy/1")])
+    assert got[http_server.url("/busy/1")].reason == "rate_limited"
+    assert http_server.hits["/busy/1"] == 1
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("ftp://example.org/a.jpg", "bad_scheme"),
+    ("file:///etc/passwd", "bad_scheme"),
+    ("http:///nohost.jpg", "bad_url"),
+    ("http://127.0.0.1:9/a.jpg", "private_address"),
+    ("http://[::1]:9/a.jpg", "private_address"),
+    ("http://169.254.169.254/latest/meta-data", "private_address"),
+    ("http://10.1.2.3/a.jpg", "private_address"),
+    ("http://localhost:9/a.jpg", "private_address"),
+])
+def test_unsafe_urls_are_refused_without_a_request(settings, url, reason):
+    got = _downloader(settings, retries=0).fetch_all([url])
+    assert got[url].reason == reason
+
+
+def test_loopback_needs_allow_private(http_server, settings):
+    url = http_server.url("/img/1.jpg")
+    assert _downloader(settings).fetch_all([url])[url].reason == "private_address"
+    assert http_server.hits["/img/1.jpg"] == 0
+    assert _downloader(settings, allow_private=True).fetch_all([url])[url] == photo(1)
+
+
+@pytest.mark.parametrize("address, blocked", [
+    ("8.8.8.8", False), ("2606:4700::1111", False), ("192.168.0.1", True), ("172.16.5.4", True), ("0.0.0.0", True),
+    ("::ffff:127.0.0.1", True), ("fe80::1", True), ("fc00::1", True), ("224.0.0.1", True),
+])
+def test_non_public_addresses_are_recognised(address, blocked):
+    assert _blocked(address) is blocked
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    assert _retry_after("3") == 3.0
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: retry now
+    assert _retry_after("soon") is None and _retry_after(None) is None
+
+
+def test_connections_are_bounded(http_server, fast_settings):
+    urls = [http_server.url(f"/slowish/{k}") for k in range(8)]
+    got = _downloader(fast_settings, concurrency=2).fetch_all(urls)
+    assert all(isinstance(v, bytes) for v in got.values())
+    assert http_server.max_in_flight == 2
+
+
+def test_requests_to_one_host_are_rate_limited(http_server, fast_settings):
+    urls = [http_server.url(f"/img/{k}.jpg") for k in range(6)]
+    _downloader(fast_settings, per_host_per_second=10.0).fetch_all(urls)
+    starts = sorted(t for _, t in http_server.started)
+    assert starts[-1] - starts[0] >= 0.45  # 6 starts at 10 per second span half a second
+
+
+def test_the_cache_serves_a_second_run_without_the_network(http_server, fast_settings):
+    urls = [http_server.url(f"/img/{k}.jpg") for k in range(4)]
+    first = _downloader(fast_settings).fetch_all(urls)
+    hits = sum(http_server.hits.values())
+    second = _downloader(fast_settings).fetch_all(urls)
+    assert first == second and sum(http_server.hits.values()) == hits == 4
+    blobs = list((cache_dir(fast_settings) / "blobs").rglob("*"))
+    assert sum(p.is_file() for p in blobs) == 4 and not any(p.name.startswith(".tmp-") for p in blobs)
+
+
+def test_a_corrupted_cache_entry_is_fetched_again(http_server, fast_settings):
+    url = http_server.url("/img/1.jpg")
+    _downloader(fast_settings).fetch_all([url])
+    for blob in (cache_dir(fast_settings) / "blobs").rglob("*"):
+        if blob.is_file():
+            blob.write_bytes(b"truncated")
+    assert _downloader(fast_settings).fetch_all([url])[url] == photo(1)
+    assert http_server.hits["/img/1.jpg"] == 2
+
+
+def test_it_runs_inside_a_running_event_loop(http_server, fast_settings):
+    """As in a notebook, where asyncio.run would refuse."""
+    url = http_server.url("/img/2.jpg")
+
+    async def inside():
+        return _downloader(fast_settings).fetch_all([url])
+
+    assert asyncio.run(inside())[url] == photo(2)
+
+
+def test_download_items_turns_failures_into_rejects(http_server, fast_settings):
+    items = [Item(ref="a", url=http_server.url("/img/1.jpg"), fields={"likes": 3}),
+             Item(ref="b", url=http_server.url("/missing")), Item(ref="c", data=photo(5)), Reject("d", "x", "y")]
+    out = download_items(items, fast_settings, progress=False)
+    assert isinstance(out[0], Item) and sniff_format(out[0].data) == "JPEG" and out[0].fields == {"likes": 3}
+    assert out[1] == Reject("b", "http_404", "HTTP 404 Not Found")
+    assert out[2] is items[2] and out[3] is items[3]

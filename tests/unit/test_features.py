@@ -1,0 +1,73 @@
+"""Each feature on real photographs (scikit-image, matplotlib)."""
+
+from __future__ import annotations
+
+import matplotlib.cbook
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageOps
+
+from pipelines.features import ImageFeaturizer, embeddings, faces
+from pipelines.features.colors import dominant_colors, small_pixels
+from pipelines.features.social import NAMES, social_features, social_inputs
+from tests.conftest import encode
+
+
+@pytest.fixture(scope="module")
+def photos(photographs) -> dict[str, Image.Image]:
+    grace = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    return {name: Image.fromarray(a) for name, a in photographs.items()} | {"grace_hopper": grace}
+
+
+def test_faces_found_on_portraits_and_not_on_a_cup(photos):
+    table = faces.face_features([photos["astronaut"], photos["grace_hopper"], photos["coffee"]])
+    assert table["face_count"].tolist() == [1, 1, 0]
+    assert 0.01 < table.loc[0, "face_area"] < 0.2 and table.loc[2, "face_area"] == 0
+    keep = faces.has_faces(table, min_confidence=2.0)
+    assert keep.tolist() == [True, True, False]
+    assert not faces.has_faces(table, min_confidence=1e6).any()  # the threshold is a real filter
+
+
+def test_dominant_colours_of_a_photograph_match_its_pixels(photos):
+    pixels = np.stack([np.asarray(ImageOps.fit(photos["coffee"], (64, 64)))])
+    palette = dominant_colors(pixels, k=5)[0]
+    assert palette.shape == (5, 4)
+    assert palette[:, 3].sum() == pytest.approx(1.0) and np.all(np.diff(palette[:, 3]) <= 0)
+    mean = pixels.reshape(-1, 3).mean(0)
+    assert np.allclose((palette[:, :3] * palette[:, 3:]).sum(0), mean, atol=1.0)  # centroids average to the mean
+
+
+def test_draft_decoding_keeps_the_colours(photographs):
+    blob = encode(np.asarray(Image.fromarray(photographs["astronaut"]).resize((1080, 1080))), quality=90)
+    small = small_pixels(blob, 64)
+    assert small.shape == (64, 64, 3)
+    assert np.abs(small.reshape(-1, 3).mean(0) - photographs["astronaut"].reshape(-1, 3).mean(0)).max() < 6
+
+
+def test_embeddings_are_penultimate_and_flip_invariant(photos):
+    images = [photos["chelsea"], photos["astronaut"]]
+    z = embeddings.embed(images, px=96)
+    assert z.shape == (2, 1280) and np.isfinite(z).all()
+    mirrored = embeddings.embed([ImageOps.mirror(img) for img in images], px=96)
+    assert np.allclose(z, mirrored, atol=1e-3)
+    plain = embeddings.embed(images, px=96, flip=False)
+    assert not np.allclose(z, plain, atol=1e-3)
+    cosine = (z[0] @ z[1]) / np.linalg.norm(z[0]) / np.linalg.norm(z[1])
+    assert cosine < 0.95  # a cat and an astronaut are not the same picture
+
+
+def test_social_features_from_a_manifest_and_with_nothing_known():
+    manifest = pd.DataFrame({"followers": [0, 999], "account_age_days": [10, 20], "posts_per_week": [1.0, 2.0],
+                             "tags": [3, 0], "posted_at": pd.to_datetime(["2026-01-01 23:00", "2026-01-02 00:30"])})
+    table = social_features(social_inputs(manifest))
+    assert list(table.columns) == NAMES
+    assert table["log_followers"].tolist() == pytest.approx([0.0, np.log(1000)])
+    assert np.hypot(table["hour_sin"][0] - table["hour_sin"][1], table["hour_cos"][0] - table["hour_cos"][1]) < 0.3
+    assert social_features(pd.DataFrame(index=range(2))).isna().all().all()
+
+
+def test_featurizer_combines_groups(photos):
+    images = [photos["coffee"], photos["astronaut"]]
+    table = ImageFeaturizer(groups=("colors", "quality", "faces", "social")).transform(images)
+    assert len(table) == 2 and {"color0_r", "sharpness", "face_count", "log_followers"} <= set(table.columns)

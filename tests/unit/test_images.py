@@ -1,0 +1,112 @@
+"""Every image entering the stack is decoded safely: caps first, then pixels, always RGB."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.images import ImageError, decode, sniff_format, to_array
+from tests.conftest import encode
+
+MB = 1024 * 1024
+
+
+def _decode(data: bytes, **kw):
+    return decode(data, kw.get("max_bytes", 20 * MB), kw.get("max_pixels", 50_000_000), kw.get("min_side", 1))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
+def test_each_supported_format_of_a_photograph_decodes_to_rgb(photographs, fmt):
+    img, info = _decode(encode(photographs["astronaut"], fmt))
+    assert img.mode == "RGB"
+    assert info.format == fmt
+    assert (info.width, info.height) == (512, 512)
+
+
+def test_format_comes_from_magic_bytes_not_the_name(photographs):
+    assert sniff_format(encode(photographs["coffee"], "PNG")) == "PNG"
+    assert sniff_format(b"GIF89a....") == "GIF"
+    assert sniff_format(b"<html>not an image</html>") is None
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"),
+    (b"just some text named photo.jpg", "not_an_image"),
+    (b"BM\x00\x00 a bitmap is not accepted", "not_an_image"),
+])
+def test_non_images_are_refused_with_a_reason(data, reason):
+    with pytest.raises(ImageError) as err:
+        _decode(data)
+    assert err.value.reason == reason
+
+
+def test_truncated_jpeg_is_refused(photographs):
+    data = encode(photographs["chelsea"])
+    with pytest.raises(ImageError) as err:
+        _decode(data[: len(data) // 2])
+    assert err.value.reason == "corrupt"
+
+
+def test_byte_cap_is_checked_before_decoding(photographs):
+    with pytest.raises(ImageError) as err:
+        _decode(encode(photographs["astronaut"], "PNG"), max_bytes=1000)
+    assert err.value.reason == "too_large"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size: a decompression bomb."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [8000, 30000])
+def test_pixel_cap_refuses_bombs_before_decoding(side):
+    with pytest.raises(ImageError) as err:
+        _decode(_png_header_only(side, side))
+    assert err.value.reason == "too_many_pixels"
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "I;16"])
+def test_every_mode_is_converted_to_rgb(photographs, mode):
+    base = Image.fromarray(photographs["coffee"])
+    if mode == "I;16":
+        converted = Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+        data = io.BytesIO()
+        converted.save(data, format="PNG")
+        payload = data.getvalue()
+    else:
+        fmt = "JPEG" if mode in ("CMYK", "L") else "PNG"
+        buf = io.BytesIO()
+        base.convert(mode).save(buf, format=fmt)
+        payload = buf.getvalue()
+    img, _ = _decode(payload)
+    assert img.mode == "RGB"
+    assert np.asarray(img).mean() > 20  # not a black frame
+
+
+def test_exif_orientation_is_applied(photographs):
+    base = Image.fromarray(photographs["chelsea"])  # 451 wide, 300 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buf = io.BytesIO()
+    base.save(buf, format="JPEG", exif=exif)
+    img, info = _decode(buf.getvalue())
+    assert (info.width, info.height) == (300, 451)
+
+
+def test_minimum_side_is_enforced():
+    with pytest.raises(ImageError) as err:
+        _decode(encode(np.zeros((1, 1, 3), np.uint8), "PNG"), min_side=32)
+    assert err.value.reason == "too_small"
+
+
+def test_to_array_is_a_centre_crop_of_the_requested_size(photographs):
+    arr = to_array(Image.fromarray(photographs["chelsea"]), 64)
+    assert arr.shape == (64, 64, 3) and arr.dtype == np.uint8

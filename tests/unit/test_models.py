@@ -1,0 +1,54 @@
+"""Each classical and sequence candidate trains on a tiny set and logs a loadable pyfunc."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipelines import training
+from pipelines.models import sequences
+from tests.unit._training_fixtures import check_pyfunc, tiny_data
+
+CLASSICAL = [n for n, (family, _) in training.TRAINERS.items() if family in ("classical", "sequence")]
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    return tiny_data(tmp_path_factory.mktemp("models") / "home")
+
+
+@pytest.fixture(autouse=True)
+def _tracking(binary):
+    """MLflow's tracking URI is process-global: point it back at this module's store before each test."""
+    mlflow.set_tracking_uri(binary[0].settings.tracking_uri)
+
+
+@pytest.mark.parametrize("name", CLASSICAL)
+def test_candidate_logs_a_loadable_pyfunc(binary, name):
+    data, parent = binary
+    candidate = training.train_candidate(name, data, parent, quick=True)
+    assert np.isfinite(candidate.metrics["roc_auc"]) and 0 <= candidate.metrics["pairwise_accuracy"] <= 1
+    check_pyfunc(candidate, data)
+    run = mlflow.get_run(candidate.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["inputs"] == candidate.inputs
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(candidate.run_id, "evaluation")}
+    assert {"evaluation/evaluation.png", "evaluation/top_25.png", "evaluation/bottom_25.png"} <= artifacts
+    if name.startswith("seq-"):
+        assert "evaluation/feature_spearman.csv" in artifacts and candidate.metrics["seq_trimmed_rmse"] > 0
+    if name == "forest":
+        assert "evaluation/feature_importances.csv" in artifacts
+
+
+def test_scale_times_shape_reconstructs_sequences():
+    rng = np.random.default_rng(0)
+    shapes = np.stack([np.linspace(0.1, 1, 30), np.linspace(0.1, 1, 30) ** 3])
+    which = rng.integers(0, 2, 60)
+    scale = np.exp(rng.normal(5, 1, 60))
+    x = np.column_stack([which + rng.normal(0, 0.05, 60), np.log(scale)])
+    for method in ("kmeans", "meanshift"):
+        model = sequences.ScaleShapeRegressor(method, clusters=2, bandwidth=0.53, C=10.0, trees=50).fit(
+            x, scale[:, None] * shapes[which])
+        assert len(model.prototypes_) == 2
+        predicted = model.predict_sequence(x)
+        assert sequences.sequence_metrics(scale[:, None] * shapes[which], predicted)["seq_median_rmse"] < 0.5

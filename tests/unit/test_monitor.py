@@ -1,0 +1,92 @@
+"""The drift check's verdicts, its report, and the cooldown that keeps one episode to one retraining."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import numpy as np
+import pandas as pd
+
+from serving.monitor import MONITORED, Cooldown, check_drift, psi, write_report
+
+
+def _profile(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({name: rng.normal(shift, 1.0, n) for name in MONITORED})
+
+
+def test_same_distribution_is_no_drift():
+    result = check_drift(_profile(400, 0), _profile(200, 4), p_value=0.01, threshold=0.3, min_requests=50)
+    assert result.enough_data and not result.drift
+    assert set(result.features["feature"]) == set(MONITORED)
+    assert result.message.startswith("no drift")
+
+
+def test_shifted_features_are_drift_and_named():
+    current = _profile(200, 4)
+    current[["brightness", "contrast"]] -= 1.0
+    result = check_drift(_profile(400, 0), current, p_value=0.01, threshold=0.3, min_requests=50)
+    assert result.drift and result.drifted_share == 2 / len(MONITORED)
+    assert set(result.features.loc[result.features["drifted"], "feature"]) == {"brightness", "contrast"}
+    assert "brightness" in result.message
+
+
+def test_one_drifted_feature_stays_below_the_threshold():
+    current = _profile(200, 4)
+    current["sharpness"] += 2.0
+    result = check_drift(_profile(400, 0), current, p_value=0.01, threshold=0.3, min_requests=50)
+    assert not result.drift and result.features.set_index("feature").loc["sharpness", "drifted"]
+
+
+def test_too_few_requests_decide_nothing():
+    result = check_drift(_profile(400, 0), _profile(20, 1, shift=5.0), p_value=0.01, threshold=0.3, min_requests=50)
+    assert not result.enough_data and not result.drift
+    assert "only 20 requests" in result.message
+
+
+def test_psi_is_small_for_the_same_distribution_and_large_for_a_shift():
+    ref = np.random.default_rng(0).normal(0, 1, 2000)
+    assert psi(ref, np.random.default_rng(1).normal(0, 1, 2000)) < 0.05
+    assert psi(ref, np.random.default_rng(1).normal(1, 1, 2000)) > 0.5
+    assert psi(np.ones(100), np.ones(100)) == 0.0
+
+
+def test_report_is_written_with_its_figure(tmp_path):
+    reference, current = _profile(300, 0), _profile(200, 1, shift=1.0)
+    result = check_drift(reference, current, p_value=0.01, threshold=0.3, min_requests=50)
+    page = write_report(result, reference, current, tmp_path / "report")
+    assert (tmp_path / "report" / "drift.png").stat().st_size > 0
+    text = page.read_text()
+    assert "drift:" in text and "ks_statistic" in text and "drift.png" in text
+    json.dumps(result.summary())
+
+
+def test_cooldown_allows_one_claim_until_it_expires(tmp_path):
+    path = tmp_path / "retrain.json"
+    assert Cooldown(path, hours=24).claim("drift")[0]
+    claimed, message = Cooldown(path, hours=24).claim("drift again")
+    assert not claimed and "cooldown until" in message
+    assert Cooldown(path, hours=0).claim("after the cooldown")[0]
+
+
+def test_cooldown_release_gives_the_claim_back(tmp_path):
+    cooldown = Cooldown(tmp_path / "retrain.json", hours=24)
+    assert cooldown.claim("drift")[0]
+    cooldown.release()
+    assert cooldown.claim("drift")[0]
+
+
+def _claim(path, results) -> None:
+    results.put(Cooldown(path, hours=24).claim("race")[0])
+
+
+def test_overlapping_claims_from_several_processes_grant_exactly_one(tmp_path):
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_claim, args=(tmp_path / "retrain.json", results)) for _ in range(6)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(60)
+    assert sorted(results.get(timeout=5) for _ in processes) == [False] * 5 + [True]

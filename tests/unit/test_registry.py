@@ -1,0 +1,66 @@
+"""The promotion gate on a real MLflow sqlite store: a worse challenger is refused, a better one
+promoted, and a rollback gives the champion back to the version it replaced."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from pipelines import registry, training
+from tests.unit._training_fixtures import tiny_data
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data, parent = tiny_data(tmp_path_factory.mktemp("registry") / "home")
+    # Under test is the comparison with the champion; the sanity checks have their own test below,
+    # and two quick models on 80 demo images need not pass the production floor and tolerances.
+    p = data.settings.promotion
+    p.latency_budget_ms, p.floor_roc_auc, p.flip_tolerance, p.jpeg_tolerance = 5000.0, 0.0, 10.0, 10.0
+    candidates = {n: training.train_candidate(n, data, parent, quick=True) for n in ("colors-svm", "stats-gb")}
+    return data, candidates
+
+
+def _challenge(data, candidate):
+    mlflow.set_tracking_uri(data.settings.tracking_uri)
+    return registry.register_challenger(candidate, "binary", data.snapshot.id, {}, {}, data.settings)
+
+
+def test_gate_promotes_better_refuses_worse_and_rolls_back(trained):
+    data, c = trained
+    weak, strong = sorted(c.values(), key=lambda x: x.metrics["roc_auc"])
+    assert strong.metrics["roc_auc"] > weak.metrics["roc_auc"] + data.settings.promotion.margin
+    settings = data.settings
+
+    first = _challenge(data, weak)
+    result = registry.promote("binary", settings)
+    assert result.passed and result.champion_version is None
+    assert str(registry.champion_summary("binary", settings)["version"]) == str(first.version)
+
+    better = _challenge(data, strong)
+    result = registry.promote("binary", settings)
+    assert result.passed and result.checks["beats_champion"], result.reason
+    assert str(registry.champion_summary("binary", settings)["version"]) == str(better.version)
+    version = registry.client(settings).get_model_version(settings.model_name("binary"), better.version)
+    assert version.tags["gate"] == "passed" and "promoted" in version.description
+    assert json.loads(version.tags["gate_numbers"])["challenger_roc_auc"] == pytest.approx(strong.metrics["roc_auc"])
+
+    worse = _challenge(data, weak)
+    result = registry.promote("binary", settings)
+    assert not result.passed and not result.checks["beats_champion"]
+    assert str(registry.champion_summary("binary", settings)["version"]) == str(better.version)
+    refused = registry.client(settings).get_model_version(settings.model_name("binary"), worse.version)
+    assert refused.tags["gate"] == "failed" and "beats_champion" in refused.description
+
+    assert str(registry.rollback("binary", settings)) == str(first.version)
+    assert str(registry.champion_summary("binary", settings)["version"]) == str(first.version)
+
+
+def test_gate_numbers_cover_every_sanity_check(trained):
+    data, c = trained
+    _challenge(data, c["stats-gb"])
+    result = registry.gate("binary", data.settings)
+    assert {"no_nan", "floor", "latency", "flip_stability", "jpeg_stability"} <= set(result.checks)
+    assert result.numbers["latency_ms"] > 0 and result.numbers["flip_shift"] >= 0

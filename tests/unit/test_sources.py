@@ -1,0 +1,210 @@
+"""Each source layout of the seeds, built from real photographs, including the rows that are wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.collect import collect
+from pipelines.sources import Item, Reject, SpecError, parse_spec
+from pipelines.sources.grubhub import GrubhubSource
+from tests.collection_fixtures import fast_settings, http_server, photo  # noqa: F401 (fixtures)
+
+
+def _reasons(snapshot) -> dict[str, int]:
+    return snapshot.rejects["reason"].value_counts().to_dict()
+
+
+def test_folders_gives_the_binary_label_and_rejects_what_is_not_an_image(tmp_path, settings):
+    root = tmp_path / "training images"
+    for label, ks in (("popular", range(0, 6)), ("unpopular", range(6, 12))):
+        (root / label).mkdir(parents=True)
+        for k in ks:
+            (root / label / f"{k}.jpg").write_bytes(photo(k))
+    (root / "popular" / "notes.jpg").write_text("not an image")
+    (root / "popular" / ".DS_Store").write_bytes(b"\0\1")
+    (root / "unpopular" / "same.jpg").write_bytes(photo(0))  # under both labels: dropped from both (seed 000)
+    (root / "popular" / "png.png").write_bytes(photo(20, fmt="PNG"))
+
+    snap = collect(parse_spec(f"folders:{root}"), settings, progress=False)
+    labels = snap.manifest.set_index("source_ref")["label"]
+    assert labels[str(root / "popular" / "1.jpg")] == 1 and labels[str(root / "unpopular" / "7.jpg")] == 0
+    assert snap.meta["label"] == "given" and len(snap.manifest) == 12  # 14 files: 1 text, 2 conflicting
+    assert _reasons(snap) == {"not_an_image": 1, "conflicting_duplicate": 2}
+    assert set(snap.manifest["format"]) == {"JPEG", "PNG"}
+    assert all(snap.image_path(p).exists() for p in snap.manifest["image_path"])
+
+
+def test_folders_without_both_subfolders_is_a_spec_error(tmp_path):
+    (tmp_path / "popular").mkdir()
+    with pytest.raises(SpecError, match="unpopular"):
+        parse_spec(f"folders:{tmp_path}")
+
+
+def _likes_layout(root, lines: list[str], n_images: int = 8):
+    images = root / "Data" / "Images (jpg)"
+    images.mkdir(parents=True)
+    for n in range(1, n_images + 1):
+        (images / f"{n}.jpg").write_bytes(photo(n))
+    (root / "Data" / "y_likes_data.txt").write_text("\n".join(lines) + "\n")
+    (root / "Data" / "README.txt").write_text("images and their likes\n")
+    return images
+
+
+def test_likes_file_reads_seed_004s_layout_and_rejects_bad_lines(tmp_path, settings):
+    lines = ["# n: likes", "1: 27", "2: 18", "3.0: 16.0", "4:40  # a comment", "", "5: many", "6: -3",
+             "2: 99", "7 27", "9: 12", "8: 31"]
+    images = _likes_layout(tmp_path, lines, n_images=8)
+    (images / "10.jpg").write_bytes(photo(10))  # an image without a likes line
+
+    source = parse_spec(f"likes-file:{tmp_path}")
+    assert source.images_dir == images and source.likes_file.name == "y_likes_data.txt"
+    snap = collect(source, settings, progress=False)
+    likes = snap.manifest.set_index("post_number")["likes"].to_dict()
+    assert likes == {1: 27, 2: 18, 3: 16, 4: 40, 8: 31}
+    assert snap.meta["label"] == "likes" and "score" in snap.manifest
+    assert _reasons(snap) == {"malformed_line": 2, "negative_count": 1, "duplicate_id": 1, "missing_file": 1,
+                              "unlabelled": 4}
+
+
+def test_likes_file_needs_both_images_and_likes(tmp_path):
+    (tmp_path / "1.jpg").write_bytes(photo(1))
+    with pytest.raises(SpecError, match="likes file"):
+        parse_spec(f"likes-file:{tmp_path}")
+
+
+def _menu_item(name, url_id, popular, base="http://x/"):
+    return {"name": name, "popular": popular, "media_image": {"base_url": base, "public_id": url_id, "format": "jpg"}}
+
+
+def _grubhub_export(base: str) -> dict:
+    return {"items": [
+        {"object": {"restaurant": {"id": "r1", "name": "Noodle Bar", "menu_category_list": [
+            {"name": "Soups", "menu_item_list": [
+                _menu_item("ramen", "1", True, base), _menu_item("pho", "2", False, base),
+                _menu_item("udon", "3", False, base), {"name": "no photo", "popular": True},
+                {"name": "broken", "popular": True, "media_image": {"base_url": base, "format": "jpg"}},
+                _menu_item("shared", "4", True, base),
+            ]},
+            {"name": "Drinks", "menu_item_list": [_menu_item("tea", "5", True, base),
+                                                  _menu_item("soda", "6", True, base)]},
+        ]}}},
+        {"object": {"restaurant": {"id": "r2", "name": "Cafe", "menu_category_list": [
+            {"name": "Cakes", "menu_item_list": [
+                _menu_item("torte", "7", True, base), _menu_item("shared again", "4", False, base),
+                _menu_item("pie", "8", "yes", base), _menu_item("tart", "9", False, base),
+            ]},
+        ]}}},
+        {"object": {}},
+    ]}
+
+
+def test_grubhub_keeps_two_sided_categories_and_drops_urls_listed_both_ways(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(_grubhub_export("https://images.example/")))
+    entries = list(parse_spec(f"grubhub:{path}").items())
+    items = {e.ref.rsplit("/", 1)[1]: e for e in entries if isinstance(e, Item)}
+    rejects = pd.Series([e.reason for e in entries if isinstance(e, Reject)]).value_counts().to_dict()
+    labels = {k: v.fields["label"] for k, v in items.items()}
+    assert labels == {"1.jpg": 1, "2.jpg": 0, "3.jpg": 0, "7.jpg": 1, "9.jpg": 0}
+    assert items["1.jpg"].url == "https://images.example/1.jpg" and items["1.jpg"].data is None
+    assert items["1.jpg"].fields["group"] == "r1/Soups" and items["7.jpg"].fields["category"] == "Cakes"
+    assert rejects == {"malformed_entry": 3, "one_sided_category": 2, "conflicting_duplicate": 2}
+
+
+def test_grubhub_collection_downloads_the_photos(tmp_path, http_server, fast_settings):
+    path = tmp_path / "export.json"
+    export = _grubhub_export(http_server.url("/img/"))
+    export["items"][0]["object"]["restaurant"]["menu_category_list"][0]["menu_item_list"].append(
+        _menu_item("gone", "missing", False, http_server.url("/")))
+    path.write_text(json.dumps(export))
+    snap = collect(parse_spec(f"grubhub:{path}"), fast_settings, progress=False)
+    assert sorted(snap.manifest["label"]) == [0, 0, 0, 1, 1]
+    assert set(snap.manifest["group"]) == {"r1/Soups", "r2/Cakes"}
+    assert _reasons(snap)["http_404"] == 1
+    assert snap.manifest.groupby("group")["split"].nunique().max() == 1
+
+
+def test_grubhub_malformed_json_is_a_spec_error(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text('{"items": [')
+    with pytest.raises(SpecError, match="not valid JSON"):
+        GrubhubSource.from_location(str(path))
+
+
+def test_csv_manifest_with_paths_urls_and_bad_rows(tmp_path, http_server, fast_settings):
+    (tmp_path / "img").mkdir()
+    for k in range(6):
+        (tmp_path / "img" / f"{k}.jpg").write_bytes(photo(k))
+    (tmp_path / "img" / "text.jpg").write_text("hello")
+    rows = [
+        "id,image,likes,followers,user_id,posted_at",
+        "a,img/0.jpg,10,100,u1,2024-01-01",
+        "b,img/1.jpg,20,150,u1,2024-01-02",
+        "c,img/2.jpg,5,80,u2,2024-01-03",
+        f"d,{http_server.url('/img/30.jpg')},7,90,u3,2024-01-04",
+        f"e,{http_server.url('/missing')},7,90,u3,2024-01-04",
+        "f,img/3.jpg,-4,100,u2,2024-01-05",
+        "g,img/4.jpg,lots,100,u2,2024-01-05",
+        "a,img/5.jpg,3,100,u4,2024-01-05",
+        "h,img/nope.jpg,3,100,u4,2024-01-05",
+        "i,img/text.jpg,3,100,u4,2024-01-05",
+        "j,img/5.jpg,3,100,u4,2024-01-05,extra",
+        "k,,3,100,u4,2024-01-05",
+        "l,img/5.jpg,8,120,u4,not a date",
+        "m,img/5.jpg,9,110,u4,2024-02-01",
+    ]
+    path = tmp_path / "photos.csv"
+    path.write_text("\n".join(rows) + "\n")
+    source = parse_spec(f"manifest:{path}")
+    assert source.default_label == "median-split"
+    snap = collect(source, fast_settings, progress=False)
+    assert sorted(snap.manifest["id"]) == ["a", "b", "c", "d", "m"]
+    assert _reasons(snap) == {"negative_count": 1, "bad_value": 2, "duplicate_id": 1, "missing_file": 1,
+                              "not_an_image": 1, "malformed_line": 1, "missing_image": 1, "http_404": 1}
+    assert snap.manifest.groupby("group")["split"].nunique().max() == 1
+    assert str(snap.manifest["posted_at"].dtype).startswith("datetime64")
+
+
+def test_jsonl_and_parquet_manifests(tmp_path, settings):
+    for k in range(4):
+        (tmp_path / f"{k}.png").write_bytes(photo(k, fmt="PNG"))
+    lines = [json.dumps({"image": f"{k}.png", "views": 100 * (k + 1), "favorites": k % 2, "user_id": f"u{k}"})
+             for k in range(4)]
+    (tmp_path / "rows.jsonl").write_text("\n".join([lines[0], "{broken", "[1, 2]", *lines[1:]]) + "\n")
+    snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.jsonl'}"), settings, progress=False)
+    assert snap.meta["label"] == "favorited" and sorted(snap.manifest["views"]) == [100, 200, 300, 400]
+    assert _reasons(snap) == {"malformed_line": 2}
+
+    frame = pd.DataFrame({"path": [f"{k}.png" for k in range(4)], "likes": [1, 2, 3, 4], "label": [1, 0, 1, 0]})
+    frame.to_parquet(tmp_path / "rows.parquet")
+    snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.parquet'}"), settings, name="pq", progress=False)
+    assert snap.meta["label"] == "given" and sorted(snap.manifest["label"]) == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("nope:x", "unknown source kind"),
+    ("", "unknown source kind"),
+    ("folders:", "needs a location"),
+    ("folders:/does/not/exist", "not a folder"),
+    ("manifest:/does/not/exist.csv", "not a file"),
+    ("demo:abc", "count"),
+    ("demo:3", "count"),
+])
+def test_malformed_specs_are_spec_errors(spec, match):
+    with pytest.raises(SpecError, match=match):
+        parse_spec(spec)
+
+
+def test_manifest_without_an_image_column_or_usable_row(tmp_path):
+    (tmp_path / "a.csv").write_text("likes,views\n1,2\n")
+    with pytest.raises(SpecError, match="no image column"):
+        parse_spec(f"manifest:{tmp_path / 'a.csv'}")
+    (tmp_path / "b.csv").write_text("image,likes\n,1\nx.jpg,-1\n")
+    with pytest.raises(SpecError, match="no usable row"):
+        parse_spec(f"manifest:{tmp_path / 'b.csv'}")
+    (tmp_path / "c.txt").write_text("image\nx.jpg\n")
+    with pytest.raises(SpecError, match="csv"):
+        parse_spec(f"manifest:{tmp_path / 'c.txt'}")

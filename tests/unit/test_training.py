@@ -1,0 +1,79 @@
+"""CNN heads, fair-comparison protocol (time split, repeats, tuning) and the comparison table."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipelines import evaluation, training
+from tests.unit._training_fixtures import check_pyfunc, tiny_data
+
+CNNS = [n for n, (family, _) in training.TRAINERS.items() if family == "cnn"]
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    return tiny_data(tmp_path_factory.mktemp("training") / "home")
+
+
+@pytest.fixture(autouse=True)
+def _tracking(binary):
+    """MLflow's tracking URI is process-global: point it back at this module's store before each test."""
+    mlflow.set_tracking_uri(binary[0].settings.tracking_uri)
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_cnn_heads_log_a_loadable_pyfunc(binary, name):
+    data, parent = binary
+    candidate = training.train_candidate(name, data, parent, quick=True)
+    check_pyfunc(candidate, data)
+    history = mlflow.MlflowClient().get_metric_history(candidate.run_id, "val_loss")
+    assert len(history) == 1 and np.isfinite(history[0].value)
+    assert candidate.params["head"] == {"cnn-ordinal": "ordinal", "cnn-ranking": "ranking"}.get(name, "bce")
+    assert candidate.params["pretrained"] == (name != "small-cnn")
+
+
+def test_regression_task_and_comparison_table(tmp_path):
+    data, parent = tiny_data(tmp_path / "home", task="score")
+    candidates = [training.train_candidate(n, data, parent, quick=True) for n in ("social-gb", "stats-gb")]
+    report = training.summarise(data, candidates, parent)
+    assert report.best.metrics["spearman"] == max(c.metrics["spearman"] for c in candidates)
+    assert "majority/mean baseline" in set(report.table["candidate"])
+    assert {"social", "image"} == set(report.table["inputs"][:2])
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent)}
+    assert {"comparison.md", "comparison.html"} <= artifacts
+
+
+def test_time_split_tests_on_the_latest_posts(binary):
+    data, _ = binary
+    timed = training.TrainingData(data.snapshot, "binary", data.settings, split="time")
+    latest_train = timed.rows("train")["posted_at"].max()
+    assert timed.rows("test")["posted_at"].min() >= latest_train
+
+
+def test_repeats_and_tuning(binary):
+    data, parent = binary
+    settings = data.settings.model_copy(deep=True)
+    settings.train.repeats, settings.train.tune, settings.train.tune_trials = 3, True, 2
+    tuned = training.TrainingData(data.snapshot, "binary", settings)
+    candidate = training.train_candidate("stats-gb", tuned, parent, quick=True)
+    assert np.isfinite(candidate.metrics["repeat_roc_auc_mean"]) and candidate.metrics["repeat_roc_auc_std"] >= 0
+    trials = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{candidate.run_id}'")
+    assert len(trials) == 2 and "metrics.val_roc_auc" in trials
+    table = training.comparison_table([candidate], {"roc_auc": 0.5}, {})
+    assert "±" in table.loc[0, "roc_auc repeats"]
+
+
+def test_require_faces_refuses_a_set_without_faces(binary):
+    data, _ = binary
+    with pytest.raises(ValueError, match="require-faces"):
+        training.TrainingData(data.snapshot, "binary", data.settings, require_faces=True)
+
+
+def test_pairwise_accuracy_within_groups():
+    engagement = np.array([1, 2, 3, 10, 20])
+    groups = np.array(["a", "a", "a", "b", "b"])
+    assert evaluation.pairwise_accuracy(engagement, engagement * 1.0, groups) == 1.0
+    assert evaluation.pairwise_accuracy(engagement, -engagement * 1.0, groups) == 0.0
+    assert evaluation.pairwise_accuracy(engagement, np.zeros(5), groups) == 0.5
