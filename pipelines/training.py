@@ -287,6 +287,7 @@ def _fit_network(data: TrainingData, workdir: Path, quick: bool, backbone: str, 
     s = data.settings.train
     head = head or ("bce" if data.task == "binary" else "huber")
     pretrained = backbone != "small_cnn"
+    torch.manual_seed(s.seed)  # the new head's initial weights: a run is reproducible, every rank starts alike
     try:
         network = cnn.build_network(backbone, pretrained=pretrained)
     except cnn.WeightsUnavailable as exc:

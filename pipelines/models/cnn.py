@@ -232,7 +232,7 @@ def fit(
 
     Under ``torchrun`` the model is wrapped in DistributedDataParallel and every rank takes
     ``batch_size / N`` of each global batch, so N processes follow one process's optimisation;
-    ``on_epoch`` (MLflow logging) runs on rank 0 only.
+    ``on_epoch`` (MLflow logging) runs on rank 0 only, with the training loss over every rank's samples.
     """
     torch.manual_seed(cfg.seed)
     dev = device()
@@ -278,6 +278,7 @@ def fit(
             val_loss = float(loss_fn(torch.as_tensor(val_out, device=dev),
                                      torch.as_tensor(val[1], dtype=torch.float32, device=dev)).item())
         metric = distributed.broadcast_float(float(val_metric(val[1], val_out)))
+        total, count = distributed.all_sum([total, count])
         row = {"train_loss": total / max(count, 1), "val_loss": val_loss, "val_metric": metric}
         history.append(row)
         if on_epoch and distributed.is_main():

@@ -49,11 +49,23 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def _tensor(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Each value summed over the ranks (the values themselves in one process)."""
+    if not active():
+        return values
+    tensor = _tensor(values)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def broadcast_float(value: float) -> float:
     """Rank 0's value on every rank, so that early stopping decides the same everywhere."""
     if not active():
         return value
-    tensor = torch.tensor([value], dtype=torch.float64,
-                          device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    tensor = _tensor([value])
     dist.broadcast(tensor, src=0)
     return float(tensor.item())
