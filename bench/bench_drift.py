@@ -2,7 +2,7 @@
 
 A champion is trained on the default demo set (or taken from ``--home``). Its reference profile is
 the monitor's own; every request is scored by the champion and featurized with the service's
-featurizer, in process instead of over HTTP. Unshifted windows are held-out images of the training
+profiler, in process instead of over HTTP. Unshifted windows are held-out images of the training
 distribution (fresh scenes from the same generator); shifted windows are the same scenes darkened
 or in greyscale. Windows are drawn from the pools at the monitor's default size and checked with
 the monitor's defaults. The last line is JSON; the exit status says whether both targets hold.
@@ -54,11 +54,8 @@ SHIFTS = {
 
 
 def served(model, images: list[Image.Image]) -> pd.DataFrame:
-    """What the service logs per request: the quality features and the champion's score."""
-    from pipelines.features import ImageFeaturizer
-
-    features = ImageFeaturizer(groups=("quality",)).transform(images)
-    return features.assign(score=model.predict_images(images)["score"].to_numpy())
+    """What the service logs per request: the champion's monitored features and its score."""
+    return model.profile_images(images).assign(score=model.predict_images(images)["score"].to_numpy())
 
 
 def alarm_rate(reference: pd.DataFrame, pool: pd.DataFrame, windows: int, rng: np.random.Generator,
@@ -67,7 +64,8 @@ def alarm_rate(reference: pd.DataFrame, pool: pd.DataFrame, windows: int, rng: n
 
     d = settings.drift
     alarms = [check_drift(reference, pool.iloc[rng.choice(len(pool), d.window, replace=False)], d.p_value,
-                          d.drifted_share_threshold, d.min_requests).drift for _ in range(windows)]
+                          d.drifted_share_threshold, d.min_requests, d.mmd_permutations).drift
+              for _ in range(windows)]
     return float(np.mean(alarms))
 
 

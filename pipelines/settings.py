@@ -119,6 +119,8 @@ class DriftSettings(BaseModel):
     min_requests: int = 50
     p_value: float = 0.01
     drifted_share_threshold: float = 0.3
+    projection_dims: int = 8  # principal components of the CNN embedding that the monitor compares (by MMD)
+    mmd_permutations: int = 200
     cooldown_hours: float = 24.0
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5

@@ -29,6 +29,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from pipelines import evaluation, splits
 from pipelines.features import ImageFeaturizer, faces, snapshot_features
+from pipelines.features.profile import Profiler
 from pipelines.features.social import social_inputs
 from pipelines.images import decode, to_array, to_jpeg
 from pipelines.models import backends, classical, cnn, distributed, sequences
@@ -121,6 +122,11 @@ class TrainingData:
         limits = self.settings.images
         return {row.image_id: decode(self.snapshot.read_image(row.image_path), limits.max_bytes,
                                      limits.max_pixels)[0] for row in self.manifest.itertuples()}
+
+    @cached_property
+    def profiler(self) -> Profiler:
+        """The drift monitor's features, with the embedding's PCA fitted on the training images."""
+        return Profiler.fit(self.split_images("train"), self.settings.drift.projection_dims)
 
     def split_images(self, split: str) -> list[Image.Image]:
         return [self.images[i] for i in self.rows(split)["image_id"]]
@@ -460,11 +466,14 @@ def _log_evaluation(data: TrainingData, scores: np.ndarray, out: Path) -> None:
         mlflow.log_artifact(str(path), "evaluation")
 
 
-def _log_reference(data: TrainingData, scores: np.ndarray, workdir: Path) -> None:
-    """The monitored features and scores of the test split: what the drift monitor compares against."""
-    profile = data.x("test", data.featurizer(("quality",))).reset_index().assign(score=scores)
+def _log_reference(model, data: TrainingData, scores: np.ndarray, workdir: Path) -> None:
+    """The logged model's monitored features and scores of the test split: what the drift monitor
+    compares the served requests with."""
+    test = data.rows("test")
+    profile = model.profile_images([data.images[i] for i in test["image_id"]])
+    profile.insert(0, "image_id", test["image_id"].to_numpy())
     path = workdir / "profile.parquet"
-    profile.to_parquet(path, index=False)
+    profile.assign(score=scores).to_parquet(path, index=False)
     mlflow.log_artifact(str(path), "reference")
 
 
@@ -502,7 +511,8 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
                            "tuned": params is not None})
         fitted.config["limits"] = data.settings.images.model_dump()
         example = to_jpeg(next(iter(data.images.values())))
-        info = log_model(fitted.config, fitted.artifacts, example)
+        profiler = data.profiler.save(Path(tmp) / "profiler.json")
+        info = log_model(fitted.config, {**fitted.artifacts, "profiler": str(profiler)}, example)
         model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
         test = data.rows("test")
         scores = model.predict_images([data.images[i] for i in test["image_id"]], data.social("test"))["score"]
@@ -519,7 +529,7 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         if fitted.history:
             mlflow.log_artifact(str(evaluation.loss_curves(fitted.history, Path(tmp) / "plots")), "evaluation")
         _log_evaluation(data, scores, Path(tmp) / "plots")
-        _log_reference(data, scores, Path(tmp))
+        _log_reference(model, data, scores, Path(tmp))
         params_out = {**fitted.params, "split": data.split, "require_faces": data.require_faces}
         return Candidate(name, family, run.info.run_id, info.model_uri, metrics, params_out, inputs)
 

@@ -1,9 +1,12 @@
 """Drift monitoring: the served requests' features against the champion's training reference.
 
-Per feature, a two-sample Kolmogorov–Smirnov test (plus PSI and the Wasserstein distance for the
-report); the window drifts when the share of drifted features crosses the threshold. We compute
-these with SciPy rather than Evidently because Evidently 0.7 does not import beside pandas 3.
-A drift verdict may start retraining, at most once per cooldown (see ``Cooldown``).
+The monitored features are ``pipelines.features.profile``'s. Each scalar feature gets a two-sample
+Kolmogorov–Smirnov test (plus PSI and the Wasserstein distance for the report); the embedding's
+PCA projection is tested as one multivariate feature by the maximum mean discrepancy (an RBF
+kernel, permutation p-value), which sees a shift of the joint distribution that no single
+component shows. The window drifts when the share of drifted features crosses the threshold. We
+compute these with SciPy rather than Evidently because Evidently 0.7 does not import beside
+pandas 3. A drift verdict may start retraining, at most once per cooldown (see ``Cooldown``).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ import mlflow  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from pipelines import registry, tracking  # noqa: E402
+from pipelines.features.profile import PROJECTION_PREFIX, SCALARS  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from serving.request_log import RequestLog  # noqa: E402
 
-MONITORED = ["colourfulness", "contrast", "brightness", "saturation", "sharpness", "score"]
+MONITORED = [*SCALARS, "score"]
+EMBEDDING = "embedding"
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -41,6 +46,29 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     ref = np.histogram(reference, edges)[0] / len(reference) + 1e-4
     cur = np.histogram(current, edges)[0] / len(current) + 1e-4
     return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def projection_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(PROJECTION_PREFIX) and c[len(PROJECTION_PREFIX):].isdigit()]
+
+
+def mmd(reference: np.ndarray, current: np.ndarray, permutations: int, seed: int = 0) -> tuple[float, float]:
+    """Squared maximum mean discrepancy (RBF kernel, median-distance bandwidth) and its permutation p-value."""
+    pooled = np.vstack([reference, current])
+    norms = (pooled * pooled).sum(1)
+    distances = np.clip(norms[:, None] + norms[None, :] - 2 * pooled @ pooled.T, 0, None)
+    positive = distances[distances > 0]
+    kernel = np.exp(-distances / (np.median(positive) if len(positive) else 1.0))
+    n = len(reference)
+
+    def statistic(order: np.ndarray) -> float:
+        a, b = order[:n], order[n:]
+        return kernel[np.ix_(a, a)].mean() + kernel[np.ix_(b, b)].mean() - 2 * kernel[np.ix_(a, b)].mean()
+
+    observed = statistic(np.arange(len(pooled)))
+    rng = np.random.default_rng(seed)
+    null = np.array([statistic(rng.permutation(len(pooled))) for _ in range(permutations)])
+    return float(observed), float((1 + np.sum(null >= observed)) / (1 + permutations))
 
 
 @dataclass
@@ -64,7 +92,7 @@ class DriftResult:
 
 
 def check_drift(reference: pd.DataFrame, current: pd.DataFrame, p_value: float, threshold: float,
-                min_requests: int) -> DriftResult:
+                min_requests: int, permutations: int = 200) -> DriftResult:
     if len(current) < min_requests:
         return DriftResult(window=len(current), enough_data=False,
                            message=f"only {len(current)} requests in the window (need {min_requests}); no decision")
@@ -72,9 +100,15 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, p_value: float, 
     for name in [c for c in MONITORED if c in reference and c in current]:
         ref, cur = reference[name].dropna().to_numpy(float), current[name].dropna().to_numpy(float)
         test = stats.ks_2samp(ref, cur)
-        rows.append({"feature": name, "ks_statistic": float(test.statistic), "p_value": float(test.pvalue),
+        rows.append({"feature": name, "test": "KS", "statistic": float(test.statistic), "p_value": float(test.pvalue),
                      "psi": psi(ref, cur), "wasserstein": float(stats.wasserstein_distance(ref, cur)),
                      "drifted": bool(test.pvalue < p_value)})
+    projection = [c for c in projection_columns(reference) if c in current]
+    if projection:
+        ref, cur = reference[projection].dropna().to_numpy(float), current[projection].dropna().to_numpy(float)
+        statistic, p = mmd(ref, cur, permutations)
+        rows.append({"feature": EMBEDDING, "test": "MMD", "statistic": statistic, "p_value": p, "psi": np.nan,
+                     "wasserstein": np.nan, "drifted": bool(p < p_value)})
     table = pd.DataFrame(rows)
     share = float(table["drifted"].mean()) if len(table) else 0.0
     drift = share >= threshold
@@ -88,12 +122,20 @@ def write_report(result: DriftResult, reference: pd.DataFrame, current: pd.DataF
     out.mkdir(parents=True, exist_ok=True)
     names = list(result.features["feature"]) if len(result.features) else []
     if names:
-        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8))
-        for ax, name in zip(np.atleast_1d(axes), names, strict=True):
+        rows, columns = -(-len(names) // 4), 4
+        fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+        for ax, name in zip(axes.flat, names):
+            if name == EMBEDDING:
+                for frame, label in ((reference, "reference"), (current, "current")):
+                    ax.scatter(frame[f"{PROJECTION_PREFIX}1"], frame[f"{PROJECTION_PREFIX}2"], s=4, alpha=0.5, label=label)
+                ax.set_title("embedding: pc1 × pc2 (MMD)", fontsize=9)
+                continue
             ax.hist(reference[name].dropna(), bins=30, alpha=0.5, density=True, label="reference")
             ax.hist(current[name].dropna(), bins=30, alpha=0.5, density=True, label="current")
             ax.set_title(name, fontsize=9)
-        np.atleast_1d(axes)[0].legend(fontsize=7)
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "drift.png", dpi=80)
         plt.close(fig)
@@ -152,8 +194,12 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, Path | None]:
         return DriftResult(window=0, enough_data=False, message=f"{exc}; no decision"), None
     reference = reference_profile(champion)
     d = settings.drift
-    current = RequestLog(settings.monitoring_dir / "requests", d.log_max_bytes, d.log_backups).read(last=d.window)
-    result = check_drift(reference, current, d.p_value, d.drifted_share_threshold, d.min_requests)
+    served = RequestLog(settings.monitoring_dir / "requests", d.log_max_bytes, d.log_backups).read()
+    if "version" in served:  # the projection is the champion's own: compare only the requests it answered
+        served = served[served["version"].astype(str) == str(champion["version"])]
+    current = served.tail(d.window).reset_index(drop=True)
+    result = check_drift(reference, current, d.p_value, d.drifted_share_threshold, d.min_requests,
+                         d.mmd_permutations)
     if not result.enough_data:
         return result, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -27,8 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 from starlette.responses import JSONResponse
 
-from pipelines.features.quality import quality_stats
-from pipelines.images import ImageError, decode, to_array
+from pipelines.images import ImageError, decode
 from pipelines.models.pyfunc import SOCIAL_COLUMNS
 from pipelines.settings import get_settings
 from serving.guards import ApiKey, BodyCap
@@ -79,12 +78,16 @@ class Scorer:
     @bentoml.api(batchable=SERVING.batching, max_batch_size=SERVING.max_batch_size,
                  max_latency_ms=SERVING.max_latency_ms)
     def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Score decoded images (``{"image": PIL.Image, "social": {...}}``) of concurrent requests at once."""
+        """Score decoded images (``{"image": PIL.Image, "social": {...}}``) of concurrent requests at once,
+        each with the drift monitor's features of its image (computed here, batched, by the same model)."""
         model, summary = self.current  # one read: a reload mid-batch cannot mix two models
+        images = [item["image"] for item in items]
         social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=SOCIAL_COLUMNS)
-        result = model.predict_images([item["image"] for item in items], social.astype(float))
-        return [{"score": float(s), "label": int(lab), "model": summary["name"], "version": str(summary["version"])}
-                for s, lab in zip(result["score"], result["label"])]
+        result = model.predict_images(images, social.astype(float))
+        profiles = model.profile_images(images).to_dict(orient="records")
+        return [{"score": float(s), "label": int(lab), "model": summary["name"], "version": str(summary["version"]),
+                 "profile": profile}
+                for s, lab, profile in zip(result["score"], result["label"], profiles, strict=True)]
 
     @bentoml.api
     async def reload(self) -> dict:
@@ -118,8 +121,8 @@ class Popularity:
     def __metrics__(self, content: str) -> str:
         return content + self.metrics.drift_lines()
 
-    def _prepare(self, path: Path) -> tuple[Any, dict]:
-        """Decode one upload and shrink it for the model step; the monitored features come with it."""
+    def _prepare(self, path: Path) -> Any:
+        """Decode one upload and shrink it for the model step."""
         limits = settings.images
         size = path.stat().st_size
         if size > limits.max_bytes:
@@ -129,7 +132,7 @@ class Popularity:
         except ImageError as exc:
             raise Rejected(exc.reason, str(exc), 413 if exc.reason == "too_large" else 400) from exc
         img.thumbnail((SERVING.max_side, SERVING.max_side))
-        return img, quality_stats(to_array(img, 128)[None]).iloc[0].to_dict()
+        return img
 
     async def _score(self, paths: list[Path], social: dict | None = None) -> list[dict]:
         """One result per upload, in order: a prediction, or an ``error`` entry for a bad image."""
@@ -141,7 +144,7 @@ class Popularity:
                 self.metrics.reject(exc.reason)
                 prepared.append(exc)
         good = [i for i, p in enumerate(prepared) if not isinstance(p, Rejected)]
-        items = [{"image": prepared[i][0], "social": social} for i in good]
+        items = [{"image": prepared[i], "social": social} for i in good]
         step = SERVING.max_batch_size
         chunks = await asyncio.gather(*(self._score_on_scorer(items[k:k + step])
                                         for k in range(0, len(items), step)))
@@ -152,9 +155,10 @@ class Popularity:
                 results.append({"error": p.reason, "message": p.message, "status": p.status})
                 continue
             r = scored[i]
+            profile = r.pop("profile")
             self.metrics.observe(r["score"], r["label"], r["version"])
             records.append({"ts": time.time(), "version": r["version"], "score": r["score"], "label": r["label"],
-                            **p[1]})
+                            **profile})
             results.append({**r, "model_version": r["version"]})
         if records:
             await anyio.to_thread.run_sync(self.log.append, records)

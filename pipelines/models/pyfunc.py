@@ -20,6 +20,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
+from pipelines.features.profile import Profiler
 from pipelines.features.social import SOCIAL_COLUMNS
 from pipelines.images import decode
 from pipelines.settings import ImageLimits
@@ -43,6 +44,8 @@ class PopularityModel(mlflow.pyfunc.PythonModel):
         self.config = dict(context.model_config)
         self.limits = ImageLimits(**self.config.get("limits", {}))
         self.backend = backends.load(self.config, context.artifacts)
+        profiler = context.artifacts.get("profiler")
+        self.profiler = Profiler.load(profiler) if profiler else Profiler()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         images = [decode(bytes(b), self.limits.max_bytes, self.limits.max_pixels)[0] for b in model_input["image"]]
@@ -59,6 +62,11 @@ class PopularityModel(mlflow.pyfunc.PythonModel):
         else:
             labels = (scores >= self.config.get("threshold", float(np.median(scores)))).astype(int)
         return pd.DataFrame({"score": scores, "label": labels.astype(np.int64)})
+
+
+    def profile_images(self, images: list[Image.Image]) -> pd.DataFrame:
+        """The drift monitor's features of decoded images, projected with this model's training PCA."""
+        return self.profiler.transform(images)
 
 
 def input_example(image_bytes: bytes) -> pd.DataFrame:

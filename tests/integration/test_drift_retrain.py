@@ -43,20 +43,24 @@ def _client(home) -> MlflowClient:
     return MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
 
 
+def _champion(home):
+    return _client(home).get_model_version_by_alias("popularity-binary", "champion")
+
+
 def _reference(home) -> pd.DataFrame:
-    version = _client(home).get_model_version_by_alias("popularity-binary", "champion")
     return pd.read_parquet(mlflow.artifacts.download_artifacts(
-        run_id=version.tags["run_id"], artifact_path="reference/profile.parquet",
+        run_id=_champion(home).tags["run_id"], artifact_path="reference/profile.parquet",
         tracking_uri=f"sqlite:///{home / 'mlflow.db'}"))
 
 
 def _serve_window(home, reference: pd.DataFrame, seed: int, darken: float = 1.0) -> None:
     """Log a window of requests like the service does: resampled reference rows, optionally darkened."""
     rows = reference.sample(WINDOW, replace=True, random_state=seed)
-    for column in ("brightness", "contrast", "colourfulness", "saturation"):
+    for column in ("brightness", "contrast", "colourfulness", "dominant_r", "dominant_g", "dominant_b"):
         rows[column] *= darken
     log = RequestLog(home / "monitoring" / "requests", 10 * 1024 * 1024, 5)
-    log.append([{"ts": 0.0, "version": "1", "label": int(r["score"] > 0.5), **r} for r in
+    version = _champion(home).version
+    log.append([{"ts": 0.0, "version": version, "label": int(r["score"] > 0.5), **r} for r in
                 rows.drop(columns="image_id", errors="ignore").to_dict(orient="records")])
 
 

@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from serving.process import ServiceProcess
+from serving.request_log import RequestLog
 from tests.conftest import encode
 
 pytestmark = pytest.mark.integration
@@ -72,7 +75,16 @@ def test_the_run_probed_the_service_and_checked_drift(demo_run):
     assert summary["service"]["ok"] == summary["service"]["sent"] > 0
     assert summary["service"]["non_image_status"] == 400
     assert summary["monitor"]["report"] and Path(summary["monitor"]["report"]).exists()
-    assert (home / "monitoring" / "requests" / "requests.jsonl").exists()
+    logged = RequestLog(home / "monitoring" / "requests", 10**7, 5).read()
+    assert len(logged) >= summary["service"]["ok"]
+    # every monitored feature of the reference, the champion's PCA projection included, and no pixels
+    profile = mlflow.artifacts.download_artifacts(run_id=summary["champion"]["run_id"],
+                                                  artifact_path="reference/profile.parquet",
+                                                  tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    reference = set(pd.read_parquet(profile).columns) - {"image_id"}
+    assert {"dominant_r", "dominant_share", "face_count", "pc1", "score"} <= reference <= set(logged.columns)
+    assert logged[sorted(reference)].notna().all().all()
+    assert set(logged.columns) - reference <= {"ts", "version", "label"}
 
 
 def test_service_scores_a_photograph_and_refuses_a_non_image(demo_run, photographs):

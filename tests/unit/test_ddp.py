@@ -42,7 +42,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     losses = {n: [m.value for m in mlflow.MlflowClient().get_metric_history(r["run_id"], "train_loss")]
               for n, r in ((1, one), (2, two))}
     assert len(losses[1]) == len(losses[2]) == 2
-    # The loss over every rank's training samples is the stable measure; the AUC of a 16-image test split is not.
+    # The loss over every rank's training samples is the stable measure; the AUC of a small test split is not.
     # Runs are seeded (one process repeats itself exactly); each rank's batch norm and dropout see half a
     # batch, so the two paths agree closely, not exactly.
     assert losses[2] == pytest.approx(losses[1], rel=0.15)

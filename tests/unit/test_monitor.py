@@ -7,34 +7,55 @@ import multiprocessing as mp
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from serving.monitor import MONITORED, Cooldown, check_drift, psi, write_report
+from serving.monitor import EMBEDDING, MONITORED, Cooldown, check_drift, mmd, psi, write_report
+
+PROJECTION = [f"pc{i}" for i in range(1, 5)]
 
 
 def _profile(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({name: rng.normal(shift, 1.0, n) for name in MONITORED})
+    return pd.DataFrame({name: rng.normal(shift, 1.0, n) for name in MONITORED + PROJECTION})
 
 
 def test_same_distribution_is_no_drift():
     result = check_drift(_profile(400, 0), _profile(200, 4), p_value=0.01, threshold=0.3, min_requests=50)
     assert result.enough_data and not result.drift
-    assert set(result.features["feature"]) == set(MONITORED)
+    assert set(result.features["feature"]) == {*MONITORED, EMBEDDING}
     assert result.message.startswith("no drift")
 
 
 def test_shifted_features_are_drift_and_named():
     current = _profile(200, 4)
-    current[["brightness", "contrast"]] -= 1.0
+    current[["brightness", "contrast", "saturation", "score"]] -= 1.0
     result = check_drift(_profile(400, 0), current, p_value=0.01, threshold=0.3, min_requests=50)
-    assert result.drift and result.drifted_share == 2 / len(MONITORED)
-    assert set(result.features.loc[result.features["drifted"], "feature"]) == {"brightness", "contrast"}
+    assert result.drift and result.drifted_share == 4 / (len(MONITORED) + 1)
+    assert set(result.features.loc[result.features["drifted"], "feature"]) == {"brightness", "contrast",
+                                                                               "saturation", "score"}
     assert "brightness" in result.message
 
 
-def test_one_drifted_feature_stays_below_the_threshold():
+def test_mmd_sees_a_joint_shift_of_the_embedding_that_no_component_shows():
+    reference, current = _profile(400, 0), _profile(200, 4)
+    # pc2 now follows pc1: every component keeps its N(0, 1) marginal, the joint distribution changes
+    current["pc2"] = current["pc1"] * 0.95 + np.random.default_rng(5).normal(0, 0.31, 200)
+    result = check_drift(reference, current, p_value=0.01, threshold=0.3, min_requests=50).features.set_index("feature")
+    assert result.loc[EMBEDDING, "drifted"] and result.loc[EMBEDDING, "test"] == "MMD"
+    assert all(stats.ks_2samp(reference[name], current[name]).pvalue > 0.01 for name in PROJECTION)
+
+
+def test_mmd_p_value_is_uniform_enough_without_a_shift_and_tiny_with_one():
+    rng = np.random.default_rng(0)
+    p_values = [mmd(rng.normal(size=(150, 8)), rng.normal(size=(100, 8)), permutations=100, seed=i)[1]
+                for i in range(40)]
+    assert np.mean(np.array(p_values) < 0.05) <= 0.15
+    assert mmd(rng.normal(size=(150, 8)), rng.normal(0.5, 1, size=(100, 8)), permutations=100)[1] < 0.02
+
+
+def test_a_few_drifted_features_stay_below_the_threshold():
     current = _profile(200, 4)
-    current["sharpness"] += 2.0
+    current[["sharpness", "face_count"]] += 2.0
     result = check_drift(_profile(400, 0), current, p_value=0.01, threshold=0.3, min_requests=50)
     assert not result.drift and result.features.set_index("feature").loc["sharpness", "drifted"]
 
@@ -58,7 +79,7 @@ def test_report_is_written_with_its_figure(tmp_path):
     page = write_report(result, reference, current, tmp_path / "report")
     assert (tmp_path / "report" / "drift.png").stat().st_size > 0
     text = page.read_text()
-    assert "drift:" in text and "ks_statistic" in text and "drift.png" in text
+    assert "drift:" in text and "MMD" in text and "KS" in text and "drift.png" in text
     json.dumps(result.summary())
 
 
