@@ -33,7 +33,7 @@ class Profiler:
     quality_px: int = 128
     colors_px: int = 32
     colors_k: int = 3
-    faces_px: int = 256
+    faces_px: int = 192
     embed_backbone: str = "mobilenet_v2"
     embed_px: int = 64
     mean: list[float] = field(default_factory=list)  # the embedding's training mean and principal axes;
@@ -58,7 +58,8 @@ class Profiler:
         return [f"{PROJECTION_PREFIX}{i + 1}" for i in range(len(self.components))]
 
     def transform(self, images: list[Image.Image]) -> pd.DataFrame:
-        """One row of monitored features per image."""
+        """One row of monitored features per image, all computed from one small copy of it."""
+        images = [_shrunk(img, max(self.quality_px, self.faces_px)) for img in images]
         parts = [quality.quality_stats(np.stack([to_array(img, self.quality_px) for img in images]))]
         palette = dominant_colors(np.stack([to_array(img, self.colors_px) for img in images]), self.colors_k)
         parts.append(pd.DataFrame(palette[:, 0], columns=DOMINANT))
@@ -76,3 +77,9 @@ class Profiler:
     @classmethod
     def load(cls, path: str | Path) -> Profiler:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def _shrunk(img: Image.Image, px: int) -> Image.Image:
+    small = img.copy()
+    small.thumbnail((px, px), Image.Resampling.BILINEAR)
+    return small

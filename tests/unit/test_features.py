@@ -71,3 +71,20 @@ def test_featurizer_combines_groups(photos):
     images = [photos["coffee"], photos["astronaut"]]
     table = ImageFeaturizer(groups=("colors", "quality", "faces", "social")).transform(images)
     assert len(table) == 2 and {"color0_r", "sharpness", "face_count", "log_followers"} <= set(table.columns)
+
+
+def test_drift_profile_projects_like_its_saved_copy_and_sees_greyscale(photos, tmp_path):
+    from pipelines.features.profile import SCALARS, Profiler
+
+    images = list(photos.values())
+    fitted = Profiler.fit(images, dims=3)
+    loaded = Profiler.load(fitted.save(tmp_path / "profiler.json"))
+    table = loaded.transform(images)
+    assert list(table.columns) == [*SCALARS, "pc1", "pc2", "pc3"]
+    pd.testing.assert_frame_equal(table, fitted.transform(images))  # the service projects as training did
+    assert table.loc[list(photos).index("astronaut"), "face_count"] == 1
+    grey = loaded.transform([img.convert("L").convert("RGB") for img in images])
+    assert (grey["saturation"] < 0.01).all() and (table["saturation"] > 0.05).any()
+    assert np.allclose(grey["dominant_r"], grey["dominant_g"], atol=1)
+    assert np.allclose(grey["dominant_g"], grey["dominant_b"], atol=1)
+    assert not np.allclose(grey[["pc1", "pc2", "pc3"]], table[["pc1", "pc2", "pc3"]], atol=0.1)
