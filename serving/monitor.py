@@ -207,7 +207,9 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, Path | None]:
     (settings.monitoring_dir / "latest.json").write_text(json.dumps(result.summary(), indent=2))
     with mlflow.start_run(experiment_id=tracking.experiment(settings, "monitoring"), run_name="drift-check"):
         mlflow.set_tags({"model": champion["name"], "version": champion["version"]})
+        per_feature = {f"{row.feature}_{name}": float(getattr(row, name))
+                       for row in result.features.itertuples() for name in ("statistic", "p_value")}
         mlflow.log_metrics({"drifted_share": result.drifted_share, "drift": float(result.drift),
-                            "window": result.window})
+                            "window": result.window, **per_feature})
         mlflow.log_artifacts(str(out), "report")
     return result, report

@@ -85,7 +85,9 @@ def test_no_drift_leaves_everything_alone(home):
     assert json.loads((path / "monitoring" / "latest.json").read_text())["drift"] is False
     assert not _retrain_runs(path) and not (path / "monitoring" / "retrain-binary.json").exists()
     monitoring = _client(path).get_experiment_by_name("monitoring")
-    assert len(_client(path).search_runs([monitoring.experiment_id])) == 1
+    (check,) = _client(path).search_runs([monitoring.experiment_id])
+    assert check.data.metrics["drift"] == 0 and check.data.metrics["embedding_p_value"] > 0.01
+    assert {"brightness_statistic", "face_count_p_value", "score_p_value"} <= set(check.data.metrics)
 
 
 def test_planted_drift_starts_exactly_one_retraining(home):
@@ -93,6 +95,7 @@ def test_planted_drift_starts_exactly_one_retraining(home):
     _serve_window(path, _reference(path), seed=2, darken=0.3)
     first = _monitor(env)
     assert first["drift"] and first["retrain_triggered"], first
+    assert "brightness" in first["message"] and "dominant_r" in first["message"]  # the darkened features
     assert first["retraining"]["mode"] == "in-process"
     runs = _retrain_runs(path)
     assert len(runs) == 1 and runs[0].data.tags["reason"].startswith("drift")
