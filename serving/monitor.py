@@ -126,8 +126,9 @@ def write_report(result: DriftResult, reference: pd.DataFrame, current: pd.DataF
         fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
         for ax, name in zip(axes.flat, names):
             if name == EMBEDDING:
+                first, second = f"{PROJECTION_PREFIX}1", f"{PROJECTION_PREFIX}2"
                 for frame, label in ((reference, "reference"), (current, "current")):
-                    ax.scatter(frame[f"{PROJECTION_PREFIX}1"], frame[f"{PROJECTION_PREFIX}2"], s=4, alpha=0.5, label=label)
+                    ax.scatter(frame[first], frame[second], s=4, alpha=0.5, label=label)
                 ax.set_title("embedding: pc1 × pc2 (MMD)", fontsize=9)
                 continue
             ax.hist(reference[name].dropna(), bins=30, alpha=0.5, density=True, label="reference")

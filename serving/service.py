@@ -166,12 +166,17 @@ class Popularity:
 
     async def _score_on_scorer(self, items: list[dict], attempts: int = 3) -> list[dict]:
         """Scoring is idempotent, so a pooled connection that the scorer closed while idle (the
-        keep-alive race under load) is retried on a fresh one instead of failing the request."""
+        keep-alive race under load) is retried on a fresh one instead of failing the request. aiohttp
+        reports that race as a ``ClientConnectionError``, or, when it hits while the body is read, as
+        a bare ``RuntimeError("Connection closed.")``."""
         for _ in range(attempts - 1):
             try:
                 return await self.scorer.to_async.score(items)
             except aiohttp.ClientConnectionError:
                 continue
+            except RuntimeError as exc:
+                if "Connection closed" not in str(exc):
+                    raise
         return await self.scorer.to_async.score(items)
 
     def _refuse(self, reason: str, message: str, status: int = 400) -> JSONResponse:

@@ -63,7 +63,6 @@ class PopularityModel(mlflow.pyfunc.PythonModel):
             labels = (scores >= self.config.get("threshold", float(np.median(scores)))).astype(int)
         return pd.DataFrame({"score": scores, "label": labels.astype(np.int64)})
 
-
     def profile_images(self, images: list[Image.Image]) -> pd.DataFrame:
         """The drift monitor's features of decoded images, projected with this model's training PCA."""
         return self.profiler.transform(images)
