@@ -33,7 +33,7 @@ class Profiler:
     quality_px: int = 128
     colors_px: int = 32
     colors_k: int = 3
-    faces_px: int = 192
+    faces_px: int = 160
     embed_backbone: str = "mobilenet_v2"
     embed_px: int = 64
     mean: list[float] = field(default_factory=list)  # the embedding's training mean and principal axes;
