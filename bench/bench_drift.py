@@ -59,14 +59,16 @@ def served(model, images: list[Image.Image]) -> pd.DataFrame:
 
 
 def alarm_rate(reference: pd.DataFrame, pool: pd.DataFrame, windows: int, rng: np.random.Generator,
-               settings) -> float:
+               settings) -> tuple[float, pd.Series]:
+    """The share of windows that drift, and how often each feature drifted."""
     from serving.monitor import check_drift
 
     d = settings.drift
-    alarms = [check_drift(reference, pool.iloc[rng.choice(len(pool), d.window, replace=False)], d.p_value,
-                          d.drifted_share_threshold, d.min_requests, d.mmd_permutations).drift
-              for _ in range(windows)]
-    return float(np.mean(alarms))
+    results = [check_drift(reference, pool.iloc[rng.choice(len(pool), d.window, replace=False)], d.p_value,
+                           d.drifted_share_threshold, d.min_requests, d.mmd_permutations)
+               for _ in range(windows)]
+    by_feature = pd.concat([r.features.set_index("feature")["drifted"] for r in results], axis=1).mean(axis=1)
+    return float(np.mean([r.drift for r in results])), by_feature
 
 
 def main() -> int:
@@ -94,9 +96,10 @@ def main() -> int:
         model = mlflow.pyfunc.load_model(f"models:/{champion['name']}@champion").unwrap_python_model()
         images = scenes(args.pool, args.seed)
         rng = np.random.default_rng(0)
-        rates = {name: alarm_rate(reference, served(model, [shift(img) for img in images]), args.windows, rng,
-                                  settings)
-                 for name, shift in SHIFTS.items()}
+        checked = {name: alarm_rate(reference, served(model, [shift(img) for img in images]), args.windows, rng,
+                                    settings)
+                   for name, shift in SHIFTS.items()}
+    rates = {name: rate for name, (rate, _) in checked.items()}
     detections = {k: v for k, v in rates.items() if k != "unshifted"}
     ok = rates["unshifted"] <= MAX_FALSE_ALARMS and min(detections.values()) >= MIN_DETECTIONS
     print(f"window {settings.drift.window} requests, reference {len(reference)} test images, "
@@ -105,6 +108,8 @@ def main() -> int:
     print(f"false-alarm rate (unshifted): {rates['unshifted']:.1%} (target <= {MAX_FALSE_ALARMS:.0%})")
     for name, rate in detections.items():
         print(f"detection rate ({name}): {rate:.1%} (target >= {MIN_DETECTIONS:.0%})")
+    print("share of windows in which each feature drifted:")
+    print(pd.DataFrame({name: by_feature for name, (_, by_feature) in checked.items()}).round(2).to_string())
     print(json.dumps({"window": settings.drift.window, "reference": len(reference), "windows": args.windows,
                       "rates": rates, "ok": ok}))
     return 0 if ok else 1
