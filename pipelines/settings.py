@@ -118,7 +118,7 @@ class DriftSettings(BaseModel):
     window: int = 200
     min_requests: int = 50
     p_value: float = 0.01
-    drifted_share_threshold: float = 0.3
+    drifted_share_threshold: float = 0.25  # 3 of the 12 monitored features (greyscale moves 4, darkening 10)
     projection_dims: int = 8  # principal components of the CNN embedding that the monitor compares (by MMD)
     mmd_permutations: int = 200
     cooldown_hours: float = 24.0
