@@ -128,6 +128,13 @@ class TrainingData:
         """The drift monitor's features, with the embedding's PCA fitted on the training images."""
         return Profiler.fit(self.split_images("train"), self.settings.drift.projection_dims)
 
+    @cached_property
+    def test_profile(self) -> pd.DataFrame:
+        """The test split's monitored features: every candidate's drift reference, beside its scores."""
+        profile = self.profiler.transform(self.split_images("test"))
+        profile.insert(0, "image_id", self.rows("test")["image_id"].to_numpy())
+        return profile
+
     def split_images(self, split: str) -> list[Image.Image]:
         return [self.images[i] for i in self.rows(split)["image_id"]]
 
@@ -466,14 +473,11 @@ def _log_evaluation(data: TrainingData, scores: np.ndarray, out: Path) -> None:
         mlflow.log_artifact(str(path), "evaluation")
 
 
-def _log_reference(model, data: TrainingData, scores: np.ndarray, workdir: Path) -> None:
-    """The logged model's monitored features and scores of the test split: what the drift monitor
-    compares the served requests with."""
-    test = data.rows("test")
-    profile = model.profile_images([data.images[i] for i in test["image_id"]])
-    profile.insert(0, "image_id", test["image_id"].to_numpy())
+def _log_reference(data: TrainingData, scores: np.ndarray, workdir: Path) -> None:
+    """The monitored features and scores of the test split: what the drift monitor compares the
+    served requests with (the model carries the same profiler, so the service computes them alike)."""
     path = workdir / "profile.parquet"
-    profile.assign(score=scores).to_parquet(path, index=False)
+    data.test_profile.assign(score=scores).to_parquet(path, index=False)
     mlflow.log_artifact(str(path), "reference")
 
 
@@ -529,7 +533,7 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         if fitted.history:
             mlflow.log_artifact(str(evaluation.loss_curves(fitted.history, Path(tmp) / "plots")), "evaluation")
         _log_evaluation(data, scores, Path(tmp) / "plots")
-        _log_reference(model, data, scores, Path(tmp))
+        _log_reference(data, scores, Path(tmp))
         params_out = {**fitted.params, "split": data.split, "require_faces": data.require_faces}
         return Candidate(name, family, run.info.run_id, info.model_uri, metrics, params_out, inputs)
 

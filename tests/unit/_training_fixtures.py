@@ -40,4 +40,10 @@ def check_pyfunc(candidate: training.Candidate, data: training.TrainingData) -> 
     assert list(out.columns) == ["score", "label"] and len(out) == 3 and out["score"].notna().all()
     if data.task == "binary":
         assert out["score"].between(0, 1).all()
+    # the drift reference stored with the run is what the logged model computes for the same images
+    reference = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=candidate.run_id,
+                                                                    artifact_path="reference/profile.parquet"))
+    assert reference["image_id"].tolist() == data.rows("test")["image_id"].tolist()
+    profiled = model.unwrap_python_model().profile_images(data.split_images("test")[:3])
+    pd.testing.assert_frame_equal(reference.drop(columns=["image_id", "score"]).iloc[:3], profiled, rtol=1e-4)
     return out
