@@ -37,8 +37,8 @@ def train_champion(home: Path) -> None:
 
 def scenes(n: int, seed: int) -> list[Image.Image]:
     """``n`` demo scenes from the generator with another seed: same distribution, unseen images."""
-    from pipelines.images import decode
-    from pipelines.sources.demo import DemoSource
+    from pipelines.data.images import decode
+    from pipelines.data.sources.demo import DemoSource
     from pipelines.settings import get_settings
 
     cfg = get_settings().demo
@@ -61,7 +61,7 @@ def served(model, images: list[Image.Image]) -> pd.DataFrame:
 def alarm_rate(reference: pd.DataFrame, pool: pd.DataFrame, windows: int, rng: np.random.Generator,
                settings) -> tuple[float, pd.Series]:
     """The share of windows that drift, and how often each feature drifted."""
-    from serving.monitor import check_drift
+    from monitoring.drift import check_drift
 
     d = settings.drift
     results = [check_drift(reference, pool.iloc[rng.choice(len(pool), d.window, replace=False)], d.p_value,
@@ -87,7 +87,7 @@ def main() -> int:
 
         from pipelines import registry
         from pipelines.settings import get_settings
-        from serving.monitor import reference_profile
+        from monitoring.monitor import reference_profile
 
         settings = get_settings()
         settings.export_environment()

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from serving.process import ServiceProcess  # noqa: E402
+from flows.processes import ServiceProcess  # noqa: E402
 
 NAIVE = """
 import sys, io, mlflow

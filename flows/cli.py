@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.settings import get_settings
+from pipelines.settings import load_settings
 
 app = typer.Typer(help="Predict how well an image will do online.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -28,12 +28,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable 
 TaskOpt = Annotated[str, typer.Option("--task", help="binary (popular or not) or score (regression).")]
 RunnerOpt = Annotated[str, typer.Option("--runner", help="Where downloads and feature batches run: local, dask "
                                                          "(a 2-worker LocalCluster) or dask:ADDRESS.")]
-
-
-def _settings():
-    settings = get_settings()
-    settings.export_environment()
-    return settings
 
 
 def _emit(summary: dict, as_json: bool) -> None:
@@ -58,8 +52,12 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _check_task(task: str) -> None:
-    if task not in ("binary", "score"):
-        _fail(f"--task must be binary or score, not {task!r}", 2)
+    from pipelines.tasks import TaskError, check_task
+
+    try:
+        check_task(task)
+    except TaskError as exc:
+        _fail(str(exc), 2)
 
 
 def _check_runner(runner: str) -> None:
@@ -96,14 +94,14 @@ def run(
 ) -> None:
     """The whole pipeline flow: collect → validate → train → promote → serve → predict → monitor."""
     _check_task(task)
-    settings = _settings()
-    from pipelines.sources import SpecError, parse_spec
+    settings = load_settings()
+    from pipelines.data.sources import SpecError, parse_spec
 
     try:
-        parse_spec(source)
+        parse_spec(source, settings)
     except SpecError as exc:
         _fail(str(exc), 2)
-    from flows.pipeline import run_flow
+    from flows.demo import run_flow
 
     _check_runner(runner)
     summary = run_flow(source=source, task=task, quick=quick, port=port, runner=runner)
@@ -129,20 +127,19 @@ def collect(
     as_json: JsonOpt = False,
 ) -> None:
     """Collect a source into an immutable snapshot; prints the snapshot id and path."""
-    if allow_private:
-        os.environ["POPULARITY_DOWNLOAD__ALLOW_PRIVATE"] = "true"
-    _settings()
-    from pipelines.labels import SCHEMES, LabelError
-    from pipelines.sources import SpecError, parse_spec
+    settings = load_settings().with_download(allow_private=allow_private)
+    from pipelines.data.labels import SCHEMES, LabelError
+    from pipelines.data.sources import SpecError, parse_spec
 
     if label is not None and label not in SCHEMES:
         _fail(f"unknown --label {label!r}; choose from {sorted(SCHEMES)}", 2)
     _check_runner(runner)
     try:
-        parse_spec(source)
-        from flows.pipeline import collect_flow
+        parse_spec(source, settings)
+        from flows.data import collect_flow
 
-        summary = collect_flow(source=source, name=name, label=label, drop_outliers=drop_outliers, runner=runner)
+        summary = collect_flow(source=source, name=name, label=label, drop_outliers=drop_outliers, runner=runner,
+                               allow_private=allow_private)
     except (SpecError, LabelError) as exc:
         _fail(str(exc), 2)
     console.print(f"snapshot {summary['snapshot']} at {summary['path']}: {summary['items']} items, "
@@ -154,8 +151,8 @@ def collect(
 def validate(snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, name or path.")] = None,
              as_json: JsonOpt = False) -> None:
     """Run the Great Expectations suites; exits non-zero on a critical failure."""
-    _settings()
-    from flows.pipeline import validate_flow
+    load_settings()
+    from flows.data import validate_flow
 
     try:
         summary = validate_flow(snapshot=snapshot)
@@ -184,8 +181,8 @@ def train(
     """Train candidates as MLflow runs, print the comparison, register the best as challenger."""
     _check_task(task)
     _check_runner(runner)
-    _settings()
-    from flows.pipeline import train_flow
+    load_settings()
+    from flows.training import train_flow
 
     try:
         summary = train_flow(snapshot=snapshot, task=task, quick=quick, runner=runner,
@@ -203,8 +200,8 @@ def promote(task: TaskOpt = "binary",
             as_json: JsonOpt = False) -> None:
     """Re-run the promotion gate on the challenger, or roll back the champion."""
     _check_task(task)
-    _settings()
-    from flows.pipeline import promote_flow
+    load_settings()
+    from flows.training import promote_flow
 
     try:
         summary = promote_flow(task=task, rollback=rollback)
@@ -217,7 +214,7 @@ def promote(task: TaskOpt = "binary",
 @app.command()
 def serve(port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None) -> None:
     """Serve the champion with BentoML in the foreground."""
-    settings = _settings()
+    settings = load_settings()
     port = port or settings.serving.port
     repo = Path(__file__).resolve().parents[1]
     raise typer.Exit(subprocess.call([sys.executable, "-m", "bentoml", "serve", "serving.service:Popularity",
@@ -233,7 +230,7 @@ def predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Score images through a running service, or in process with the champion."""
-    settings = _settings()
+    settings = load_settings()
     results = []
     if url:
         import httpx
@@ -247,7 +244,7 @@ def predict(
     else:
         import mlflow
 
-        from pipelines.images import ImageError, decode
+        from pipelines.data.images import ImageError, decode
 
         model = mlflow.pyfunc.load_model(f"models:/{settings.model_name(task)}@champion").unwrap_python_model()
         for path in images:
@@ -273,8 +270,8 @@ def monitor(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare recent requests with the champion's training reference; may trigger retraining."""
-    _settings()
-    from flows.pipeline import monitor_flow
+    load_settings()
+    from flows.monitoring import monitor_flow
 
     summary = monitor_flow(task=task, retrain=retrain)
     console.print(summary["message"])
@@ -294,7 +291,7 @@ def schedule(
 ) -> None:
     """Register the retraining and monitoring deployments with their schedules and serve them."""
     _check_task(task)
-    settings = _settings()
+    settings = load_settings()
     from flows.schedules import serve_schedules
 
     serve_schedules(task, settings, port=port, retrain_cron=retrain_cron, monitor_cron=monitor_cron)
@@ -303,7 +300,7 @@ def schedule(
 @app.command()
 def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
     """Show the current champion: family, version, test metrics next to the baseline."""
-    settings = _settings()
+    settings = load_settings()
     from pipelines import registry
 
     try:
@@ -317,7 +314,7 @@ def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
 @app.command()
 def ui(mlflow_port: int = 5000, prefect_port: int = 4200) -> None:
     """Open the MLflow UI (and the Prefect UI) on the home's stores; Ctrl-C stops both."""
-    settings = _settings()
+    settings = load_settings()
     env = {**os.environ, "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(prefect_port)}
     processes = [
         subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking_uri,

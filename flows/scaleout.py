@@ -16,23 +16,15 @@ from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
 from flows.runners import task_runner
-from pipelines.collect import batches, prepare_batch
-from pipelines.download import transient
+from pipelines.data.collect import batches, prepare_batch
+from pipelines.data.download import transient
 from pipelines.features import ImageFeaturizer, batch_features, features_cache, store_features
-from pipelines.settings import ImageLimits, Settings, get_settings
-from pipelines.snapshots import Snapshot
-from pipelines.sources import Item, Reject, parse_spec
+from pipelines.settings import ImageLimits, Settings, load_settings
+from pipelines.data.snapshots import Snapshot
+from pipelines.data.sources import Item, Reject, parse_spec
 
 # Training caches one table per feature group; these are the image groups its classical candidates read.
 TRAINING_GROUPS = ("colors", "quality")
-
-
-def featurizer(settings: Settings, group: str) -> ImageFeaturizer:
-    """The same featurizer (hence cache key) as ``TrainingData.featurizer`` builds for one group."""
-    f = settings.features
-    return ImageFeaturizer(groups=(group,), colors_k=f.colors_k, colors_px=f.colors_px, colors_iters=f.colors_iters,
-                           faces_px=f.faces_px, embed_backbone=f.embed_backbone, embed_px=f.embed_px,
-                           embed_flip=f.embed_flip)
 
 
 @task(cache_policy=NO_CACHE)
@@ -45,14 +37,13 @@ def feature_batch(snapshot_path: str, start: int, stop: int, featurizer: ImageFe
 @flow(name="features", log_prints=True)
 def features_flow(snapshot_path: str, groups: list[str] | None = None) -> dict[str, str]:
     """Compute and cache each feature group's table of a snapshot, one task per batch."""
-    settings = get_settings()
-    settings.export_environment()
+    settings = load_settings()
     snap = Snapshot(Path(snapshot_path))
     size, step = len(snap.manifest), settings.features.batch_size
     starts = list(range(0, size, step))
     pending = {}
     for group in groups or TRAINING_GROUPS:
-        feat = featurizer(settings, group)
+        feat = ImageFeaturizer.from_settings(settings.features, (group,))
         cache = features_cache(snap, feat, settings.features_dir)
         if not cache.exists():
             pending[cache] = feature_batch.map(str(snap.path), starts, [s + step for s in starts], unmapped(feat),
@@ -60,7 +51,7 @@ def features_flow(snapshot_path: str, groups: list[str] | None = None) -> dict[s
     for cache, futures in pending.items():
         store_features(pd.concat([f.result() for f in futures]), cache)
     print(f"features of {size} images in {len(starts)} batches: {len(pending)} tables computed")
-    return {g: str(features_cache(snap, featurizer(settings, g), settings.features_dir))
+    return {g: str(features_cache(snap, ImageFeaturizer.from_settings(settings.features, (g,)), settings.features_dir))
             for g in groups or TRAINING_GROUPS}
 
 
@@ -70,13 +61,13 @@ class TransientDownloadError(Exception):
 
 @task(cache_policy=NO_CACHE)
 def prepare_items(items: list[Item | Reject], settings: Settings) -> list[Item | Reject]:
-    """One batch downloaded (with every check of ``pipelines.download``) and decoded.
+    """One batch downloaded (with every check of ``pipelines.data.download``) and decoded.
 
     On a task runner Prefect owns the retries, so they show in its UI: each attempt fetches once, and a
     transient failure retries the whole batch with backoff (what was fetched is cached, so only the
     failures go out again); the last attempt keeps them as rejects, never failing the collection.
     """
-    once = settings.model_copy(update={"download": settings.download.model_copy(update={"retries": 0})})
+    once = settings.with_download(retries=0)
     prepared = prepare_batch(items, once, progress=False)
     failed = [r for r in prepared if isinstance(r, Reject) and transient(r.reason)]
     if failed and task_run.run_count <= settings.download.retries:
@@ -86,19 +77,19 @@ def prepare_items(items: list[Item | Reject], settings: Settings) -> list[Item |
 
 
 @flow(name="prepare-items", log_prints=True)
-def prepare_flow(source: str) -> list[Item | Reject]:
+def prepare_flow(source: str, allow_private: bool = False) -> list[Item | Reject]:
     """Every item of the source downloaded and decoded, a batch per task, in the source's order."""
-    settings = get_settings()
-    items = parse_spec(source).items()
+    settings = load_settings().with_download(allow_private=allow_private)
+    items = parse_spec(source, settings).items()
     retrying = prepare_items.with_options(retries=settings.download.retries,
                                           retry_delay_seconds=exponential_backoff(settings.download.backoff_s))
     futures = retrying.map(list(batches(items, settings.download.batch_size)), unmapped(settings))
     return [item for future in futures for item in future.result()]
 
 
-def fetch_items(source: str, runner: str) -> list[Item | Reject]:
+def fetch_items(source: str, runner: str, allow_private: bool = False) -> list[Item | Reject]:
     """The source's items prepared on ``runner`` (threads, a LocalCluster or a team's Dask scheduler)."""
-    return prepare_flow.with_options(task_runner=task_runner(runner))(source)
+    return prepare_flow.with_options(task_runner=task_runner(runner))(source, allow_private)
 
 
 def compute_features(snapshot_path: str, runner: str) -> dict[str, str]:

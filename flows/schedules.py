@@ -8,19 +8,15 @@ An ephemeral Prefect API cannot run schedules, so serving needs a real server: t
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-import httpx
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.pipeline import monitor_flow, retrain_deployment, retrain_flow
+from flows.monitoring import monitor_flow, retrain_deployment, retrain_flow
+from flows.processes import prefect_server
 from pipelines.settings import Settings
 
 
@@ -40,41 +36,15 @@ def deployments(task: str, settings: Settings, retrain_cron: str | None = None,
 
 
 @contextmanager
-def local_server(settings: Settings, port: int, timeout_s: float = 180) -> Iterator[str]:
+def local_server(settings: Settings, port: int) -> Iterator[str]:
     """A Prefect server on 127.0.0.1 whose database lives under the home; yields its API URL."""
-    url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(settings.root / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    log_path = settings.root / "logs" / "prefect-server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+    server, url = prefect_server(port, settings.root / "logs" / "prefect-server.log", env)
     try:
-        _wait_healthy(url, server, timeout_s, log_path)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float, log_path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the Prefect server exited with {server.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"the Prefect server at {url} was not healthy after {timeout_s:.0f}s; see {log_path}")
+        server.stop(grace_s=30)
 
 
 def serve_schedules(task: str, settings: Settings, port: int = 4200, retrain_cron: str | None = None,

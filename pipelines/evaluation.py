@@ -13,7 +13,6 @@ from scipy.stats import spearmanr  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
-PRIMARY = {"binary": "roc_auc", "score": "spearman"}
 
 
 def trimmed_rmse(y: np.ndarray, pred: np.ndarray, trim: float = 0.25) -> float:

@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
+    def with_download(self, **changes) -> Settings:
+        """A copy with some download settings changed (``--allow-private``), the environment untouched."""
+        return self.model_copy(update={"download": self.download.model_copy(update=changes)})
+
     def model_name(self, task: str | None = None) -> str:
         return f"{self.model_prefix}-{task or self.task}"
 
@@ -209,4 +213,13 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
+    """The settings read from the environment, once per process: for entry points only (the CLI, the
+    service, a flow run); library code takes its settings as an argument."""
     return Settings()
+
+
+def load_settings() -> Settings:
+    """An entry point's settings, with MLflow, Prefect and BentoML pointed at the home."""
+    settings = get_settings()
+    settings.export_environment()
+    return settings

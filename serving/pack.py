@@ -1,8 +1,9 @@
 """Build the Bento: import the champion into the BentoML store, then build ``deploy/bentofile.yaml``.
 
-The packed model's tag goes into the Bento's environment (``POPULARITY_SERVING__BENTO_MODEL``), so the
-scorer's class-level ``BentoModel`` reference exists when BentoML collects the service's models and the
-built Bento loads the champion from inside itself, with no MLflow server.
+The packed model's tag goes into the Bento's environment (``POPULARITY_SERVING__BENTO_MODEL``) and into
+the environment of the ``bentoml build`` child, so the scorer's class-level ``BentoModel`` reference
+exists when BentoML collects the service's models and the built Bento loads the champion from inside
+itself, with no MLflow server.
 
     python -m serving.pack [--gpu]      # then: bentoml containerize popularity:latest
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from pipelines.settings import Settings, get_settings
+from pipelines.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOFILE = REPO / "deploy" / "bentofile.yaml"
@@ -37,30 +40,36 @@ def import_champion(settings: Settings):
     )
 
 
-def build(gpu: bool = False):
-    """Import the champion and build the Bento; returns the Bento."""
-    settings = Settings()
-    settings.export_environment()
+def build(settings: Settings, gpu: bool = False) -> tuple[str, Path]:
+    """Import the champion and build the Bento in a child ``bentoml build`` whose environment names the
+    packed model (the service reads it when BentoML imports it); returns the Bento's tag and path."""
     model = import_champion(settings)
     envs = {"POPULARITY_SERVING__BENTO_MODEL": str(model.tag), "POPULARITY_SERVING__GPU": str(gpu).lower()}
-    os.environ.update(envs)
-    get_settings.cache_clear()
-    import bentoml
-
     options = yaml.safe_load(BENTOFILE.read_text())
     options["envs"] = [*options.get("envs", []), *({"name": k, "value": v} for k, v in envs.items())]
     if gpu:
         options.setdefault("docker", {})["cuda_version"] = "12.1"
+    env = {**os.environ, **envs}
     with tempfile.TemporaryDirectory() as tmp:
         bentofile = Path(tmp) / "bentofile.yaml"
         bentofile.write_text(yaml.safe_dump(options))
-        return bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(REPO))
+        tag = _bentoml(["build", str(REPO), "-f", str(bentofile), "--output", "tag"], env).splitlines()[-1]
+    tag = tag.removeprefix("__tag__:").strip()
+    return tag, Path(_bentoml(["get", tag, "--output", "path"], env).strip())
+
+
+def _bentoml(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-m", "bentoml", *args], env=env, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"bentoml {args[0]} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="ask for a GPU and a CUDA base image")
-    bento = build(parser.parse_args().gpu)
-    print(f"{bento.tag} at {bento.path}")
+    tag, path = build(load_settings(), parser.parse_args().gpu)
+    print(f"{tag} at {path}")
 
 
 if __name__ == "__main__":

@@ -27,15 +27,14 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 from starlette.responses import JSONResponse
 
-from pipelines.images import ImageError, decode
+from pipelines.data.images import ImageError, decode
 from pipelines.models.pyfunc import SOCIAL_COLUMNS
-from pipelines.settings import get_settings
+from pipelines.settings import load_settings
 from serving.guards import ApiKey, BodyCap
 from serving.metrics import ServiceMetrics
-from serving.request_log import RequestLog
+from monitoring.request_log import RequestLog
 
-settings = get_settings()
-settings.export_environment()
+settings = load_settings()
 SERVING = settings.serving
 STATIC = Path(__file__).with_name("static")
 Upload = Annotated[Path, ContentType("*/*")]

@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipelines.settings import Settings
+from tests.helpers import LoopbackServer, photo
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     """Settings whose home (MLflow store, snapshots, logs) lives in the test's temporary folder."""
     return Settings(home=tmp_path / "home", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+
+
+@pytest.fixture
+def http_server():
+    photo(0)  # load the photographs before the first request's timeout starts
+    server = LoopbackServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def fast_settings(settings):
+    """The test home, private addresses allowed (the server is loopback) and short waits."""
+    settings.download = settings.download.model_copy(update={
+        "allow_private": True, "timeout_s": 0.5, "retries": 2, "backoff_s": 0.02, "max_backoff_s": 0.1,
+        "per_host_per_second": 0.0, "deadline_s": 5.0,
+    })
+    return settings
 
 
 @pytest.fixture(scope="session")

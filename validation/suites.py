@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
-from pipelines.images import FORMATS
-from pipelines.labels import SEQUENCE_DAYS
+from pipelines.data.images import FORMATS
+from pipelines.data.labels import SEQUENCE_DAYS
 from pipelines.settings import Settings
 
 SPLITS = ("train", "val", "test")
 COUNTS = ["likes", "views", "favorites", "comments", "followers", "tags", "account_age_days"]
-# The columns a label scheme reads (pipelines.labels), besides the label it writes.
+# The columns a label scheme reads (pipelines.data.labels), besides the label it writes.
 SCHEME_COLUMNS = {
     "given": [],
     "median-split": ["likes", "followers", "likes_per_follower"],
@@ -40,7 +40,7 @@ SCHEME_COLUMNS = {
 }
 REQUIRED = ["image_id", "image_path", "source", "width", "height", "format", "mode", "n_bytes", "group", "split",
             "label"]
-# PIL modes that pipelines.images converts to RGB.
+# PIL modes that pipelines.data.images converts to RGB.
 RGB_MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F"]
 FLOAT_MAX = sys.float_info.max
 

@@ -16,7 +16,11 @@ from pipelines.features import embeddings, faces
 from pipelines.features.colors import dominant_colors, palette_features
 from pipelines.features.quality import quality_stats
 from pipelines.features.social import social_features, social_inputs
-from pipelines.images import decode, to_array
+from pipelines.data.images import to_array
+from pipelines.settings import FeatureSettings
+
+
+GROUPS = ("colors", "quality", "faces", "embeddings", "social")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,14 @@ class ImageFeaturizer:
     embed_backbone: str = "mobilenet_v2"
     embed_px: int = 128
     embed_flip: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: FeatureSettings, groups: tuple[str, ...]) -> ImageFeaturizer:
+        """The featurizer of ``groups`` as configured; training and the Dask feature flow both build it
+        here, so their cache keys agree. Groups keep one canonical order, whatever order they are asked in."""
+        return cls(groups=tuple(g for g in GROUPS if g in groups), colors_k=settings.colors_k,
+                   colors_px=settings.colors_px, colors_iters=settings.colors_iters, faces_px=settings.faces_px,
+                   embed_backbone=settings.embed_backbone, embed_px=settings.embed_px, embed_flip=settings.embed_flip)
 
     @property
     def key(self) -> str:
@@ -65,7 +77,7 @@ def features_cache(snapshot, featurizer: ImageFeaturizer, cache_dir: Path) -> Pa
 
 def batch_features(snapshot, rows: pd.DataFrame, featurizer: ImageFeaturizer, limits) -> pd.DataFrame:
     """Features of some manifest rows: the unit of work that a Dask worker can take."""
-    images = [decode(snapshot.read_image(p), limits.max_bytes, limits.max_pixels)[0] for p in rows["image_path"]]
+    images = snapshot.decode_images(rows["image_path"], limits)
     return featurizer.transform(images, social_inputs(rows)).set_index(
         pd.Index(rows["image_id"].to_numpy(), name="image_id"))
 

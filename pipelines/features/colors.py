@@ -14,11 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.images import to_array
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from pipelines import vision
+from pipelines.data.images import to_array
 
 
 def small_pixels(data: bytes, px: int) -> np.ndarray:
@@ -41,7 +38,7 @@ def dominant_colors(pixels: np.ndarray, k: int = 5, iters: int = 12) -> np.ndarr
     ``pixels`` is an ``N×H×W×3`` uint8 batch; luminance-quantile seeding, then Lloyd iterations, all
     batched and deterministic.
     """
-    device = _device()
+    device = vision.device()
     x = torch.as_tensor(pixels, device=device).reshape(len(pixels), -1, 3).float()
     n, p, _ = x.shape
     x2 = (x * x).sum(-1, keepdim=True)

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipelines.images import to_array
-from pipelines.models import cnn
+from pipelines.data.images import to_array
+from pipelines import vision
 
 
 class Penultimate(nn.Module):
@@ -33,8 +33,8 @@ class Penultimate(nn.Module):
 
 @lru_cache(maxsize=2)
 def backbone(name: str) -> nn.Module:
-    """The pretrained trunk, loaded once per process (offline weights first, see ``cnn``)."""
-    return Penultimate(cnn.pretrained_backbone(name)).to(cnn.device()).eval()
+    """The pretrained trunk, loaded once per process (offline weights first, see ``pipelines.vision``)."""
+    return Penultimate(vision.pretrained_backbone(name)).to(vision.device()).eval()
 
 
 @torch.no_grad()
@@ -43,7 +43,7 @@ def embed(images: list[Image.Image], name: str = "mobilenet_v2", px: int = 128, 
     """``N×D`` float32 embeddings; the mean of the image's and its mirror's when ``flip``."""
     model = backbone(name)
     dev = next(model.parameters()).device
-    transform = cnn.eval_transform(px)
+    transform = vision.eval_transform(px)
     out = []
     for start in range(0, len(images), batch_size):
         pixels = np.stack([to_array(img, px) for img in images[start : start + batch_size]])

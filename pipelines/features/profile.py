@@ -20,8 +20,8 @@ from sklearn.decomposition import PCA
 
 from pipelines.features import embeddings, faces, quality
 from pipelines.features.colors import dominant_colors
-from pipelines.images import to_array
-from pipelines.models.cnn import WeightsUnavailable
+from pipelines.data.images import to_array
+from pipelines.vision import WeightsUnavailable
 
 DOMINANT = ["dominant_r", "dominant_g", "dominant_b", "dominant_share"]
 SCALARS = [*quality.NAMES, *DOMINANT, "face_count"]

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from pipelines.features import ImageFeaturizer
-from pipelines.images import to_array
+from pipelines.data.images import to_array
+from pipelines import vision
 from pipelines.models import cnn
 
 # our own estimators (e.g. the scale × shape sequence model) ship as code beside the weights
@@ -64,7 +65,7 @@ class TorchBackend:
         self.model = cnn.build_network(config["backbone"], pretrained=False)
         state = torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
-        self.model.to(cnn.device()).eval()
+        self.model.to(vision.device()).eval()
 
     def score(self, images: list[Image.Image], social: pd.DataFrame) -> np.ndarray:
         pixels = np.stack([to_array(img, self.px) for img in images])

@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipelines.features.profile import Profiler
 from pipelines.features.social import SOCIAL_COLUMNS
-from pipelines.images import decode
+from pipelines.data.images import decode
 from pipelines.settings import ImageLimits
 
 CODE_DIR = Path(__file__).resolve().parents[1]

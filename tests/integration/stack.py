@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
+
+from flows import processes
+from flows.processes import ManagedProcess
 
 PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 REPO = Path(__file__).resolve().parents[2]
@@ -53,66 +53,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-class Process:
-    """A server or worker in its own process group, so that stopping it stops its children too."""
-
-    def __init__(self, name: str, args: list[str], env: dict, logs: Path):
-        self.name, self.log_path = name, logs / f"{name}.log"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                          start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self, tail: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail:]
-
-    def wait_healthy(self, url: str, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.name} was not healthy at {url} after {timeout_s:.0f}s:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 20) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.pid, sig)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait()
+def mlflow_server(backend_uri: str, artifacts: Path, logs: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
+    return processes.mlflow_server(backend_uri, artifacts, port or free_port(), logs / "mlflow.log", clean_env())
 
 
-def mlflow_server(backend_uri: str, artifacts: Path, logs: Path, port: int | None = None) -> tuple[Process, str]:
-    port = port or free_port()
-    server = Process("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-                                "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
-                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                     clean_env(), logs)
-    url = f"http://127.0.0.1:{port}"
-    server.wait_healthy(f"{url}/health")
-    return server, url
-
-
-def prefect_server(database_url: str, home: Path, logs: Path) -> tuple[Process, str]:
-    port = free_port()
+def prefect_server(database_url: str, home: Path, logs: Path) -> tuple[ManagedProcess, str]:
     env = clean_env(PREFECT_HOME=str(home), PREFECT_API_DATABASE_CONNECTION_URL=database_url,
                     PREFECT_UI_ENABLED="false")
-    server = Process("prefect-server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                        "--port", str(port)], env, logs)
-    url = f"http://127.0.0.1:{port}/api"
-    server.wait_healthy(f"{url}/health", timeout_s=180)
-    return server, url
+    return processes.prefect_server(free_port(), logs / "prefect-server.log", env)
 
 
 def prefect(args: list[str], env: dict, timeout_s: float = 120) -> str:
@@ -122,9 +70,10 @@ def prefect(args: list[str], env: dict, timeout_s: float = 120) -> str:
     return done.stdout
 
 
-def worker(pool: str, env: dict, logs: Path, name: str = "worker") -> Process:
-    return Process(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
-                          "--name", name], {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, logs)
+def worker(pool: str, env: dict, logs: Path, name: str = "worker") -> ManagedProcess:
+    return ManagedProcess(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
+                                 "process", "--name", name], logs / f"{name}.log",
+                          {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}).start()
 
 
 DEPLOY = """

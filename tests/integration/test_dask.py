@@ -22,26 +22,26 @@ SCRIPT = textwrap.dedent("""
     from distributed import Client, LocalCluster, get_task_stream
 
     from flows.scaleout import TRAINING_GROUPS, compute_features, featurizer, fetch_items
-    from pipelines import training
-    from pipelines.collect import collect
+    from pipelines.training.data import TrainingData
+    from pipelines.data.collect import collect
     from pipelines.features import snapshot_features
     from pipelines.settings import get_settings
-    from pipelines.sources import parse_spec
+    from pipelines.data.sources import parse_spec
 
     if __name__ == "__main__":
         settings = get_settings()
         settings.export_environment()
-        snap = collect(parse_spec("demo:60"), settings)
+        snap = collect(parse_spec("demo:60", settings), settings)
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \\
                 Client(cluster) as client, get_task_stream(client) as stream:
             runner = f"dask:{cluster.scheduler_address}"
-            spread = collect(parse_spec("demo:60"), settings, name="spread", items=fetch_items("demo:60", runner))
+            spread = collect(parse_spec("demo:60", settings), settings, name="spread", items=fetch_items("demo:60", runner))
             tables = compute_features(str(snap.path), runner)
         pd.testing.assert_frame_equal(spread.manifest, snap.manifest)
         workers = {t["worker"] for t in stream.data}
         assert len(stream.data) >= 4 + 2 * 4, f"only {len(stream.data)} tasks ran on the cluster"
         assert len(workers) == 2, f"tasks ran on {workers}"
-        data = training.TrainingData(snap, "binary", settings)
+        data = TrainingData(snap, "binary", settings)
         for group in TRAINING_GROUPS:
             feat = featurizer(settings, group)
             assert feat == data.featurizer((group,)), "training would read another cache entry"

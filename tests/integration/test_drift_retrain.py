@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from serving.request_log import RequestLog
+from monitoring.request_log import RequestLog
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from serving.process import ServiceProcess
-from serving.request_log import RequestLog
+from flows.processes import ServiceProcess
+from monitoring.request_log import RequestLog
 from tests.conftest import encode
 
 pytestmark = pytest.mark.integration

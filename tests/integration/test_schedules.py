@@ -12,7 +12,7 @@ import pytest
 
 from flows.schedules import local_server
 from pipelines.settings import Settings
-from serving.process import free_port
+from flows.processes import free_port
 
 pytestmark = pytest.mark.integration
 

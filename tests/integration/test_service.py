@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.process import ServiceProcess
+from flows.processes import ServiceProcess
 from tests.conftest import encode
 
 pytestmark = pytest.mark.integration

@@ -13,6 +13,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
+from flows.processes import ManagedProcess
 from tests.integration import stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -32,7 +33,7 @@ class Stack:
     mlflow_url: str
     api_url: str
     databases: dict[str, str]
-    worker: stack.Process
+    worker: ManagedProcess
     runs: dict
 
 
@@ -52,7 +53,7 @@ def topology(tmp_path_factory):
     logs = root / "logs"
     databases = {"mlflow": stack.create_database("popularity_mlflow"),
                  "prefect": stack.create_database("popularity_prefect")}
-    started: list[stack.Process] = []
+    started: list[ManagedProcess] = []
     try:
         mlflow, mlflow_url = stack.mlflow_server(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{databases['mlflow']}",
                                                  root / "artifacts", logs)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from serving.process import ServiceProcess
+from flows.processes import ServiceProcess
 from tests.conftest import encode
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import collect as collect_module
-from pipelines.collect import batches, collect, prepare_batch
-from pipelines.labels import LabelError
-from pipelines.snapshots import Snapshot
-from pipelines.sources import Item, SpecError, parse_spec
-from tests.collection_fixtures import fast_settings, http_server, photo  # noqa: F401 (fixtures)
+from pipelines.data import collect as collect_module
+from pipelines.data.collect import batches, collect, prepare_batch
+from pipelines.data.labels import LabelError
+from pipelines.data.snapshots import Snapshot
+from pipelines.settings import Settings
+from pipelines.data.sources import Item, SpecError, parse_spec
+from tests.helpers import photo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,8 +31,8 @@ def _url_manifest(tmp_path, server, n: int = 6, extra: tuple[str, ...] = ()) -> 
 
 
 def test_demo_collection_is_deterministic_and_grouped(settings):
-    first = collect(parse_spec("demo:40"), settings, progress=False)
-    second = collect(parse_spec("demo:40"), settings, progress=False)
+    first = collect(parse_spec("demo:40", settings), settings, progress=False)
+    second = collect(parse_spec("demo:40", settings), settings, progress=False)
     assert first.path == second.path and len(first.manifest) == 40
     assert first.manifest.groupby("group")["split"].nunique().max() == 1
     assert (first.path / "oracle.parquet").exists() and first.meta["code_version"]
@@ -42,7 +43,7 @@ def test_url_items_are_downloaded_in_batches_and_a_failure_is_only_a_reject(tmp_
     fast_settings.download = fast_settings.download.model_copy(update={"batch_size": 2})
     path = _url_manifest(tmp_path, http_server, extra=(f"{http_server.url('/text')},1,u9",
                                                         f"{http_server.url('/flaky/40')},2,u9"))
-    snap = collect(parse_spec(f"manifest:{path}"), fast_settings, progress=False)
+    snap = collect(parse_spec(f"manifest:{path}", fast_settings), fast_settings, progress=False)
     assert len(snap.manifest) == 7 and snap.rejects["reason"].tolist() == ["not_an_image"]
     assert snap.meta["counts"]["reject_reasons"] == {"not_an_image": 1}
     assert all(snap.read_image(p)[:3] == b"\xff\xd8\xff" for p in snap.manifest["image_path"])
@@ -61,21 +62,21 @@ def test_an_interrupted_collection_resumes_from_the_download_cache(tmp_path, htt
 
     monkeypatch.setattr(collect_module, "download_items", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        collect(parse_spec(f"manifest:{path}"), fast_settings, progress=False)
+        collect(parse_spec(f"manifest:{path}", fast_settings), fast_settings, progress=False)
     assert sum(http_server.hits.values()) == 3
     assert not any((fast_settings.datasets_dir / "manifest").iterdir()), "the interrupted run left a folder"
 
     monkeypatch.setattr(collect_module, "download_items", real)
-    snap = collect(parse_spec(f"manifest:{path}"), fast_settings, progress=False)
+    snap = collect(parse_spec(f"manifest:{path}", fast_settings), fast_settings, progress=False)
     assert len(snap.manifest) == 6
     assert sum(http_server.hits.values()) == 6 and max(http_server.hits.values()) == 1, "a cached image was refetched"
 
 
 def test_a_killed_collection_leaves_no_snapshot(tmp_path, settings):
     env = {**os.environ, "POPULARITY_HOME": str(settings.home), "PYTHONPATH": str(ROOT)}
-    script = ("from pipelines.collect import collect; from pipelines.settings import get_settings; "
-              "from pipelines.sources import parse_spec; "
-              "collect(parse_spec('demo:3000'), get_settings(), progress=False)")
+    script = ("from pipelines.data.collect import collect; from pipelines.settings import get_settings; "
+              "from pipelines.data.sources import parse_spec; "
+              "collect(parse_spec('demo:3000', get_settings), get_settings(), progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path)
     folder = settings.datasets_dir / "demo"
     deadline = time.monotonic() + 30
@@ -91,7 +92,7 @@ def test_a_killed_collection_leaves_no_snapshot(tmp_path, settings):
     assert any((left[0] / "images").rglob("*.jpg")), "the child was killed before it wrote anything"
     with pytest.raises(FileNotFoundError):
         Snapshot.open(settings.datasets_dir)
-    snap = collect(parse_spec("demo:20"), settings, progress=False)
+    snap = collect(parse_spec("demo:20", settings), settings, progress=False)
     assert Snapshot.open(settings.datasets_dir).path == snap.path
     assert Snapshot.open(settings.datasets_dir, "demo").path == snap.path
 
@@ -101,7 +102,7 @@ def test_nothing_usable_writes_nothing(tmp_path, settings):
     (tmp_path / "unpopular").mkdir()
     (tmp_path / "popular" / "a.jpg").write_text("text")
     with pytest.raises(SpecError, match="no usable image"):
-        collect(parse_spec(f"folders:{tmp_path}"), settings, progress=False)
+        collect(parse_spec(f"folders:{tmp_path}", settings), settings, progress=False)
     assert not any((settings.datasets_dir / "folders").iterdir())
 
 
@@ -110,14 +111,14 @@ def test_an_unknown_or_unfit_label_fails_before_anything_is_kept(tmp_path, setti
     (tmp_path / "unpopular").mkdir()
     (tmp_path / "popular" / "a.jpg").write_bytes(photo(1))
     with pytest.raises(LabelError, match="unknown"):
-        collect(parse_spec(f"folders:{tmp_path}"), settings, label="viral", progress=False)
+        collect(parse_spec(f"folders:{tmp_path}", settings), settings, label="viral", progress=False)
     with pytest.raises(LabelError, match="favorites"):
-        collect(parse_spec(f"folders:{tmp_path}"), settings, label="favorited", progress=False)
+        collect(parse_spec(f"folders:{tmp_path}", settings), settings, label="favorited", progress=False)
     assert not any((settings.datasets_dir / "folders").iterdir())
 
 
 def test_prepared_batches_travel_between_processes(settings):
-    source = parse_spec("demo:12")
+    source = parse_spec("demo:12", Settings())
     prepared = prepare_batch(next(batches(source.items(), 5)), settings, progress=False)
     assert all(isinstance(i, Item) and i.info.width == 128 for i in prepared)
     assert pickle.loads(pickle.dumps(prepared)) == prepared
@@ -128,7 +129,7 @@ def test_a_collection_on_a_dask_cluster_gives_the_serial_snapshot(tmp_path, http
     from distributed import Client, LocalCluster
 
     path = _url_manifest(tmp_path, http_server, n=8, extra=(f"{http_server.url('/missing')},1,u1",))
-    source = parse_spec(f"manifest:{path}")
+    source = parse_spec(f"manifest:{path}", Settings())
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         futures = client.map(prepare_batch, list(batches(source.items(), 3)), settings=fast_settings, progress=False)

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from pipelines.download import DownloadCache, Downloader, Failure, _blocked, _retry_after, cache_dir, download_items
-from pipelines.images import sniff_format
-from pipelines.sources import Item, Reject
-from tests.collection_fixtures import fast_settings, http_server, photo  # noqa: F401 (fixtures)
+from pipelines.data.download import DownloadCache, Downloader, Failure, _blocked, _retry_after, cache_dir, download_items
+from pipelines.data.images import sniff_format
+from pipelines.data.sources import Item, Reject
+from tests.helpers import photo
 
 
 def _downloader(settings, **update) -> Downloader:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.images import ImageError, decode, sniff_format, to_array
+from pipelines.data.images import ImageError, decode, sniff_format, to_array
 from tests.conftest import encode
 
 MB = 1024 * 1024

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import labels
+from pipelines.data import labels
 
 
 def _frame(n: int = 40, seed: int = 0) -> pd.DataFrame:

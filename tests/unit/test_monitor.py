@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from serving.monitor import EMBEDDING, MONITORED, Cooldown, check_drift, mmd, psi, write_report
+from monitoring.cooldown import Cooldown
+from monitoring.drift import EMBEDDING, MONITORED, check_drift, mmd, psi
+from monitoring.report import write_report
 
 PROJECTION = [f"pc{i}" for i in range(1, 5)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from serving.request_log import RequestLog
+from monitoring.request_log import RequestLog
 
 
 def _write(directory, writer: int, batches: int, max_bytes: int, backups: int) -> None:

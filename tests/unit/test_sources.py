@@ -7,10 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.collect import collect
-from pipelines.sources import Item, Reject, SpecError, parse_spec
-from pipelines.sources.grubhub import GrubhubSource
-from tests.collection_fixtures import fast_settings, http_server, photo  # noqa: F401 (fixtures)
+from pipelines.data.collect import collect
+from pipelines.settings import Settings
+from pipelines.data.sources import Item, Reject, SpecError, parse_spec
+from pipelines.data.sources.grubhub import GrubhubSource
+from tests.helpers import photo
 
 
 def _reasons(snapshot) -> dict[str, int]:
@@ -28,7 +29,7 @@ def test_folders_gives_the_binary_label_and_rejects_what_is_not_an_image(tmp_pat
     (root / "unpopular" / "same.jpg").write_bytes(photo(0))  # under both labels: dropped from both (seed 000)
     (root / "popular" / "png.png").write_bytes(photo(20, fmt="PNG"))
 
-    snap = collect(parse_spec(f"folders:{root}"), settings, progress=False)
+    snap = collect(parse_spec(f"folders:{root}", settings), settings, progress=False)
     labels = snap.manifest.set_index("source_ref")["label"]
     assert labels[str(root / "popular" / "1.jpg")] == 1 and labels[str(root / "unpopular" / "7.jpg")] == 0
     assert snap.meta["label"] == "given" and len(snap.manifest) == 12  # 14 files: 1 text, 2 conflicting
@@ -40,7 +41,7 @@ def test_folders_gives_the_binary_label_and_rejects_what_is_not_an_image(tmp_pat
 def test_folders_without_both_subfolders_is_a_spec_error(tmp_path):
     (tmp_path / "popular").mkdir()
     with pytest.raises(SpecError, match="unpopular"):
-        parse_spec(f"folders:{tmp_path}")
+        parse_spec(f"folders:{tmp_path}", Settings())
 
 
 def _likes_layout(root, lines: list[str], n_images: int = 8):
@@ -59,7 +60,7 @@ def test_likes_file_reads_seed_004s_layout_and_rejects_bad_lines(tmp_path, setti
     images = _likes_layout(tmp_path, lines, n_images=8)
     (images / "10.jpg").write_bytes(photo(10))  # an image without a likes line
 
-    source = parse_spec(f"likes-file:{tmp_path}")
+    source = parse_spec(f"likes-file:{tmp_path}", Settings())
     assert source.images_dir == images and source.likes_file.name == "y_likes_data.txt"
     snap = collect(source, settings, progress=False)
     likes = snap.manifest.set_index("post_number")["likes"].to_dict()
@@ -72,7 +73,7 @@ def test_likes_file_reads_seed_004s_layout_and_rejects_bad_lines(tmp_path, setti
 def test_likes_file_needs_both_images_and_likes(tmp_path):
     (tmp_path / "1.jpg").write_bytes(photo(1))
     with pytest.raises(SpecError, match="likes file"):
-        parse_spec(f"likes-file:{tmp_path}")
+        parse_spec(f"likes-file:{tmp_path}", Settings())
 
 
 def _menu_item(name, url_id, popular, base="http://x/"):
@@ -104,7 +105,7 @@ def _grubhub_export(base: str) -> dict:
 def test_grubhub_keeps_two_sided_categories_and_drops_urls_listed_both_ways(tmp_path):
     path = tmp_path / "export.json"
     path.write_text(json.dumps(_grubhub_export("https://images.example/")))
-    entries = list(parse_spec(f"grubhub:{path}").items())
+    entries = list(parse_spec(f"grubhub:{path}", Settings()).items())
     items = {e.ref.rsplit("/", 1)[1]: e for e in entries if isinstance(e, Item)}
     rejects = pd.Series([e.reason for e in entries if isinstance(e, Reject)]).value_counts().to_dict()
     labels = {k: v.fields["label"] for k, v in items.items()}
@@ -120,7 +121,7 @@ def test_grubhub_collection_downloads_the_photos(tmp_path, http_server, fast_set
     export["items"][0]["object"]["restaurant"]["menu_category_list"][0]["menu_item_list"].append(
         _menu_item("gone", "missing", False, http_server.url("/")))
     path.write_text(json.dumps(export))
-    snap = collect(parse_spec(f"grubhub:{path}"), fast_settings, progress=False)
+    snap = collect(parse_spec(f"grubhub:{path}", fast_settings), fast_settings, progress=False)
     assert sorted(snap.manifest["label"]) == [0, 0, 0, 1, 1]
     assert set(snap.manifest["group"]) == {"r1/Soups", "r2/Cakes"}
     assert _reasons(snap)["http_404"] == 1
@@ -158,7 +159,7 @@ def test_csv_manifest_with_paths_urls_and_bad_rows(tmp_path, http_server, fast_s
     ]
     path = tmp_path / "photos.csv"
     path.write_text("\n".join(rows) + "\n")
-    source = parse_spec(f"manifest:{path}")
+    source = parse_spec(f"manifest:{path}", Settings())
     assert source.default_label == "median-split"
     snap = collect(source, fast_settings, progress=False)
     assert sorted(snap.manifest["id"]) == ["a", "b", "c", "d", "m"]
@@ -174,13 +175,13 @@ def test_jsonl_and_parquet_manifests(tmp_path, settings):
     lines = [json.dumps({"image": f"{k}.png", "views": 100 * (k + 1), "favorites": k % 2, "user_id": f"u{k}"})
              for k in range(4)]
     (tmp_path / "rows.jsonl").write_text("\n".join([lines[0], "{broken", "[1, 2]", *lines[1:]]) + "\n")
-    snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.jsonl'}"), settings, progress=False)
+    snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.jsonl'}", settings), settings, progress=False)
     assert snap.meta["label"] == "favorited" and sorted(snap.manifest["views"]) == [100, 200, 300, 400]
     assert _reasons(snap) == {"malformed_line": 2}
 
     frame = pd.DataFrame({"path": [f"{k}.png" for k in range(4)], "likes": [1, 2, 3, 4], "label": [1, 0, 1, 0]})
     frame.to_parquet(tmp_path / "rows.parquet")
-    snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.parquet'}"), settings, name="pq", progress=False)
+    snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.parquet'}", settings), settings, name="pq", progress=False)
     assert snap.meta["label"] == "given" and sorted(snap.manifest["label"]) == [0, 0, 1, 1]
 
 
@@ -195,16 +196,16 @@ def test_jsonl_and_parquet_manifests(tmp_path, settings):
 ])
 def test_malformed_specs_are_spec_errors(spec, match):
     with pytest.raises(SpecError, match=match):
-        parse_spec(spec)
+        parse_spec(spec, Settings())
 
 
 def test_manifest_without_an_image_column_or_usable_row(tmp_path):
     (tmp_path / "a.csv").write_text("likes,views\n1,2\n")
     with pytest.raises(SpecError, match="no image column"):
-        parse_spec(f"manifest:{tmp_path / 'a.csv'}")
+        parse_spec(f"manifest:{tmp_path / 'a.csv'}", Settings())
     (tmp_path / "b.csv").write_text("image,likes\n,1\nx.jpg,-1\n")
     with pytest.raises(SpecError, match="no usable row"):
-        parse_spec(f"manifest:{tmp_path / 'b.csv'}")
+        parse_spec(f"manifest:{tmp_path / 'b.csv'}", Settings())
     (tmp_path / "c.txt").write_text("image\nx.jpg\n")
     with pytest.raises(SpecError, match="csv"):
-        parse_spec(f"manifest:{tmp_path / 'c.txt'}")
+        parse_spec(f"manifest:{tmp_path / 'c.txt'}", Settings())

@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.collect import collect
+from pipelines.data.collect import collect
 from pipelines.settings import Settings
-from pipelines.sources import parse_spec
+from pipelines.data.sources import parse_spec
 from validation import validate_features, validate_predictions, validate_snapshot
 
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory):
-    return collect(parse_spec("demo:60"), Settings(home=tmp_path_factory.mktemp("demo")), progress=False)
+    return collect(parse_spec("demo:60", settings := Settings(home=tmp_path_factory.mktemp("demo"))), settings, progress=False)
 
 
 def planted(snapshot, edit) -> SimpleNamespace:

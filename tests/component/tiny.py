@@ -6,11 +6,13 @@ import mlflow
 import pandas as pd
 from PIL import Image
 
-from pipelines import tracking, training
-from pipelines.collect import collect
-from pipelines.images import to_jpeg
+from pipelines import tracking
+from pipelines.training.data import TrainingData
+from pipelines.training.runs import Candidate
+from pipelines.data.collect import collect
+from pipelines.data.images import to_jpeg
 from pipelines.settings import Settings
-from pipelines.sources import parse_spec
+from pipelines.data.sources import parse_spec
 
 
 def tiny_settings(home) -> Settings:
@@ -22,16 +24,16 @@ def tiny_settings(home) -> Settings:
     return settings
 
 
-def tiny_data(home, task: str = "binary", **kwargs) -> tuple[training.TrainingData, str]:
+def tiny_data(home, task: str = "binary", **kwargs) -> tuple[TrainingData, str]:
     settings = tiny_settings(home)
-    snapshot = collect(parse_spec("demo:80"), settings)
+    snapshot = collect(parse_spec("demo:80", settings), settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
     with mlflow.start_run(experiment_id=tracking.experiment(settings, "tests")) as run:
         parent = run.info.run_id
-    return training.TrainingData(snapshot, task, settings, **kwargs), parent
+    return TrainingData(snapshot, task, settings, **kwargs), parent
 
 
-def check_pyfunc(candidate: training.Candidate, data: training.TrainingData) -> pd.DataFrame:
+def check_pyfunc(candidate: Candidate, data: TrainingData) -> pd.DataFrame:
     """The logged model loads as a generic pyfunc and answers the one interface on image bytes."""
     model = mlflow.pyfunc.load_model(candidate.model_uri)
     images: list[Image.Image] = data.split_images("test")[:3]

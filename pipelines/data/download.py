@@ -28,9 +28,9 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tqdm.auto import tqdm
 
-from pipelines.images import sniff_format
+from pipelines.data.images import sniff_format
 from pipelines.settings import DownloadSettings, Settings
-from pipelines.sources import Item, Reject
+from pipelines.data.sources import Item, Reject
 
 
 class DownloadError(Exception):

@@ -8,8 +8,9 @@ import json
 import mlflow
 import pytest
 
-from pipelines import registry, training
-from tests.unit._training_fixtures import tiny_data
+from pipelines import promotion, registry
+from pipelines.training.runs import train_candidate
+from tests.component.tiny import tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def trained(tmp_path_factory):
     # and two quick models on 80 demo images need not pass the production floor and tolerances.
     p = data.settings.promotion
     p.latency_budget_ms, p.floor_roc_auc, p.flip_tolerance, p.jpeg_tolerance = 5000.0, 0.0, 10.0, 10.0
-    candidates = {n: training.train_candidate(n, data, parent, quick=True) for n in ("colors-svm", "stats-gb")}
+    candidates = {n: train_candidate(n, data, parent, quick=True) for n in ("colors-svm", "stats-gb")}
     return data, candidates
 
 
@@ -35,12 +36,12 @@ def test_gate_promotes_better_refuses_worse_and_rolls_back(trained):
     settings = data.settings
 
     first = _challenge(data, weak)
-    result = registry.promote("binary", settings)
+    result = promotion.promote("binary", settings)
     assert result.passed and result.champion_version is None
     assert str(registry.champion_summary("binary", settings)["version"]) == str(first.version)
 
     better = _challenge(data, strong)
-    result = registry.promote("binary", settings)
+    result = promotion.promote("binary", settings)
     assert result.passed and result.checks["beats_champion"], result.reason
     assert str(registry.champion_summary("binary", settings)["version"]) == str(better.version)
     version = registry.client(settings).get_model_version(settings.model_name("binary"), better.version)
@@ -48,7 +49,7 @@ def test_gate_promotes_better_refuses_worse_and_rolls_back(trained):
     assert json.loads(version.tags["gate_numbers"])["challenger_roc_auc"] == pytest.approx(strong.metrics["roc_auc"])
 
     worse = _challenge(data, weak)
-    result = registry.promote("binary", settings)
+    result = promotion.promote("binary", settings)
     assert not result.passed and not result.checks["beats_champion"]
     assert str(registry.champion_summary("binary", settings)["version"]) == str(better.version)
     refused = registry.client(settings).get_model_version(settings.model_name("binary"), worse.version)
@@ -61,6 +62,6 @@ def test_gate_promotes_better_refuses_worse_and_rolls_back(trained):
 def test_gate_numbers_cover_every_sanity_check(trained):
     data, c = trained
     _challenge(data, c["stats-gb"])
-    result = registry.gate("binary", data.settings)
+    result = promotion.gate("binary", data.settings)
     assert {"no_nan", "floor", "latency", "flip_stability", "jpeg_stability"} <= set(result.checks)
     assert result.numbers["latency_ms"] > 0 and result.numbers["flip_shift"] >= 0

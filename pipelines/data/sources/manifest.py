@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.settings import get_settings
-from pipelines.sources import Item, Reject, SpecError, existing_path, read_file
+from pipelines.settings import Settings
+from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "url", "image_url")
 ID_COLUMNS = ("id", "photo_id", "post_id", "item_id", "pid")
@@ -133,7 +133,7 @@ class ManifestSource:
     kind = "manifest"
 
     @classmethod
-    def from_location(cls, location: str) -> ManifestSource:
+    def from_location(cls, location: str, settings: Settings) -> ManifestSource:
         path = existing_path(location, cls.kind, want_dir=False)
         reader = READERS.get(path.suffix.lower())
         if reader is None:
@@ -148,7 +148,7 @@ class ManifestSource:
             reasons = sorted({e.reason for e in entries if isinstance(e, Reject)})
             raise SpecError(f"manifest:{location}: no usable row (rejects: {reasons})")
         return cls(path=path, image_column=image_column, default_label=_default_label(columns),
-                   max_bytes=get_settings().images.max_bytes, entries=entries)
+                   max_bytes=settings.images.max_bytes, entries=entries)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "file": str(self.path.resolve()), "image_column": self.image_column}

@@ -6,11 +6,12 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipelines import training
+from pipelines.training.candidates import CANDIDATES
+from pipelines.training.runs import train_candidate
 from pipelines.models import sequences
-from tests.unit._training_fixtures import check_pyfunc, tiny_data
+from tests.component.tiny import check_pyfunc, tiny_data
 
-CLASSICAL = [n for n, (family, _) in training.TRAINERS.items() if family in ("classical", "sequence")]
+CLASSICAL = [n for n, c in CANDIDATES.items() if c.family in ("classical", "sequence")]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def _tracking(binary):
 @pytest.mark.parametrize("name", CLASSICAL)
 def test_candidate_logs_a_loadable_pyfunc(binary, name):
     data, parent = binary
-    candidate = training.train_candidate(name, data, parent, quick=True)
+    candidate = train_candidate(name, data, parent, quick=True)
     assert np.isfinite(candidate.metrics["roc_auc"]) and 0 <= candidate.metrics["pairwise_accuracy"] <= 1
     check_pyfunc(candidate, data)
     run = mlflow.get_run(candidate.run_id)

@@ -14,12 +14,12 @@ from itertools import islice
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipelines import labels, splits
-from pipelines.download import download_items
-from pipelines.images import ImageError, decode
+from pipelines.data import labels, splits
+from pipelines.data.download import download_items
+from pipelines.data.images import ImageError, decode
 from pipelines.settings import Settings
-from pipelines.snapshots import Snapshot, SnapshotWriter
-from pipelines.sources import Item, Reject, Source, SpecError
+from pipelines.data.snapshots import Snapshot, SnapshotWriter
+from pipelines.data.sources import Item, Reject, Source, SpecError
 
 
 def batches(items: Iterable[Item | Reject], size: int) -> Iterator[list[Item | Reject]]:

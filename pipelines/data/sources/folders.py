@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.settings import get_settings
-from pipelines.sources import Item, Reject, SpecError, existing_path, read_file
+from pipelines.settings import Settings
+from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
 
 CLASSES = {"popular": 1, "unpopular": 0}
 
@@ -21,12 +21,12 @@ class FoldersSource:
     default_label = "given"
 
     @classmethod
-    def from_location(cls, location: str) -> FoldersSource:
+    def from_location(cls, location: str, settings: Settings) -> FoldersSource:
         root = existing_path(location, cls.kind, want_dir=True)
         missing = [name for name in CLASSES if not (root / name).is_dir()]
         if missing:
             raise SpecError(f"folders:{location} needs the subfolders popular/ and unpopular/; missing {missing}")
-        source = cls(root=root, max_bytes=get_settings().images.max_bytes)
+        source = cls(root=root, max_bytes=settings.images.max_bytes)
         if not any(True for _ in source._files()):
             raise SpecError(f"folders:{location}: popular/ and unpopular/ hold no files")
         return source

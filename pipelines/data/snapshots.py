@@ -19,6 +19,9 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
+
+from pipelines.data.images import decode
 
 REJECT_COLUMNS = ["source_ref", "reason", "message"]
 
@@ -67,6 +70,10 @@ class Snapshot:
 
     def read_image(self, relative: str) -> bytes:
         return (self.path / relative).read_bytes()
+
+    def decode_images(self, relatives, limits) -> list[Image.Image]:
+        """The stored images at ``relatives``, through the one safe decode path and its ``limits``."""
+        return [decode(self.read_image(r), limits.max_bytes, limits.max_pixels)[0] for r in relatives]
 
     def summary(self) -> dict:
         return {

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.settings import get_settings
-from pipelines.sources import IMAGE_SUFFIXES, Item, Reject, SpecError, existing_path, read_file
+from pipelines.settings import Settings
+from pipelines.data.sources import IMAGE_SUFFIXES, Item, Reject, SpecError, existing_path, read_file
 
 LINE = re.compile(r"^\s*(?P<n>[^:#]+?)\s*:\s*(?P<likes>[^#]*?)\s*(#.*)?$")
 MAX_LIKES_FILE_BYTES = 50 * 1024 * 1024
@@ -64,7 +64,7 @@ class LikesFileSource:
     default_label = "likes"
 
     @classmethod
-    def from_location(cls, location: str) -> LikesFileSource:
+    def from_location(cls, location: str, settings: Settings) -> LikesFileSource:
         root = existing_path(location, cls.kind, want_dir=True)
         files = [p for p in sorted(root.rglob("*")) if p.is_file()]
         numbered: dict[Path, int] = {}
@@ -78,7 +78,7 @@ class LikesFileSource:
         if not texts:
             raise SpecError(f"likes-file:{location}: no likes file with 'n: likes' lines inside {root}")
         return cls(root=root, images_dir=max(numbered, key=lambda p: (numbered[p], str(p))),
-                   likes_file=max(texts, key=lambda p: (texts[p], str(p))), max_bytes=get_settings().images.max_bytes)
+                   likes_file=max(texts, key=lambda p: (texts[p], str(p))), max_bytes=settings.images.max_bytes)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "root": str(self.root.resolve()), "images": str(self.images_dir.resolve()),

@@ -6,10 +6,14 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipelines import evaluation, training
-from tests.unit._training_fixtures import check_pyfunc, tiny_data
+from pipelines import evaluation
+from pipelines.training.candidates import CANDIDATES
+from pipelines.training.data import TrainingData
+from pipelines.training.report import comparison_table, summarise
+from pipelines.training.runs import train_candidate
+from tests.component.tiny import check_pyfunc, tiny_data
 
-CNNS = [n for n, (family, _) in training.TRAINERS.items() if family == "cnn"]
+CNNS = [n for n, c in CANDIDATES.items() if c.family == "cnn"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def _tracking(binary):
 @pytest.mark.parametrize("name", CNNS)
 def test_cnn_heads_log_a_loadable_pyfunc(binary, name):
     data, parent = binary
-    candidate = training.train_candidate(name, data, parent, quick=True)
+    candidate = train_candidate(name, data, parent, quick=True)
     check_pyfunc(candidate, data)
     history = mlflow.MlflowClient().get_metric_history(candidate.run_id, "val_loss")
     assert len(history) == 1 and np.isfinite(history[0].value)
@@ -36,8 +40,8 @@ def test_cnn_heads_log_a_loadable_pyfunc(binary, name):
 
 def test_regression_task_and_comparison_table(tmp_path):
     data, parent = tiny_data(tmp_path / "home", task="score")
-    candidates = [training.train_candidate(n, data, parent, quick=True) for n in ("social-gb", "stats-gb")]
-    report = training.summarise(data, candidates, parent)
+    candidates = [train_candidate(n, data, parent, quick=True) for n in ("social-gb", "stats-gb")]
+    report = summarise(data, candidates, parent)
     assert report.best.metrics["spearman"] == max(c.metrics["spearman"] for c in candidates)
     assert "majority/mean baseline" in set(report.table["candidate"])
     assert {"social", "image"} == set(report.table["inputs"][:2])
@@ -47,7 +51,7 @@ def test_regression_task_and_comparison_table(tmp_path):
 
 def test_time_split_tests_on_the_latest_posts(binary):
     data, _ = binary
-    timed = training.TrainingData(data.snapshot, "binary", data.settings, split="time")
+    timed = TrainingData(data.snapshot, "binary", data.settings, split="time")
     latest_train = timed.rows("train")["posted_at"].max()
     assert timed.rows("test")["posted_at"].min() >= latest_train
 
@@ -56,19 +60,19 @@ def test_repeats_and_tuning(binary):
     data, parent = binary
     settings = data.settings.model_copy(deep=True)
     settings.train.repeats, settings.train.tune, settings.train.tune_trials = 3, True, 2
-    tuned = training.TrainingData(data.snapshot, "binary", settings)
-    candidate = training.train_candidate("stats-gb", tuned, parent, quick=True)
+    tuned = TrainingData(data.snapshot, "binary", settings)
+    candidate = train_candidate("stats-gb", tuned, parent, quick=True)
     assert np.isfinite(candidate.metrics["repeat_roc_auc_mean"]) and candidate.metrics["repeat_roc_auc_std"] >= 0
     trials = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{candidate.run_id}'")
     assert len(trials) == 2 and "metrics.val_roc_auc" in trials
-    table = training.comparison_table([candidate], {"roc_auc": 0.5}, {})
+    table = comparison_table([candidate], {"roc_auc": 0.5}, {})
     assert "±" in table.loc[0, "roc_auc repeats"]
 
 
 def test_require_faces_refuses_a_set_without_faces(binary):
     data, _ = binary
     with pytest.raises(ValueError, match="require-faces"):
-        training.TrainingData(data.snapshot, "binary", data.settings, require_faces=True)
+        TrainingData(data.snapshot, "binary", data.settings, require_faces=True)
 
 
 def test_pairwise_accuracy_within_groups():

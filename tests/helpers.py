@@ -1,4 +1,4 @@
-"""Fixtures for the collection tests: real photographs varied into many, and a misbehaving HTTP server.
+"""Helpers for the collection tests: real photographs varied into many, and a misbehaving HTTP server.
 
 The photographs are scikit-image's and scikit-learn's, cropped, recoloured and re-contrasted so that
 every fixture image is distinct; the server runs on 127.0.0.1 only and counts every request.
@@ -14,7 +14,6 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-import pytest
 from PIL import Image, ImageEnhance
 
 
@@ -132,24 +131,3 @@ class LoopbackServer(ThreadingHTTPServer):
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-
-@pytest.fixture
-def http_server():
-    photo(0)  # load the photographs before the first request's timeout starts
-    server = LoopbackServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def fast_settings(settings):
-    """The test home, private addresses allowed (the server is loopback) and short waits."""
-    settings.download = settings.download.model_copy(update={
-        "allow_private": True, "timeout_s": 0.5, "retries": 2, "backoff_s": 0.02, "max_backoff_s": 0.1,
-        "per_host_per_second": 0.0, "deadline_s": 5.0,
-    })
-    return settings

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pipelines.images import ImageInfo
+from pipelines.data.images import ImageInfo
+from pipelines.settings import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
@@ -74,14 +75,14 @@ def existing_path(location: str, kind: str, want_dir: bool) -> Path:
     return path
 
 
-def parse_spec(spec: str) -> Source:
+def parse_spec(spec: str, settings: Settings) -> Source:
     """The source named by ``spec``: ``demo[:N]``, ``folders:DIR``, ``likes-file:DIR``,
-    ``grubhub:FILE.json`` or ``manifest:FILE``."""
-    from pipelines.sources.demo import DemoSource
-    from pipelines.sources.folders import FoldersSource
-    from pipelines.sources.grubhub import GrubhubSource
-    from pipelines.sources.likes_file import LikesFileSource
-    from pipelines.sources.manifest import ManifestSource
+    ``grubhub:FILE.json`` or ``manifest:FILE``; ``settings`` give its limits (and the demo's size)."""
+    from pipelines.data.sources.demo import DemoSource
+    from pipelines.data.sources.folders import FoldersSource
+    from pipelines.data.sources.grubhub import GrubhubSource
+    from pipelines.data.sources.likes_file import LikesFileSource
+    from pipelines.data.sources.manifest import ManifestSource
 
     factories = {
         "demo": DemoSource.from_location,
@@ -94,4 +95,4 @@ def parse_spec(spec: str) -> Source:
     if kind not in factories:
         raise SpecError(f"unknown source kind {kind!r} in {spec!r}; expected KIND:LOCATION with KIND one of "
                         f"{sorted(factories)}")
-    return factories[kind](location)
+    return factories[kind](location, settings)

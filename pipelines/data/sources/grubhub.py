@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.sources import Item, Reject, SpecError, existing_path
+from pipelines.settings import Settings
+from pipelines.data.sources import Item, Reject, SpecError, existing_path
 
 IMAGE_KEYS = ("base_url", "public_id", "format")
 
@@ -34,7 +35,7 @@ class GrubhubSource:
     default_label = "given"
 
     @classmethod
-    def from_location(cls, location: str) -> GrubhubSource:
+    def from_location(cls, location: str, settings: Settings) -> GrubhubSource:
         path = existing_path(location, cls.kind, want_dir=False)
         try:
             export = json.loads(path.read_text())

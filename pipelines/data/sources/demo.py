@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipelines.images import to_jpeg
-from pipelines.settings import get_settings
-from pipelines.sources import Item, SpecError
+from pipelines.data.images import to_jpeg
+from pipelines.settings import Settings
+from pipelines.data.sources import Item, SpecError
 
 CATEGORIES = ["food", "travel", "pets", "portrait", "nature"]
 DAYS = 30
@@ -49,8 +49,8 @@ class DemoSource:
     default_label = "median-split"
 
     @classmethod
-    def from_location(cls, location: str) -> DemoSource:
-        cfg = get_settings().demo
+    def from_location(cls, location: str, settings: Settings) -> DemoSource:
+        cfg = settings.demo
         if location and (not location.isdigit() or int(location) < 10):
             raise SpecError(f"demo takes a count of at least 10 (demo:N), not {location!r}")
         n = int(location) if location else cfg.size

@@ -1,0 +1,122 @@
+"""Servers as child processes: start one in its own process group, wait until its health URL answers,
+stop it with its children. The service, the Prefect server and the MLflow server all start here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else one the kernel picks."""
+    with socket.socket() as probe:
+        if preferred and probe.connect_ex(("127.0.0.1", preferred)) != 0:
+            return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ManagedProcess:
+    """A server in its own process group, so that stopping it stops its workers too; its output goes
+    to ``log_path`` so that a failed start can say why."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = REPO):
+        self.name, self.args, self.log_path, self.cwd = name, args, log_path, cwd
+        self.env = dict(os.environ) if env is None else env
+        self.popen: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                                          start_new_session=True)
+        return self
+
+    def log(self, tail: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
+
+    def wait_healthy(self, url: str, timeout_s: float = 180) -> None:
+        """Poll ``url`` until it answers 200; a process that exits or a timeout stops it and says why."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.popen.returncode}; see {self.log_path}:\n"
+                                   f"{self.log()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"{self.name} was not healthy at {url} after {timeout_s:.0f} s; see {self.log_path}:\n"
+                           f"{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 20) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.pid, sig)
+            try:
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait()
+
+
+class ServiceProcess(ManagedProcess):
+    """The BentoML service of this checkout, or the built Bento tagged ``bento``, ready once ``/readyz`` is."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 3000, log_path: Path | None = None,
+                 env: dict[str, str] | None = None, bento: str | None = None, cwd: Path | None = None):
+        self.host, self.port = host, free_port(port)
+        self.url = f"http://{host}:{self.port}"
+        target = [bento] if bento else ["serving.service:Popularity", "--working-dir", str(REPO)]
+        log_path = log_path or Path(os.devnull)
+        super().__init__("service", [sys.executable, "-m", "bentoml", "serve", *target, "--host", host,
+                                     "--port", str(self.port)], log_path, {**os.environ, **(env or {})}, cwd)
+
+    def start(self, timeout_s: float = 180) -> ServiceProcess:
+        super().start()
+        self.wait_healthy(f"{self.url}/readyz", timeout_s)
+        return self
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def prefect_server(port: int, log_path: Path, env: dict[str, str]) -> tuple[ManagedProcess, str]:
+    """``prefect server start`` on 127.0.0.1:``port``, healthy; returns it and its API URL."""
+    server = ManagedProcess("prefect-server", [sys.executable, "-m", "prefect", "server", "start",
+                                               "--host", "127.0.0.1", "--port", str(port)], log_path, env).start()
+    url = f"http://127.0.0.1:{port}/api"
+    server.wait_healthy(f"{url}/health")
+    return server, url
+
+
+def mlflow_server(backend_uri: str, artifacts: Path, port: int, log_path: Path,
+                  env: dict[str, str]) -> tuple[ManagedProcess, str]:
+    """``mlflow server`` with proxied artifacts on 127.0.0.1:``port``, healthy; returns it and its URL."""
+    server = ManagedProcess("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+                                       "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
+                                       "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            log_path, env).start()
+    url = f"http://127.0.0.1:{port}"
+    server.wait_healthy(f"{url}/health")
+    return server, url

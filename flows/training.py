@@ -1,0 +1,85 @@
+"""The training flows: train every candidate as a child MLflow run and register the best; promote it
+through the gate (or roll the champion back).
+
+Between tasks only paths, ids and small dicts travel, so nothing heavy is hashed for caching;
+MLflow runs are passed by id because MLflow's active run is thread-local.
+"""
+
+from __future__ import annotations
+
+import mlflow
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.scaleout import compute_features
+from pipelines import promotion, registry, tracking
+from pipelines.data.snapshots import Snapshot
+from pipelines.settings import load_settings
+from pipelines.training.candidates import check_models
+from pipelines.training.data import TrainingData
+from pipelines.training.report import summarise
+from pipelines.training.runs import Candidate, train_candidate
+from pipelines.training.train import with_options
+
+PIPELINE_EXPERIMENT = "popularity"
+
+
+@task(cache_policy=NO_CACHE)
+def candidate_run(name: str, data: TrainingData, parent_run_id: str, quick: bool) -> Candidate:
+    return train_candidate(name, data, parent_run_id, quick)
+
+
+@task(cache_policy=NO_CACHE)
+def register_best(report: dict, task_name: str) -> dict:
+    best = Candidate(**report["best"])
+    version = registry.register_challenger(best, task_name, report["snapshot"], report["baseline"], report["oracle"],
+                                           load_settings())
+    return {"name": version.name, "version": version.version, "candidate": best.name}
+
+
+def open_parent_run(settings, run_name: str, tags: dict | None = None) -> str:
+    """A parent MLflow run for a flow's steps, closed at once: its steps reopen it by id."""
+    experiment = tracking.experiment(settings, PIPELINE_EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
+        if tags:
+            mlflow.set_tags(tags)
+        return run.info.run_id
+
+
+@flow(name="train", log_prints=True)
+def train_flow(snapshot: str | None = None, task: str = "binary", models: list[str] | None = None,
+               quick: bool = False, parent_run_id: str | None = None, runner: str = "local",
+               options: dict | None = None) -> dict:
+    """Train every candidate as a child MLflow run, compare them, register the best as challenger.
+
+    ``options`` overrides training settings for this run (backbone, split, repeats, require_faces,
+    tune, tune_budget_s)."""
+    settings = with_options(load_settings(), **(options or {}))
+    snap = Snapshot.open(settings.datasets_dir, snapshot)
+    if runner != "local":  # the feature tables land in the cache that the candidates read
+        compute_features(str(snap.path), runner)
+    models = check_models(models or settings.train.models)
+    parent_run_id = parent_run_id or open_parent_run(settings, f"train-{task}")
+    data = TrainingData(snap, task, settings)
+    candidates = [candidate_run(name, data, parent_run_id, quick) for name in models]
+    report = summarise(data, candidates, parent_run_id)
+    table = report.table.to_markdown(index=False, floatfmt=".3f")
+    print(f"\n{table}\n")
+    create_markdown_artifact(key="comparison", markdown=f"## Candidates on {snap.id}\n\n{table}",
+                             description="all candidates on the frozen test split")
+    summary = report.summary()
+    summary["registered"] = register_best(summary, task)
+    return summary
+
+
+@flow(name="promote", log_prints=True)
+def promote_flow(task: str = "binary", rollback: bool = False) -> dict:
+    """Re-run the promotion gate on the challenger (or roll the champion back)."""
+    settings = load_settings()
+    if rollback:
+        return {"rolled_back_to": registry.rollback(task, settings), **registry.champion_summary(task, settings)}
+    result = promotion.promote(task, settings)
+    print(result.reason)
+    return {"promoted": result.passed, "version": result.version, "reason": result.reason,
+            "checks": result.checks, "numbers": result.numbers}

@@ -1,0 +1,3 @@
+from pipelines.training.train import main
+
+main()

