@@ -76,7 +76,7 @@ def test_a_killed_collection_leaves_no_snapshot(tmp_path, settings):
     env = {**os.environ, "POPULARITY_HOME": str(settings.home), "PYTHONPATH": str(ROOT)}
     script = ("from pipelines.data.collect import collect; from pipelines.settings import get_settings; "
               "from pipelines.data.sources import parse_spec; "
-              "collect(parse_spec('demo:3000', get_settings), get_settings(), progress=False)")
+              "settings = get_settings(); collect(parse_spec('demo:3000', settings), settings, progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path)
     folder = settings.datasets_dir / "demo"
     deadline = time.monotonic() + 30

@@ -132,7 +132,7 @@ def test_grubhub_malformed_json_is_a_spec_error(tmp_path):
     path = tmp_path / "export.json"
     path.write_text('{"items": [')
     with pytest.raises(SpecError, match="not valid JSON"):
-        GrubhubSource.from_location(str(path))
+        GrubhubSource.from_location(str(path), Settings())
 
 
 def test_csv_manifest_with_paths_urls_and_bad_rows(tmp_path, http_server, fast_settings):
