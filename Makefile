@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export POPULARITY_HOME ?= $(CURDIR)/.popularity
 
-.PHONY: setup demo test lock clean bench
+.PHONY: setup demo test test-fast lint-imports lock clean bench
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,16 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: setup
 	$(BIN)/popularity run
 
-test: setup
+# The layer contracts first (a second), then every tier: tests/unit (pure), tests/component (sqlite MLflow,
+# tiny trainings), tests/integration (real servers on loopback).
+test: lint-imports
 	$(BIN)/pytest
+
+test-fast: lint-imports
+	$(BIN)/pytest tests/unit
+
+lint-imports: setup
+	$(BIN)/lint-imports
 
 bench: setup
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -85,9 +85,9 @@ def main() -> int:
         os.environ["POPULARITY_HOME"] = str(home)
         import mlflow
 
+        from monitoring.monitor import reference_profile
         from pipelines import registry
         from pipelines.settings import get_settings
-        from monitoring.monitor import reference_profile
 
         settings = get_settings()
         settings.export_environment()

@@ -18,10 +18,10 @@ from prefect.tasks import exponential_backoff
 from flows.runners import task_runner
 from pipelines.data.collect import batches, prepare_batch
 from pipelines.data.download import transient
-from pipelines.features import ImageFeaturizer, batch_features, features_cache, store_features
-from pipelines.settings import ImageLimits, Settings, load_settings
 from pipelines.data.snapshots import Snapshot
 from pipelines.data.sources import Item, Reject, parse_spec
+from pipelines.features import ImageFeaturizer, batch_features, features_cache, store_features
+from pipelines.settings import ImageLimits, Settings, load_settings
 
 # Training caches one table per feature group; these are the image groups its classical candidates read.
 TRAINING_GROUPS = ("colors", "quality")

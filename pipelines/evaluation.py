@@ -14,7 +14,6 @@ from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
 
-
 def trimmed_rmse(y: np.ndarray, pred: np.ndarray, trim: float = 0.25) -> float:
     """RMSE over the errors between the ``trim`` and ``1 - trim`` quantiles (seed 002)."""
     err = np.sort((np.asarray(pred) - np.asarray(y)) ** 2)

@@ -27,12 +27,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 from starlette.responses import JSONResponse
 
+from monitoring.request_log import RequestLog
 from pipelines.data.images import ImageError, decode
 from pipelines.models.pyfunc import SOCIAL_COLUMNS
 from pipelines.settings import load_settings
 from serving.guards import ApiKey, BodyCap
 from serving.metrics import ServiceMetrics
-from monitoring.request_log import RequestLog
 
 settings = load_settings()
 SERVING = settings.serving

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import io
 import threading
-from functools import lru_cache
 import time
 from collections import Counter
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
+API_KEY = "test-key-123"  # the shared test service's key
 
 
 def _originals() -> list[np.ndarray]:

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from pipelines.data import labels, splits
 from pipelines.data.download import download_items
 from pipelines.data.images import ImageError, decode
-from pipelines.settings import Settings
 from pipelines.data.snapshots import Snapshot, SnapshotWriter
 from pipelines.data.sources import Item, Reject, Source, SpecError
+from pipelines.settings import Settings
 
 
 def batches(items: Iterable[Item | Reject], size: int) -> Iterator[list[Item | Reject]]:

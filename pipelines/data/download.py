@@ -29,8 +29,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tqdm.auto import tqdm
 
 from pipelines.data.images import sniff_format
-from pipelines.settings import DownloadSettings, Settings
 from pipelines.data.sources import Item, Reject
+from pipelines.settings import DownloadSettings, Settings
 
 
 class DownloadError(Exception):

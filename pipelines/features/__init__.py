@@ -12,13 +12,12 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipelines.data.images import to_array
 from pipelines.features import embeddings, faces
 from pipelines.features.colors import dominant_colors, palette_features
 from pipelines.features.quality import quality_stats
 from pipelines.features.social import social_features, social_inputs
-from pipelines.data.images import to_array
 from pipelines.settings import FeatureSettings
-
 
 GROUPS = ("colors", "quality", "faces", "embeddings", "social")
 

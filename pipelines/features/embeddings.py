@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipelines.data.images import to_array
 from pipelines import vision
+from pipelines.data.images import to_array
 
 
 class Penultimate(nn.Module):

@@ -18,9 +18,9 @@ import pandas as pd
 from PIL import Image
 from sklearn.decomposition import PCA
 
+from pipelines.data.images import to_array
 from pipelines.features import embeddings, faces, quality
 from pipelines.features.colors import dominant_colors
-from pipelines.data.images import to_array
 from pipelines.vision import WeightsUnavailable
 
 DOMINANT = ["dominant_r", "dominant_g", "dominant_b", "dominant_share"]

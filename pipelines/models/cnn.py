@@ -14,6 +14,7 @@ from torch import nn
 from pipelines.models import distributed
 from pipelines.vision import device, eval_transform, pretrained_backbone, train_transform
 
+
 class SmallCNN(nn.Module):
     """Seed 004's network: two conv blocks, a dense layer and dropout, for 64×64 inputs."""
 

@@ -20,9 +20,9 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
+from pipelines.data.images import decode
 from pipelines.features.profile import Profiler
 from pipelines.features.social import SOCIAL_COLUMNS
-from pipelines.data.images import decode
 from pipelines.settings import ImageLimits
 
 CODE_DIR = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from PIL import Image
 from sklearn.model_selection import GroupShuffleSplit
 
 from pipelines.data import splits
-from pipelines.data.snapshots import Snapshot
 from pipelines.data.images import to_array
+from pipelines.data.snapshots import Snapshot
 from pipelines.features import ImageFeaturizer, faces, snapshot_features
 from pipelines.features.profile import Profiler
 from pipelines.features.social import social_inputs

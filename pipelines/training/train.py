@@ -16,7 +16,7 @@ import mlflow
 from pipelines import tracking
 from pipelines.data.snapshots import Snapshot
 from pipelines.models import distributed
-from pipelines.settings import Settings
+from pipelines.settings import Settings, load_settings
 from pipelines.tasks import TASKS
 from pipelines.training.candidates import CANDIDATES, check_models
 from pipelines.training.data import TrainingData
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--experiment", default="popularity")
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = load_settings()
     models = args.models.split(",") if args.models else settings.train.models
     check_models(models)
     distributed.setup()

@@ -12,8 +12,8 @@ import mlflow
 import pytest
 
 from pipelines.data.collect import collect
-from pipelines.settings import Settings
 from pipelines.data.sources import parse_spec
+from pipelines.settings import Settings
 
 
 def _train(home, nproc: int) -> dict:

@@ -6,9 +6,9 @@ import mlflow
 import numpy as np
 import pytest
 
+from pipelines.models import sequences
 from pipelines.training.candidates import CANDIDATES
 from pipelines.training.runs import train_candidate
-from pipelines.models import sequences
 from tests.component.tiny import check_pyfunc, tiny_data
 
 CLASSICAL = [n for n, c in CANDIDATES.items() if c.family in ("classical", "sequence")]

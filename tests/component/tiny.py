@@ -7,12 +7,12 @@ import pandas as pd
 from PIL import Image
 
 from pipelines import tracking
-from pipelines.training.data import TrainingData
-from pipelines.training.runs import Candidate
 from pipelines.data.collect import collect
 from pipelines.data.images import to_jpeg
-from pipelines.settings import Settings
 from pipelines.data.sources import parse_spec
+from pipelines.settings import Settings
+from pipelines.training.data import TrainingData
+from pipelines.training.runs import Candidate
 
 
 def tiny_settings(home) -> Settings:

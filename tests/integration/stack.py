@@ -10,7 +10,6 @@ import sys
 import uuid
 from pathlib import Path
 
-
 from flows import processes
 from flows.processes import ManagedProcess
 

@@ -31,7 +31,7 @@ def home(tmp_path_factory):
            "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
         env.pop(var, None)
-    setup = ("from flows.pipeline import collect_flow, promote_flow, train_flow\n"
+    setup = ("from flows.data import collect_flow\nfrom flows.training import promote_flow, train_flow\n"
              "collect_flow(source='demo:120'); train_flow(quick=True, models=['stats-gb'])\n"
              "assert promote_flow()['promoted']")
     done = subprocess.run([sys.executable, "-c", setup], env=env, capture_output=True, text=True, timeout=300)

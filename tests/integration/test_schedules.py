@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from flows.processes import free_port
 from flows.schedules import local_server
 from pipelines.settings import Settings
-from flows.processes import free_port
 
 pytestmark = pytest.mark.integration
 

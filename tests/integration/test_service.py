@@ -14,20 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.processes import ServiceProcess
 from tests.conftest import encode
+from tests.helpers import API_KEY
 
 pytestmark = pytest.mark.integration
-KEY = "test-key-123"
+KEY = API_KEY
 AUTH = {"X-API-Key": KEY}
-
-
-@pytest.fixture(scope="module")
-def service(champion_home, tmp_path_factory):
-    log = tmp_path_factory.mktemp("service") / "service.log"
-    env = {"POPULARITY_HOME": str(champion_home), "POPULARITY_API_KEY": KEY}
-    with ServiceProcess(port=0, log_path=log, env=env) as svc:
-        yield svc
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,11 @@ import shutil
 
 import pytest
 
-from flows.processes import ServiceProcess
 from tests.conftest import encode
+from tests.helpers import API_KEY
 
 pytestmark = pytest.mark.integration
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture(scope="module")
-def service(champion_home, tmp_path_factory):
-    log = tmp_path_factory.mktemp("web") / "service.log"
-    with ServiceProcess(port=0, log_path=log, env={"POPULARITY_HOME": str(champion_home)}) as svc:
-        yield svc
 
 
 @pytest.fixture
@@ -48,6 +41,7 @@ def test_upload_three_photos_and_see_the_ranking(service, browser, photographs, 
         paths[-1].write_bytes(encode(array))
     browser.get(service.url + "/")
     assert "Which photo" in browser.title
+    browser.find_element(By.ID, "key").send_keys(API_KEY)
     browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in paths))
     browser.find_element(By.ID, "go").click()
     WebDriverWait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "status"), "Best:"))

@@ -16,8 +16,8 @@ from pipelines.data import collect as collect_module
 from pipelines.data.collect import batches, collect, prepare_batch
 from pipelines.data.labels import LabelError
 from pipelines.data.snapshots import Snapshot
-from pipelines.settings import Settings
 from pipelines.data.sources import Item, SpecError, parse_spec
+from pipelines.settings import Settings
 from tests.helpers import photo
 
 ROOT = Path(__file__).resolve().parents[2]

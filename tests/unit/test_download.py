@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from pipelines.data.download import DownloadCache, Downloader, Failure, _blocked, _retry_after, cache_dir, download_items
+from pipelines.data.download import (
+    DownloadCache,
+    Downloader,
+    Failure,
+    _blocked,
+    _retry_after,
+    cache_dir,
+    download_items,
+)
 from pipelines.data.images import sniff_format
 from pipelines.data.sources import Item, Reject
 from tests.helpers import photo

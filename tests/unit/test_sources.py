@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from pipelines.data.collect import collect
-from pipelines.settings import Settings
 from pipelines.data.sources import Item, Reject, SpecError, parse_spec
 from pipelines.data.sources.grubhub import GrubhubSource
+from pipelines.settings import Settings
 from tests.helpers import photo
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from pipelines.data.collect import collect
-from pipelines.settings import Settings
 from pipelines.data.sources import parse_spec
+from pipelines.settings import Settings
 from validation import validate_features, validate_predictions, validate_snapshot
 
 

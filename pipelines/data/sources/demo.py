@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipelines.data.images import to_jpeg
-from pipelines.settings import Settings
 from pipelines.data.sources import Item, SpecError
+from pipelines.settings import Settings
 
 CATEGORIES = ["food", "travel", "pets", "portrait", "nature"]
 DAYS = 30

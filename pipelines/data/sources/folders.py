@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.settings import Settings
 from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
+from pipelines.settings import Settings
 
 CLASSES = {"popular": 1, "unpopular": 0}
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.settings import Settings
 from pipelines.data.sources import Item, Reject, SpecError, existing_path
+from pipelines.settings import Settings
 
 IMAGE_KEYS = ("base_url", "public_id", "format")
 

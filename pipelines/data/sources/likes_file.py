@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.settings import Settings
 from pipelines.data.sources import IMAGE_SUFFIXES, Item, Reject, SpecError, existing_path, read_file
+from pipelines.settings import Settings
 
 LINE = re.compile(r"^\s*(?P<n>[^:#]+?)\s*:\s*(?P<likes>[^#]*?)\s*(#.*)?$")
 MAX_LIKES_FILE_BYTES = 50 * 1024 * 1024

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.settings import Settings
 from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
+from pipelines.settings import Settings
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "url", "image_url")
 ID_COLUMNS = ("id", "photo_id", "post_id", "item_id", "pid")
