@@ -20,7 +20,8 @@ from pipelines.data.collect import batches, prepare_batch
 from pipelines.data.download import transient
 from pipelines.data.snapshots import Snapshot
 from pipelines.data.sources import Item, Reject, parse_spec
-from pipelines.features import ImageFeaturizer, batch_features, features_cache, store_features
+from pipelines.features.cache import batch_features, features_cache, store_features
+from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.settings import ImageLimits, Settings, load_settings
 
 # Training caches one table per feature group; these are the image groups its classical candidates read.

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipelines.features.profile import PROJECTION_PREFIX, SCALARS
+from pipelines.features.monitored import PROJECTION_PREFIX, SCALARS
 
 MONITORED = [*SCALARS, "score"]
 EMBEDDING = "embedding"

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from monitoring.drift import EMBEDDING, DriftResult  # noqa: E402
-from pipelines.features.profile import PROJECTION_PREFIX  # noqa: E402
+from pipelines.features.monitored import PROJECTION_PREFIX  # noqa: E402
 
 
 def write_report(result: DriftResult, reference: pd.DataFrame, current: pd.DataFrame, out: Path) -> Path:

@@ -21,11 +21,8 @@ from sklearn.decomposition import PCA
 from pipelines.data.images import to_array
 from pipelines.features import embeddings, faces, quality
 from pipelines.features.colors import dominant_colors
+from pipelines.features.monitored import DOMINANT, PROJECTION_PREFIX
 from pipelines.vision import WeightsUnavailable
-
-DOMINANT = ["dominant_r", "dominant_g", "dominant_b", "dominant_share"]
-SCALARS = [*quality.NAMES, *DOMINANT, "face_count"]
-PROJECTION_PREFIX = "pc"
 
 
 @dataclass

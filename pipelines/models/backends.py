@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipelines import vision
 from pipelines.data.images import to_array
-from pipelines.features import ImageFeaturizer
+from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.models import cnn
 
 # our own estimators (e.g. the scale × shape sequence model) ship as code beside the weights

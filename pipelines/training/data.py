@@ -15,7 +15,9 @@ from sklearn.model_selection import GroupShuffleSplit
 from pipelines.data import splits
 from pipelines.data.images import to_array
 from pipelines.data.snapshots import Snapshot
-from pipelines.features import ImageFeaturizer, faces, snapshot_features
+from pipelines.features import faces
+from pipelines.features.cache import snapshot_features
+from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.profile import Profiler
 from pipelines.features.social import social_inputs
 from pipelines.settings import Settings

@@ -13,7 +13,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from pipelines import evaluation, vision
-from pipelines.features import ImageFeaturizer
+from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.models import backends, classical, cnn, distributed, sequences
 from pipelines.tasks import PRIMARY
 from pipelines.training.data import TrainingData

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     from flows.scaleout import TRAINING_GROUPS, compute_features, featurizer, fetch_items
     from pipelines.training.data import TrainingData
     from pipelines.data.collect import collect
-    from pipelines.features import snapshot_features
+    from pipelines.features.cache import snapshot_features
     from pipelines.settings import get_settings
     from pipelines.data.sources import parse_spec
 

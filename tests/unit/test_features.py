@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from pipelines.features import ImageFeaturizer, embeddings, faces
+from pipelines.features import embeddings, faces
 from pipelines.features.colors import dominant_colors, small_pixels
+from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.social import NAMES, social_features, social_inputs
 from tests.conftest import encode
 
@@ -74,7 +75,8 @@ def test_featurizer_combines_groups(photos):
 
 
 def test_drift_profile_projects_like_its_saved_copy_and_sees_greyscale(photos, tmp_path):
-    from pipelines.features.profile import SCALARS, Profiler
+    from pipelines.features.monitored import SCALARS
+    from pipelines.features.profile import Profiler
 
     images = list(photos.values())
     fitted = Profiler.fit(images, dims=3)
