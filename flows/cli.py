@@ -22,7 +22,7 @@ from pipelines.settings import load_settings
 
 app = typer.Typer(help="Predict how well an image will do online.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary as the last line.")]
 TaskOpt = Annotated[str, typer.Option("--task", help="binary (popular or not) or score (regression).")]
@@ -57,6 +57,16 @@ def _check_task(task: str) -> None:
     try:
         check_task(task)
     except TaskError as exc:
+        _fail(str(exc), 2)
+
+
+def _check_models(models: str | None) -> None:
+    """Unknown candidates are a usage error, answered before any server starts or any model code loads."""
+    from pipelines.training.candidates import UnknownCandidate, check_models
+
+    try:
+        check_models(models.split(",") if models else [])
+    except UnknownCandidate as exc:
         _fail(str(exc), 2)
 
 
@@ -181,7 +191,14 @@ def train(
     """Train candidates as MLflow runs, print the comparison, register the best as challenger."""
     _check_task(task)
     _check_runner(runner)
-    load_settings()
+    _check_models(models)
+    settings = load_settings()
+    from pipelines.data.snapshots import Snapshot
+
+    try:
+        Snapshot.open(settings.datasets_dir, snapshot)
+    except FileNotFoundError as exc:
+        _fail(str(exc), 2)
     from flows.training import train_flow
 
     try:
@@ -209,6 +226,8 @@ def promote(task: TaskOpt = "binary",
         _fail(str(exc))
     console.print(summary.get("reason") or f"champion is now version {summary['version']}")
     _emit(summary, as_json)
+    if summary.get("promoted") is False:  # the gate refused: a script must not read that as success
+        raise typer.Exit(1)
 
 
 @app.command()

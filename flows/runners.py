@@ -6,7 +6,10 @@ processes for the flow; ``dask:tcp://host:8786`` joins a team's running Dask sch
 
 from __future__ import annotations
 
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # checking a --runner value is a usage check: it must not import Prefect
+    from prefect.task_runners import TaskRunner
 
 LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
 
@@ -23,6 +26,8 @@ def check_runner(spec: str) -> str:
 
 
 def task_runner(spec: str = "local") -> TaskRunner:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
     kind, _, address = check_runner(spec).partition(":")
     if kind == "local":
         return ThreadPoolTaskRunner()

@@ -1,0 +1,43 @@
+"""Usage errors are answered at once, in one line, before any server starts or any model code loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POPULARITY_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "flows.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _imported(stderr: str) -> set[str]:
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def _messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("import time:")]
+
+
+def test_an_unknown_model_is_a_usage_error_before_torch_or_prefect(tmp_path):
+    done = _cli(tmp_path / "home", "train", "--models", "no-such-model")
+    assert done.returncode == 2
+    (message,) = _messages(done.stderr)
+    assert "unknown models ['no-such-model']" in message and "stats-gb" in message
+    assert not {"torch", "prefect", "mlflow"} & _imported(done.stderr)
+    assert not (tmp_path / "home" / "prefect").exists()
+
+
+def test_training_without_a_snapshot_says_what_to_run(tmp_path):
+    done = _cli(tmp_path / "home", "train", "--models", "stats-gb")
+    assert done.returncode == 2
+    (message,) = _messages(done.stderr)
+    assert "no snapshot" in message and "popularity collect" in message
+    assert not {"torch", "prefect"} & _imported(done.stderr)
