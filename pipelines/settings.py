@@ -44,6 +44,11 @@ class DownloadSettings(BaseModel):
     user_agent: str = "popularity-collector/0.1"
 
 
+class SourceSettings(BaseModel):
+    # A manifest's row may name a file outside the manifest's folder (``..``, absolute, a symlink out).
+    allow_outside_paths: bool = False
+
+
 class ImageLimits(BaseModel):
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
@@ -154,6 +159,7 @@ class Settings(BaseSettings):
     splits: SplitSettings = SplitSettings()
     demo: DemoSettings = DemoSettings()
     download: DownloadSettings = DownloadSettings()
+    sources: SourceSettings = SourceSettings()
     images: ImageLimits = ImageLimits()
     features: FeatureSettings = FeatureSettings()
     train: TrainSettings = TrainSettings()
@@ -193,6 +199,10 @@ class Settings(BaseSettings):
     def with_download(self, **changes) -> Settings:
         """A copy with some download settings changed (``--allow-private``), the environment untouched."""
         return self.model_copy(update={"download": self.download.model_copy(update=changes)})
+
+    def with_sources(self, **changes) -> Settings:
+        """A copy with some source settings changed (``--allow-outside-paths``), the environment untouched."""
+        return self.model_copy(update={"sources": self.sources.model_copy(update=changes)})
 
     def model_name(self, task: str | None = None) -> str:
         return f"{self.model_prefix}-{task or self.task}"
