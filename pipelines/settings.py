@@ -49,6 +49,11 @@ class SourceSettings(BaseModel):
     allow_outside_paths: bool = False
 
 
+class SnapshotSettings(BaseModel):
+    # A ``.tmp-*`` folder of a killed collection is removed at once when its owner is gone, else after this.
+    stale_tmp_minutes: float = 60.0
+
+
 class ImageLimits(BaseModel):
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
@@ -160,6 +165,7 @@ class Settings(BaseSettings):
     demo: DemoSettings = DemoSettings()
     download: DownloadSettings = DownloadSettings()
     sources: SourceSettings = SourceSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     images: ImageLimits = ImageLimits()
     features: FeatureSettings = FeatureSettings()
     train: TrainSettings = TrainSettings()
