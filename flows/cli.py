@@ -47,7 +47,7 @@ def _finite(value):
 
 
 def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, whatever the terminal's width
     raise typer.Exit(code)
 
 
@@ -307,7 +307,7 @@ def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
 
     try:
         summary = registry.champion_summary(task, settings)
-    except LookupError as exc:
+    except (LookupError, registry.RegistryUnavailable) as exc:
         _fail(str(exc))
     console.print(_champion_table(summary))
     _emit(summary, as_json)

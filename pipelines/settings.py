@@ -151,6 +151,12 @@ class ValidationSettings(BaseModel):
     feature_range_tolerance: float = 0.1  # a feature may leave its training range by this share of it (warning)
 
 
+class RegistrySettings(BaseModel):
+    # MLflow's own defaults (7 retries, 120 s) keep a command waiting minutes on a registry that is down.
+    http_retries: int = 2
+    http_timeout_s: int = 10
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POPULARITY_", env_nested_delimiter="__", extra="ignore")
 
@@ -173,6 +179,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     drift: DriftSettings = DriftSettings()
     validation: ValidationSettings = ValidationSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @property
     def root(self) -> Path:
@@ -225,6 +232,8 @@ class Settings(BaseSettings):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("DO_NOT_TRACK", "1")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.registry.http_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.registry.http_timeout_s))
 
 
 @lru_cache
