@@ -118,6 +118,7 @@ class ServingSettings(BaseModel):
     batching: bool = True  # off only to measure what adaptive batching buys (bench/)
     gpu: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024  # all request headers together; above it a request gets 431
     max_batch_images: int = 64
     compare_max_images: int = 10
     max_side: int = 1024  # decoded images are shrunk to this before the model step (features use <= 512 px)
