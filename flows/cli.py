@@ -47,7 +47,7 @@ def _finite(value):
 
 
 def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, whatever the terminal's width
     raise typer.Exit(code)
 
 
@@ -134,10 +134,12 @@ def collect(
     drop_outliers: Annotated[bool, typer.Option(help="Drop items more than 6 SD above the mean.")] = False,
     runner: RunnerOpt = "local",
     allow_private: Annotated[bool, typer.Option(help="Allow downloads from private and loopback addresses.")] = False,
+    allow_outside_paths: Annotated[bool, typer.Option(help="Allow a manifest to name files outside its folder.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Collect a source into an immutable snapshot; prints the snapshot id and path."""
-    settings = load_settings().with_download(allow_private=allow_private)
+    settings = load_settings().with_download(allow_private=allow_private).with_sources(
+        allow_outside_paths=allow_outside_paths)
     from pipelines.data.labels import SCHEMES, LabelError
     from pipelines.data.sources import SpecError, parse_spec
 
@@ -149,7 +151,7 @@ def collect(
         from flows.data import collect_flow
 
         summary = collect_flow(source=source, name=name, label=label, drop_outliers=drop_outliers, runner=runner,
-                               allow_private=allow_private)
+                               allow_private=allow_private, allow_outside_paths=allow_outside_paths)
     except (SpecError, LabelError) as exc:
         _fail(str(exc), 2)
     console.print(f"snapshot {summary['snapshot']} at {summary['path']}: {summary['items']} items, "
@@ -324,7 +326,7 @@ def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
 
     try:
         summary = registry.champion_summary(task, settings)
-    except LookupError as exc:
+    except (LookupError, registry.RegistryUnavailable) as exc:
         _fail(str(exc))
     console.print(_champion_table(summary))
     _emit(summary, as_json)

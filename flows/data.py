@@ -19,18 +19,20 @@ from validation import validate_snapshot
 
 @task(cache_policy=NO_CACHE)
 def collect_snapshot(source: str, name: str | None, label: str | None, drop_outliers: bool,
-                     runner: str = "local", allow_private: bool = False) -> str:
-    settings = load_settings().with_download(allow_private=allow_private)
+                     runner: str = "local", allow_private: bool = False, allow_outside_paths: bool = False) -> str:
+    settings = load_settings().with_download(allow_private=allow_private).with_sources(
+        allow_outside_paths=allow_outside_paths)
     spec = parse_spec(source, settings)
-    items = fetch_items(source, runner, allow_private) if runner != "local" else None
+    items = fetch_items(source, runner, allow_private, allow_outside_paths) if runner != "local" else None
     return str(collect(spec, settings, name=name, label=label, drop_outliers=drop_outliers, items=items).path)
 
 
 @flow(name="collect", log_prints=True)
 def collect_flow(source: str = "demo", name: str | None = None, label: str | None = None,
-                 drop_outliers: bool = False, runner: str = "local", allow_private: bool = False) -> dict:
+                 drop_outliers: bool = False, runner: str = "local", allow_private: bool = False,
+                 allow_outside_paths: bool = False) -> dict:
     """Collect a source into an immutable snapshot; returns the snapshot summary."""
-    path = collect_snapshot(source, name, label, drop_outliers, runner, allow_private)
+    path = collect_snapshot(source, name, label, drop_outliers, runner, allow_private, allow_outside_paths)
     return Snapshot(Path(path)).summary()
 
 

@@ -78,9 +78,10 @@ def prepare_items(items: list[Item | Reject], settings: Settings) -> list[Item |
 
 
 @flow(name="prepare-items", log_prints=True)
-def prepare_flow(source: str, allow_private: bool = False) -> list[Item | Reject]:
+def prepare_flow(source: str, allow_private: bool = False, allow_outside_paths: bool = False) -> list[Item | Reject]:
     """Every item of the source downloaded and decoded, a batch per task, in the source's order."""
-    settings = load_settings().with_download(allow_private=allow_private)
+    settings = load_settings().with_download(allow_private=allow_private).with_sources(
+        allow_outside_paths=allow_outside_paths)
     items = parse_spec(source, settings).items()
     retrying = prepare_items.with_options(retries=settings.download.retries,
                                           retry_delay_seconds=exponential_backoff(settings.download.backoff_s))
@@ -88,9 +89,10 @@ def prepare_flow(source: str, allow_private: bool = False) -> list[Item | Reject
     return [item for future in futures for item in future.result()]
 
 
-def fetch_items(source: str, runner: str, allow_private: bool = False) -> list[Item | Reject]:
+def fetch_items(source: str, runner: str, allow_private: bool = False,
+                allow_outside_paths: bool = False) -> list[Item | Reject]:
     """The source's items prepared on ``runner`` (threads, a LocalCluster or a team's Dask scheduler)."""
-    return prepare_flow.with_options(task_runner=task_runner(runner))(source, allow_private)
+    return prepare_flow.with_options(task_runner=task_runner(runner))(source, allow_private, allow_outside_paths)
 
 
 def compute_features(snapshot_path: str, runner: str) -> dict[str, str]:

@@ -31,12 +31,15 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, Path | None]:
         return DriftResult(window=0, enough_data=False, message=f"{exc}; no decision"), None
     reference = reference_profile(champion)
     d = settings.drift
-    served = RequestLog(settings.monitoring_dir / "requests", d.log_max_bytes, d.log_backups).read()
+    log = RequestLog(settings.monitoring_dir / "requests", d.log_max_bytes, d.log_backups)
+    served = log.read()
     if "version" in served:  # the projection is the champion's own: compare only the requests it answered
         served = served[served["version"].astype(str) == str(champion["version"])]
     current = served.tail(d.window).reset_index(drop=True)
     result = check_drift(reference, current, d.p_value, d.drifted_share_threshold, d.min_requests,
                          d.mmd_permutations)
+    if log.skipped:
+        result.message += f" ({log.skipped} torn or invalid request log lines skipped)"
     if not result.enough_data:
         return result, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

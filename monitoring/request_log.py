@@ -1,7 +1,8 @@
 """Per-request log for drift monitoring: monitored features and the prediction, never the image.
 
 JSON Lines under ``<home>/monitoring/requests``; each append holds an exclusive file lock, so
-several service workers can write at once, and the file rotates at a size bound.
+several service workers can write at once, and the file rotates at a size bound. A line torn by a
+crash mid-write (or a full disk) is skipped and counted by the reader rather than failing the monitor.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 class RequestLog:
     def __init__(self, directory: Path, max_bytes: int, backups: int):
         self.directory = directory
+        self.skipped = 0  # lines of the last read that were not a whole JSON record
         self.path = directory / "requests.jsonl"
         self.max_bytes = max_bytes
         self.backups = backups
@@ -38,7 +40,7 @@ class RequestLog:
                     self._rotate()
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
-                    os.write(fd, payload)
+                    _write_all(fd, payload)
                 finally:
                     os.close(fd)
             finally:
@@ -48,8 +50,28 @@ class RequestLog:
         """The newest ``last`` records across the current file and its rotated backups."""
         files = [self.path.with_suffix(f".jsonl.{i}") for i in range(self.backups, 0, -1)] + [self.path]
         rows: list[dict] = []
+        self.skipped = 0
         for f in files:
-            if f.exists():
-                rows.extend(json.loads(line) for line in f.read_text().splitlines() if line.strip())
+            if not f.exists():
+                continue
+            for line in f.read_bytes().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:  # torn JSON or bytes that are not UTF-8
+                    row = None
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    self.skipped += 1
         frame = pd.DataFrame(rows)
         return frame.tail(last).reset_index(drop=True) if last else frame
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """``os.write`` may write less than asked (a signal, a nearly full disk): write the rest, so a record
+    is never left torn by a short write."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]

@@ -8,6 +8,7 @@ version (description and tags), so the MLflow UI shows why a version is or is no
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import pandas as pd
@@ -17,6 +18,25 @@ from mlflow.exceptions import MlflowException
 from pipelines.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry did not answer (down, unreachable, failing): unlike "no champion yet", nothing to train
+    or promote fixes it, so callers must not read it as a missing model."""
+
+
+def _not_found(exc: MlflowException) -> bool:
+    # A missing model is RESOURCE_DOES_NOT_EXIST; a missing alias on an existing one is INVALID_PARAMETER_VALUE.
+    return exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message)
+
+
+def _unavailable(c: MlflowClient, exc: Exception) -> RegistryUnavailable:
+    """One line: MLflow's message repeats the URL and urllib3's whole chain; the OS error says enough."""
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\][^\"')]*", text)
+    reason = errno.group(0) if errno else text.splitlines()[0][:160] if text else type(exc).__name__
+    return RegistryUnavailable(f"registry unreachable at {c.tracking_uri}: {reason}")
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -54,10 +74,14 @@ def register_challenger(candidate, task: str, snapshot_id: str, baseline: dict, 
 
 
 def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
+    """The version behind ``alias``; None when the model or alias does not exist, RegistryUnavailable when
+    the registry cannot say."""
     try:
         return c.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise _unavailable(c, exc) from exc
 
 
 def rollback(task: str, settings: Settings) -> str:
@@ -83,7 +107,10 @@ def champion_summary(task: str, settings: Settings) -> dict:
     version = alias_version(c, name, CHAMPION)
     if version is None:
         raise LookupError(f"{name} has no champion yet; run `popularity run` or `popularity promote`")
-    tags = c.get_model_version(name, version).tags
+    try:
+        tags = c.get_model_version(name, version).tags
+    except MlflowException as exc:
+        raise _unavailable(c, exc) from exc
     return {
         "name": name, "version": version, "alias": CHAMPION, "family": tags.get("family"),
         "candidate": tags.get("candidate"), "snapshot": tags.get("snapshot"), "run_id": tags.get("run_id"), "trained_at": tags.get("trained_at"),

@@ -44,6 +44,16 @@ class DownloadSettings(BaseModel):
     user_agent: str = "popularity-collector/0.1"
 
 
+class SourceSettings(BaseModel):
+    # A manifest's row may name a file outside the manifest's folder (``..``, absolute, a symlink out).
+    allow_outside_paths: bool = False
+
+
+class SnapshotSettings(BaseModel):
+    # A ``.tmp-*`` folder of a killed collection is removed at once when its owner is gone, else after this.
+    stale_tmp_minutes: float = 60.0
+
+
 class ImageLimits(BaseModel):
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
@@ -108,6 +118,7 @@ class ServingSettings(BaseModel):
     batching: bool = True  # off only to measure what adaptive batching buys (bench/)
     gpu: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024  # all request headers together; above it a request gets 431
     max_batch_images: int = 64
     compare_max_images: int = 10
     max_side: int = 1024  # decoded images are shrunk to this before the model step (features use <= 512 px)
@@ -141,6 +152,12 @@ class ValidationSettings(BaseModel):
     feature_range_tolerance: float = 0.1  # a feature may leave its training range by this share of it (warning)
 
 
+class RegistrySettings(BaseModel):
+    # MLflow's own defaults (7 retries, 120 s) keep a command waiting minutes on a registry that is down.
+    http_retries: int = 2
+    http_timeout_s: int = 10
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POPULARITY_", env_nested_delimiter="__", extra="ignore")
 
@@ -154,6 +171,8 @@ class Settings(BaseSettings):
     splits: SplitSettings = SplitSettings()
     demo: DemoSettings = DemoSettings()
     download: DownloadSettings = DownloadSettings()
+    sources: SourceSettings = SourceSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     images: ImageLimits = ImageLimits()
     features: FeatureSettings = FeatureSettings()
     train: TrainSettings = TrainSettings()
@@ -161,6 +180,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     drift: DriftSettings = DriftSettings()
     validation: ValidationSettings = ValidationSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @property
     def root(self) -> Path:
@@ -194,6 +214,10 @@ class Settings(BaseSettings):
         """A copy with some download settings changed (``--allow-private``), the environment untouched."""
         return self.model_copy(update={"download": self.download.model_copy(update=changes)})
 
+    def with_sources(self, **changes) -> Settings:
+        """A copy with some source settings changed (``--allow-outside-paths``), the environment untouched."""
+        return self.model_copy(update={"sources": self.sources.model_copy(update=changes)})
+
     def model_name(self, task: str | None = None) -> str:
         return f"{self.model_prefix}-{task or self.task}"
 
@@ -209,6 +233,8 @@ class Settings(BaseSettings):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("DO_NOT_TRACK", "1")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.registry.http_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.registry.http_timeout_s))
 
 
 @lru_cache

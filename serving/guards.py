@@ -1,7 +1,9 @@
-"""ASGI guards at the HTTP boundary: the optional API key and the request body cap.
+"""ASGI guards at the HTTP boundary: the optional API key, a header cap, multipart-only image routes
+and the request body cap.
 
 They run before BentoML parses a multipart body, so an oversized or unauthorised upload costs
 neither disk nor decoding, and the answer is a 4xx with a JSON message rather than a parser error.
+:func:`guards` gives them in their order, the API key outermost: nothing of an anonymous request is read.
 """
 
 from __future__ import annotations
@@ -12,7 +14,22 @@ import json
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipelines.settings import Settings
+
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
+IMAGE_ROUTES = ("/predict", "/predict_batch", "/compare")
+FILE_FIELDS = ("image", "images")
+
+
+def guards(settings: Settings) -> list[tuple[type, dict]]:
+    """The middlewares and their options, outermost first (BentoML and Starlette wrap in that order)."""
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return [
+        (ApiKey, {"key": key}),
+        (HeaderCap, {"max_bytes": settings.serving.max_header_bytes}),
+        (MultipartOnly, {"paths": IMAGE_ROUTES}),
+        (BodyCap, {"max_bytes": settings.serving.max_body_bytes, "file_fields": FILE_FIELDS}),
+    ]
 
 
 async def _reply(send: Send, status: int, error: str, message: str, headers: list | None = None) -> None:
@@ -44,6 +61,37 @@ class ApiKey:
         if not hmac.compare_digest(given, self.key):
             return await _reply(send, 401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)",
                                 [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+
+class HeaderCap:
+    """Refuses requests whose headers total above ``max_bytes`` with 431: every header is kept in memory
+    and copied into each worker's request, so a client may not make that cost arbitrary."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_bytes:
+            return await _reply(send, 431, "headers_too_large",
+                                f"the request headers are above the cap of {self.max_bytes} bytes")
+        await self.app(scope, receive, send)
+
+
+class MultipartOnly:
+    """Image routes take multipart/form-data only, answered 415 before any body is read: BentoML would
+    also parse JSON or a form, and fetch an image field given as text as a URL."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]):
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"multipart/form-data":
+                given = kind.decode(errors="replace") or "no Content-Type"
+                return await _reply(send, 415, "unsupported_media_type",
+                                    f"{scope['path']} takes multipart/form-data, not {given}")
         await self.app(scope, receive, send)
 
 

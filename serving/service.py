@@ -31,7 +31,7 @@ from monitoring.request_log import RequestLog
 from pipelines.data.images import ImageError, decode
 from pipelines.models.pyfunc import SOCIAL_COLUMNS
 from pipelines.settings import load_settings
-from serving.guards import ApiKey, BodyCap
+from serving.guards import guards
 from serving.metrics import ServiceMetrics
 
 settings = load_settings()
@@ -240,6 +240,5 @@ class Popularity:
         return await self.scorer.to_async.info()
 
 
-Popularity.add_asgi_middleware(BodyCap, max_bytes=SERVING.max_body_bytes, file_fields=("image", "images"))
-Popularity.add_asgi_middleware(
-    ApiKey, key=settings.api_key.get_secret_value() if settings.api_key else None)
+for guard, options in guards(settings):
+    Popularity.add_asgi_middleware(guard, **options)

@@ -76,7 +76,7 @@ def collect(
     scheme = label or source.default_label
     if scheme not in labels.SCHEMES:
         raise labels.LabelError(f"unknown label scheme {scheme!r}; expected one of {sorted(labels.SCHEMES)}")
-    writer = SnapshotWriter(settings.datasets_dir, name or source.kind)
+    writer = SnapshotWriter(settings.datasets_dir, name or source.kind, settings.snapshots.stale_tmp_minutes * 60)
     try:
         rows, oracle = [], []
         bar = tqdm(desc="collect", unit="img", disable=not progress)

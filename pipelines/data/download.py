@@ -4,6 +4,8 @@ Bounded connections and a per-host rate limit keep us polite (seed 003 had to th
 retries with exponential backoff and jitter absorb timeouts, 429 and 5xx, honouring ``Retry-After``;
 a streamed size cap, the magic bytes (never the Content-Type alone), http(s) only and a refusal of
 private, loopback and link-local addresses (checked at every redirect) keep a hostile list harmless.
+A host is resolved once and connected to at the address that was checked, so a DNS answer that changes
+between the check and the connection (DNS rebinding) cannot reach a refused address.
 Every success is stored in a content-addressed cache, so an interrupted collection resumes where it
 stopped. A failure is a :class:`Failure` with a short reason, never an exception for the whole batch.
 """
@@ -24,6 +26,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tqdm.auto import tqdm
@@ -97,11 +100,70 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _blocked(address: str) -> bool:
+# Prefixes that carry an IPv4 address inside IPv6 (NAT64, 6to4) reach whatever that address is, and
+# 192.0.0.0/24 is IETF protocol space: none of them is a public image host, whatever ``is_global`` says.
+NEVER_PUBLIC = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "2002::/16", "192.0.0.0/24")]
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that a NAT64 or 6to4 address reaches."""
+    if ip.version == 4:
+        return None
+    if ip in NEVER_PUBLIC[0]:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def _blocked(address: str, allow_private: bool = False) -> bool:
+    """Whether an address is refused; link-local (cloud metadata at 169.254.169.254) even with ``allow_private``."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    inner = _embedded_ipv4(ip)
+    if any(a.is_link_local or a.is_multicast for a in (ip, inner) if a is not None):
+        return True
+    if allow_private:
+        return False
+    return not ip.is_global or any(ip in net for net in NEVER_PUBLIC)
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host`` in the resolver's order of preference."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects to the addresses the downloader checked for a host, never to a fresh DNS answer."""
+
+    def __init__(self, backend: httpcore.AsyncNetworkBackend, addresses: dict[tuple[str, int], list[str]]):
+        self.backend, self.addresses = backend, addresses
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options=None) -> httpcore.AsyncNetworkStream:
+        addresses = self.addresses.get((host, port))
+        if not addresses:
+            raise httpcore.ConnectError(f"{host}:{port} was not resolved and checked before connecting")
+        for address in addresses[:-1]:
+            try:
+                return await self.backend.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                continue
+        return await self.backend.connect_tcp(addresses[-1], port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
+        raise httpcore.ConnectError("the downloader connects over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.backend.sleep(seconds)
+
+
+def _pinned_transport(addresses: dict[tuple[str, int], list[str]], limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """A transport whose connections go to checked addresses; TLS still sends and verifies the URL's host
+    name, since only the TCP connect is pinned. httpx takes no network backend, so its pool's is wrapped."""
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport._pool._network_backend = PinnedBackend(transport._pool._network_backend, addresses)
+    return transport
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -163,10 +225,12 @@ class Downloader:
         self.slots = asyncio.Semaphore(s.concurrency)
         self.limiter = HostLimiter(s.per_host_per_second)
         limits = httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
+        transport = _pinned_transport(self._resolved, limits)
         with tqdm(total=len(urls), initial=len(results), desc="download", unit="img", leave=False,
                   disable=not self.progress) as bar:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(s.timeout_s), limits=limits, follow_redirects=False,
-                                         headers={"User-Agent": s.user_agent}) as client:
+            # No proxy from the environment: it would resolve the host itself, past every address check.
+            async with httpx.AsyncClient(timeout=httpx.Timeout(s.timeout_s), transport=transport, trust_env=False,
+                                         follow_redirects=False, headers={"User-Agent": s.user_agent}) as client:
 
                 async def one(url: str) -> None:
                     try:
@@ -198,28 +262,30 @@ class Downloader:
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _check(self, url: str) -> str:
-        """The host of ``url`` after refusing anything but http(s) to a public address."""
+        """The host of ``url`` after refusing anything but http(s) to a public address; the addresses
+        checked are the ones connected to."""
         try:
             parts = urlsplit(url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as exc:
+            host = httpx.URL(url).raw_host.decode("ascii")  # the IDNA form that the connection pool uses
+        except (ValueError, httpx.InvalidURL) as exc:
             raise DownloadError("bad_url", f"{url!r} is not a valid URL: {exc}") from exc
         if parts.scheme not in ("http", "https"):
             raise DownloadError("bad_scheme", f"only http and https URLs are fetched, not {parts.scheme or 'none'!r}")
         if not parts.hostname:
             raise DownloadError("bad_url", f"{url!r} names no host")
-        if not self.settings.allow_private:
-            key = (parts.hostname, port)
-            if key not in self._resolved:
-                try:
-                    infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-                except socket.gaierror as exc:
-                    raise DownloadError("dns_failed", f"{parts.hostname} does not resolve: {exc}", transient=True)
-                self._resolved[key] = sorted({info[4][0] for info in infos})
-            blocked = [a for a in self._resolved[key] if _blocked(a)]
-            if blocked:
-                raise DownloadError("private_address", f"{parts.hostname} resolves to the non-public address "
-                                    f"{blocked[0]}; pass --allow-private to fetch from it")
+        key = (host, port)
+        if key not in self._resolved:
+            try:
+                self._resolved[key] = await _resolve(host, port)
+            except socket.gaierror as exc:
+                raise DownloadError("dns_failed", f"{host} does not resolve: {exc}", transient=True) from exc
+        blocked = [a for a in self._resolved[key] if _blocked(a, self.settings.allow_private)]
+        if blocked:
+            hint = ("link-local and multicast addresses are never fetched" if _blocked(blocked[0], True)
+                    else "pass --allow-private to fetch from it")
+            raise DownloadError("private_address", f"{parts.hostname} resolves to the non-public address "
+                                f"{blocked[0]}; {hint}")
         return parts.hostname
 
     async def _attempt(self, client: httpx.AsyncClient, url: str) -> bytes:

@@ -2,16 +2,21 @@
 
 Layout: ``datasets/<name>/<snapshot-id>/{manifest.parquet, rejects.parquet, snapshot.json,
 images/ab/ab12….jpg}``. A snapshot is assembled in a hidden temporary folder beside its final
-place and renamed into place in one step, so a crash never leaves half a snapshot. The id is the
-digest of the manifest's content, so collecting the same data twice gives the same snapshot.
+place and renamed into place in one step, so a crash never leaves half a snapshot (the next writer
+removes a killed one's temporary folder). The id is the digest of the manifest's content, so
+collecting the same data twice, even at the same moment, gives the same snapshot.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
+import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,13 +110,17 @@ class SnapshotWriter:
 
     datasets_dir: Path
     name: str
+    stale_after_s: float
     rows: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.parent = self.datasets_dir / self.name
+        self.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(self.parent, self.stale_after_s)
         self.tmp = self.parent / f".tmp-{uuid.uuid4().hex}"
         (self.tmp / "images").mkdir(parents=True)
+        (self.tmp / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
 
     def add_image(self, data: bytes, fmt: str) -> tuple[str, str]:
         """Store the bytes by content hash; returns ``(image_id, relative_path)``."""
@@ -156,12 +165,51 @@ class SnapshotWriter:
             },
         }
         (self.tmp / "snapshot.json").write_text(json.dumps(meta, indent=2, default=str))
+        (self.tmp / OWNER).unlink()
         final = self.parent / snapshot_id
-        if final.exists():  # the same content collected again: keep the existing snapshot
-            self.abort()
-        else:
+        try:
             self.tmp.rename(final)
+        except OSError as exc:
+            # The same content collected before, or by another writer just now: keep the snapshot there.
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (final / "snapshot.json").exists():
+                raise
+            self.abort()
         return Snapshot(final)
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+OWNER = ".owner"  # host and pid of the writer of a temporary folder
+
+
+def _owner_alive(tmp: Path) -> bool | None:
+    """Whether the process that writes ``tmp`` still runs; None when that cannot be known (no owner
+    recorded yet, or one on another host)."""
+    try:
+        owner = json.loads((tmp / OWNER).read_text())
+        pid = int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if owner.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
+
+
+def remove_stale_tmp(parent: Path, stale_after_s: float) -> None:
+    """Remove the temporary folders of killed writers: at once when their owner has ended, after
+    ``stale_after_s`` when the owner cannot be checked; a running writer's folder is never touched."""
+    for tmp in parent.glob(".tmp-*"):
+        try:
+            age = time.time() - tmp.stat().st_mtime
+        except FileNotFoundError:  # another writer removed it first
+            continue
+        alive = _owner_alive(tmp)
+        if tmp.is_dir() and (alive is False or (alive is None and age > stale_after_s)):
+            shutil.rmtree(tmp, ignore_errors=True)

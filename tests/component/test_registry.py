@@ -4,6 +4,12 @@ promoted, and a rollback gives the champion back to the version it replaced."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
 
 import mlflow
 import pytest
@@ -11,6 +17,8 @@ import pytest
 from pipelines import promotion, registry
 from pipelines.training.runs import train_candidate
 from tests.component.tiny import tiny_data
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +73,32 @@ def test_gate_numbers_cover_every_sanity_check(trained):
     result = promotion.gate("binary", data.settings)
     assert {"no_nan", "floor", "latency", "flip_stability", "jpeg_stability"} <= set(result.checks)
     assert result.numbers["latency_ms"] > 0 and result.numbers["flip_shift"] >= 0
+
+
+def test_a_missing_model_or_alias_is_no_champion(settings):
+    with pytest.raises(LookupError, match="no champion yet"):
+        registry.champion_summary("binary", settings)  # no registered model at all
+    registry.client(settings).create_registered_model(settings.model_name("binary"))
+    with pytest.raises(LookupError, match="no champion yet"):
+        registry.champion_summary("binary", settings)  # the model, without the alias
+
+
+def test_an_unreachable_registry_fails_fast_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "POPULARITY_"))}
+    env.update(POPULARITY_HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "model"], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "registry unreachable at http://127.0.0.1:9" in lines[0], done.stderr
+
+
+def test_export_environment_bounds_mlflow_retries(settings):
+    with mock.patch.dict(os.environ):  # restored whole afterwards
+        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"  # a team's own value wins
+        settings.export_environment()
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(settings.registry.http_retries)
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"

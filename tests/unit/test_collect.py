@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipelines.data import collect as collect_module
 from pipelines.data.collect import batches, collect, prepare_batch
 from pipelines.data.labels import LabelError
-from pipelines.data.snapshots import Snapshot
+from pipelines.data.snapshots import Snapshot, SnapshotWriter
 from pipelines.data.sources import Item, SpecError, parse_spec
 from pipelines.settings import Settings
 from tests.helpers import photo
@@ -139,3 +142,37 @@ def test_a_collection_on_a_dask_cluster_gives_the_serial_snapshot(tmp_path, http
     serial = collect(source, fast_settings, name="serial", progress=False)
     assert on_cluster.id == serial.id and len(serial.manifest) == 8
     assert sum(http_server.hits.values()) == 10, "the serial run should reuse the cache (only the 404 is asked again)"
+
+
+def test_two_writers_committing_the_same_content_both_get_the_snapshot(settings, monkeypatch):
+    manifest = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "split": ["train", "test"]})
+    first, second = (SnapshotWriter(settings.datasets_dir, "race", 3600.0) for _ in range(2))
+    rename = Path.rename
+    committed = []
+
+    def racing(self, target):  # the first writer commits between the second's check and its rename
+        if self == second.tmp and not committed:
+            committed.append(first.commit(manifest, {"source": {"kind": "x"}}))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", racing)
+    snap = second.commit(manifest, {"source": {"kind": "x"}})
+    assert committed and snap.path == committed[0].path and snap.meta["counts"]["items"] == 2
+    assert [p.name for p in (settings.datasets_dir / "race").iterdir()] == [snap.id]
+
+
+def test_a_new_writer_removes_the_temporary_folders_of_killed_writers(settings):
+    parent = settings.datasets_dir / "demo"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folders = {}
+    for name, owner, age_s in [("dead", {"host": socket.gethostname(), "pid": int(dead.stdout)}, 0),
+                               ("old", None, 7200), ("fresh", None, 0), ("alive", {"host": socket.gethostname(),
+                                                                                  "pid": os.getpid()}, 7200)]:
+        folder = folders[name] = parent / f".tmp-{name}"
+        (folder / "images").mkdir(parents=True)
+        if owner:
+            (folder / ".owner").write_text(json.dumps(owner))
+        os.utime(folder, (time.time() - age_s, time.time() - age_s))
+    writer = SnapshotWriter(settings.datasets_dir, "demo", 3600.0)
+    assert sorted(p.name for p in parent.iterdir()) == sorted([".tmp-fresh", ".tmp-alive", writer.tmp.name])
+    writer.abort()

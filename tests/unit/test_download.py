@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -82,9 +83,54 @@ def test_loopback_needs_allow_private(http_server, settings):
 @pytest.mark.parametrize("address, blocked", [
     ("8.8.8.8", False), ("2606:4700::1111", False), ("192.168.0.1", True), ("172.16.5.4", True), ("0.0.0.0", True),
     ("::ffff:127.0.0.1", True), ("fe80::1", True), ("fc00::1", True), ("224.0.0.1", True),
+    ("64:ff9b::7f00:1", True), ("64:ff9b::808:808", True), ("2002:7f00:1::1", True), ("2002:808:808::1", True),
+    ("192.0.0.8", True), ("192.0.0.170", True),
 ])
 def test_non_public_addresses_are_recognised(address, blocked):
     assert _blocked(address) is blocked
+
+
+@pytest.mark.parametrize("address, blocked", [
+    ("127.0.0.1", False), ("10.1.2.3", False), ("::1", False), ("169.254.169.254", True), ("fe80::1", True),
+    ("::ffff:169.254.169.254", True), ("64:ff9b::a9fe:a9fe", True), ("2002:a9fe:a9fe::1", True),
+])
+def test_link_local_stays_blocked_with_allow_private(address, blocked):
+    assert _blocked(address, allow_private=True) is blocked
+
+
+def test_cloud_metadata_is_refused_even_with_allow_private(settings):
+    url = "http://169.254.169.254/latest/meta-data"
+    got = _downloader(settings, retries=0, allow_private=True).fetch_all([url])[url]
+    assert got.reason == "private_address" and "never fetched" in got.message
+
+
+def test_a_host_is_connected_to_at_the_address_that_was_checked(http_server, settings, monkeypatch):
+    """DNS rebinding: the check's answer is public, a second lookup would say loopback; no request may reach it."""
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34"] + ["127.0.0.1"] * 10)
+    lookups = []
+
+    def rebinding(host, port, *args, **kwargs):
+        host = host.decode() if isinstance(host, bytes) else host  # anyio asks in IDNA bytes
+        if host != "rebind.test":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        return real(next(answers), port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    url = http_server.url("/img/1.jpg").replace("127.0.0.1", "rebind.test")
+    assert "rebind.test" in url
+    got = _downloader(settings, retries=0, timeout_s=0.5, deadline_s=2.0).fetch_all([url])[url]
+    assert isinstance(got, Failure) and got.reason in ("connection_failed", "timeout")
+    assert http_server.hits["/img/1.jpg"] == 0 and lookups == ["rebind.test"]
+
+
+def test_the_checked_address_is_the_one_used_with_allow_private(http_server, settings, monkeypatch):
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: real(
+        "127.0.0.1" if host in ("images.test", b"images.test") else host, port, *a, **k))
+    url = http_server.url("/img/2.jpg").replace("127.0.0.1", "images.test")
+    assert _downloader(settings, allow_private=True).fetch_all([url])[url] == photo(2)
 
 
 def test_retry_after_reads_seconds_and_http_dates():

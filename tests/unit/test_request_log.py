@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 from monitoring.request_log import RequestLog
 
@@ -58,3 +59,47 @@ def test_concurrent_writers_across_rotations_keep_every_line_whole(tmp_path):
 
 def test_an_empty_log_reads_as_an_empty_frame(tmp_path):
     assert RequestLog(tmp_path, 1000, 2).read(last=10).empty
+
+
+def test_a_torn_line_is_skipped_and_counted(tmp_path):
+    log = RequestLog(tmp_path, 10**6, 2)
+    log.append([{"seq": 0}])
+    with open(log.path, "ab") as handle:
+        handle.write(b'{"seq": 1, "sco\n[1, 2]\n\xff\xfe\n')  # a crash mid-record, a non-record, broken bytes
+    log.append([{"seq": 2}])
+    frame = log.read()
+    assert list(frame["seq"]) == [0, 2] and log.skipped == 3
+    log.path.unlink()
+    log.read()
+    assert log.skipped == 0
+
+
+def test_short_writes_are_continued_until_the_record_is_whole(tmp_path, monkeypatch):
+    write = os.write
+    calls = []
+
+    def short(fd, data):  # what a signal or a nearly full disk may do
+        calls.append(len(data))
+        return write(fd, bytes(data)[:7])
+
+    monkeypatch.setattr(os, "write", short)
+    log = RequestLog(tmp_path, 10**6, 2)
+    log.append([{"seq": i, "pad": "x" * 30} for i in range(3)])
+    monkeypatch.undo()
+    assert len(calls) > 3
+    assert list(log.read()["seq"]) == [0, 1, 2] and log.skipped == 0
+
+
+def test_the_monitor_message_counts_skipped_lines(tmp_path, settings, monkeypatch):
+    import pandas as pd
+
+    from monitoring import monitor
+
+    monkeypatch.setattr(monitor.registry, "champion_summary", lambda task, settings: {"version": 1})
+    monkeypatch.setattr(monitor, "reference_profile", lambda champion: pd.DataFrame({"brightness": [0.5]}))
+    log = RequestLog(settings.monitoring_dir / "requests", settings.drift.log_max_bytes, settings.drift.log_backups)
+    log.append([{"version": 1, "brightness": 0.5}])
+    with open(log.path, "ab") as handle:
+        handle.write(b'{"version": 1, "bri')
+    result, report = monitor.run("binary", settings)
+    assert report is None and "1 torn or invalid request log lines skipped" in result.message

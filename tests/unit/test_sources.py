@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipelines.data.collect import collect
-from pipelines.data.sources import Item, Reject, SpecError, parse_spec
+from pipelines.data.sources import Item, Reject, SpecError, parse_spec, read_file
 from pipelines.data.sources.grubhub import GrubhubSource
 from pipelines.settings import Settings
 from tests.helpers import photo
@@ -209,3 +211,64 @@ def test_manifest_without_an_image_column_or_usable_row(tmp_path):
     (tmp_path / "c.txt").write_text("image\nx.jpg\n")
     with pytest.raises(SpecError, match="csv"):
         parse_spec(f"manifest:{tmp_path / 'c.txt'}", Settings())
+
+
+def test_manifest_paths_outside_its_folder_are_rejected_without_saying_what_is_there(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "0.jpg").write_bytes(photo(0))
+    (tmp_path / "secret.jpg").write_bytes(photo(1))
+    (folder / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    (folder / "inner.jpg").symlink_to(folder / "0.jpg")  # a symlink that stays inside is fine
+    rows = ["image,likes", "0.jpg,1", "inner.jpg,2", "../secret.jpg,3", "../absent.jpg,4",
+            f"{tmp_path / 'secret.jpg'},5", "link.jpg,6"]
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+
+    source = parse_spec(f"manifest:{folder / 'm.csv'}", Settings())
+    outside = [r for r in source.items() if isinstance(r, Reject)]
+    assert [r.reason for r in outside] == ["outside_manifest_folder"] * 4
+    existing, absent = (r.message.replace(Path(r.ref).name, "NAME") for r in outside[:2])
+    assert existing == absent  # an existing outside file reads just like a missing one
+    assert sum(isinstance(i, Item) for i in source.items()) == 2
+
+    allowed = parse_spec(f"manifest:{folder / 'm.csv'}", Settings().with_sources(allow_outside_paths=True))
+    reasons = [r.reason for r in allowed.items() if isinstance(r, Reject)]
+    assert reasons == ["missing_file"]
+    assert sum(isinstance(i, Item) and i.data == photo(1) for i in allowed.items()) == 3
+
+
+def test_only_regular_files_are_read_and_a_fifo_never_blocks(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")  # no writer: a blocking open would hang here
+    (tmp_path / "0.jpg").write_bytes(photo(0))
+    (tmp_path / "m.csv").write_text("image,likes\n0.jpg,1\npipe.jpg,2\n/dev/zero,3\n")
+    settings = Settings().with_sources(allow_outside_paths=True)
+    entries = list(parse_spec(f"manifest:{tmp_path / 'm.csv'}", settings).items())
+    assert [e.reason for e in entries if isinstance(e, Reject)] == ["not_a_regular_file"] * 2
+    assert read_file(tmp_path, {}, 10).reason == "not_a_regular_file"
+
+
+def test_collect_command_passes_allow_outside_paths_to_the_flow(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import flows.data
+    from flows import cli
+    from pipelines.settings import get_settings
+
+    for name in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "BENTOML_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setenv("POPULARITY_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    seen = {}
+
+    def fake_flow(**kwargs):
+        seen.update(kwargs)
+        return {"snapshot": "s", "path": "p", "items": 0, "rejects": 0, "labels": {}}
+
+    monkeypatch.setattr(flows.data, "collect_flow", fake_flow)
+    (tmp_path / "0.jpg").write_bytes(photo(0))
+    (tmp_path / "m.csv").write_text("image,likes\n0.jpg,1\n")
+    result = CliRunner().invoke(cli.app, ["collect", "--source", f"manifest:{tmp_path / 'm.csv'}",
+                                          "--allow-outside-paths"])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert seen["allow_outside_paths"] is True and seen["allow_private"] is False

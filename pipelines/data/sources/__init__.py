@@ -6,6 +6,8 @@ written) and yields an :class:`Item` per usable entry or a :class:`Reject` sayin
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,16 +54,30 @@ class Source(Protocol):
     def describe(self) -> dict: ...
 
 
-def read_file(path: Path, fields: dict, max_bytes: int) -> Item | Reject:
-    """A local image as an item; reads at most one byte past the cap so a huge file costs nothing."""
+def read_file(path: Path, fields: dict, max_bytes: int, within: Path | None = None) -> Item | Reject:
+    """A local image as an item; reads at most one byte past the cap so a huge file costs nothing.
+
+    ``within`` confines the path (after ``..`` and symlinks) to a folder: a manifest names files
+    relative to itself, and a row must not read the rest of the machine. That is checked before
+    existence, so a reject says nothing about what lies outside. Only regular files are read, opened
+    non-blocking, so a FIFO or a device (``/dev/zero``) is a reject at once rather than a hang.
+    """
+    ref = str(path)
+    if within is not None and not path.resolve().is_relative_to(within.resolve()):
+        return Reject(ref, "outside_manifest_folder", f"{ref} is outside the manifest's folder {within}")
     try:
-        with path.open("rb") as handle:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return Reject(ref, "not_a_regular_file", f"{ref} is not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the stat
+                return Reject(ref, "not_a_regular_file", f"{ref} is not a regular file")
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
-        return Reject(str(path), "missing_file", f"{path} does not exist")
+        return Reject(ref, "missing_file", f"{ref} does not exist")
     except OSError as exc:
-        return Reject(str(path), "unreadable_file", f"{path} cannot be read: {exc}")
-    return Item(ref=str(path), fields=fields, data=data)
+        return Reject(ref, "unreadable_file", f"{ref} cannot be read: {exc}")
+    return Item(ref=ref, fields=fields, data=data)
 
 
 def existing_path(location: str, kind: str, want_dir: bool) -> Path:

@@ -1,7 +1,8 @@
 """``manifest:FILE``: a CSV, Parquet or JSON Lines table with one image per row (seeds 001-003).
 
 The image column (``image``, ``image_path``, ``path``, ``file``, ``url`` or ``image_url``) holds a
-path relative to the file or an http(s) URL; every other column is kept (likes, views, favorites,
+path relative to the file or an http(s) URL (a path must stay inside the file's folder unless
+``sources.allow_outside_paths`` is set); every other column is kept (likes, views, favorites,
 comments, followers, posted_at, user_id, views_d1..views_d30, …). Rows that cannot be used — a
 malformed line, a negative or non-numeric count, a repeated id, an empty image cell — are rejects.
 """
@@ -129,6 +130,7 @@ class ManifestSource:
     default_label: str
     max_bytes: int
     entries: list[Item | Reject] = field(repr=False)
+    allow_outside_paths: bool = False
 
     kind = "manifest"
 
@@ -148,7 +150,8 @@ class ManifestSource:
             reasons = sorted({e.reason for e in entries if isinstance(e, Reject)})
             raise SpecError(f"manifest:{location}: no usable row (rejects: {reasons})")
         return cls(path=path, image_column=image_column, default_label=_default_label(columns),
-                   max_bytes=settings.images.max_bytes, entries=entries)
+                   max_bytes=settings.images.max_bytes, entries=entries,
+                   allow_outside_paths=settings.sources.allow_outside_paths)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "file": str(self.path.resolve()), "image_column": self.image_column}
@@ -157,7 +160,8 @@ class ManifestSource:
         for entry in self.entries:
             # Local files are read lazily so that a large manifest does not sit in memory as bytes.
             if isinstance(entry, Item) and entry.url is None and entry.data is None:
-                yield read_file(Path(entry.ref), entry.fields, self.max_bytes)
+                within = None if self.allow_outside_paths else self.path.parent
+                yield read_file(Path(entry.ref), entry.fields, self.max_bytes, within=within)
             else:
                 yield entry
 
