@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent("""
     import pandas as pd
     from distributed import Client, LocalCluster, get_task_stream
 
-    from flows.scaleout import TRAINING_GROUPS, compute_features, featurizer, fetch_items
+    from flows.scaleout import TRAINING_GROUPS, compute_features, fetch_items
+    from pipelines.features.featurizer import ImageFeaturizer
     from pipelines.training.data import TrainingData
     from pipelines.data.collect import collect
     from pipelines.features.cache import snapshot_features
@@ -43,7 +44,7 @@ SCRIPT = textwrap.dedent("""
         assert len(workers) == 2, f"tasks ran on {workers}"
         data = TrainingData(snap, "binary", settings)
         for group in TRAINING_GROUPS:
-            feat = featurizer(settings, group)
+            feat = ImageFeaturizer.from_settings(settings.features, (group,))
             assert feat == data.featurizer((group,)), "training would read another cache entry"
             serial = snapshot_features(snap, feat, Path(sys.argv[1]), settings.images, settings.features.batch_size)
             pd.testing.assert_frame_equal(pd.read_parquet(tables[group]), serial)
