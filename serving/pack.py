@@ -43,6 +43,8 @@ def import_champion(settings: Settings):
 def build(settings: Settings, gpu: bool = False) -> tuple[str, Path]:
     """Import the champion and build the Bento in a child ``bentoml build`` whose environment names the
     packed model (the service reads it when BentoML imports it); returns the Bento's tag and path."""
+    import bentoml
+
     model = import_champion(settings)
     envs = {"POPULARITY_SERVING__BENTO_MODEL": str(model.tag), "POPULARITY_SERVING__GPU": str(gpu).lower()}
     options = yaml.safe_load(BENTOFILE.read_text())
@@ -55,7 +57,7 @@ def build(settings: Settings, gpu: bool = False) -> tuple[str, Path]:
         bentofile.write_text(yaml.safe_dump(options))
         tag = _bentoml(["build", str(REPO), "-f", str(bentofile), "--output", "tag"], env).splitlines()[-1]
     tag = tag.removeprefix("__tag__:").strip()
-    return tag, Path(_bentoml(["get", tag, "--output", "path"], env).strip())
+    return tag, Path(bentoml.get(tag).path)
 
 
 def _bentoml(args: list[str], env: dict[str, str]) -> str:
