@@ -138,8 +138,7 @@ def collect(
     as_json: JsonOpt = False,
 ) -> None:
     """Collect a source into an immutable snapshot; prints the snapshot id and path."""
-    settings = load_settings().with_download(allow_private=allow_private).with_sources(
-        allow_outside_paths=allow_outside_paths)
+    settings = load_settings().for_collection(allow_private, allow_outside_paths)
     from pipelines.data.labels import SCHEMES, LabelError
     from pipelines.data.sources import SpecError, parse_spec
 

@@ -20,8 +20,7 @@ from validation import validate_snapshot
 @task(cache_policy=NO_CACHE)
 def collect_snapshot(source: str, name: str | None, label: str | None, drop_outliers: bool,
                      runner: str = "local", allow_private: bool = False, allow_outside_paths: bool = False) -> str:
-    settings = load_settings().with_download(allow_private=allow_private).with_sources(
-        allow_outside_paths=allow_outside_paths)
+    settings = load_settings().for_collection(allow_private, allow_outside_paths)
     spec = parse_spec(source, settings)
     items = fetch_items(source, runner, allow_private, allow_outside_paths) if runner != "local" else None
     return str(collect(spec, settings, name=name, label=label, drop_outliers=drop_outliers, items=items).path)

@@ -68,7 +68,7 @@ def prepare_items(items: list[Item | Reject], settings: Settings) -> list[Item |
     transient failure retries the whole batch with backoff (what was fetched is cached, so only the
     failures go out again); the last attempt keeps them as rejects, never failing the collection.
     """
-    once = settings.with_download(retries=0)
+    once = settings.with_group("download", retries=0)
     prepared = prepare_batch(items, once, progress=False)
     failed = [r for r in prepared if isinstance(r, Reject) and transient(r.reason)]
     if failed and task_run.run_count <= settings.download.retries:
@@ -80,8 +80,7 @@ def prepare_items(items: list[Item | Reject], settings: Settings) -> list[Item |
 @flow(name="prepare-items", log_prints=True)
 def prepare_flow(source: str, allow_private: bool = False, allow_outside_paths: bool = False) -> list[Item | Reject]:
     """Every item of the source downloaded and decoded, a batch per task, in the source's order."""
-    settings = load_settings().with_download(allow_private=allow_private).with_sources(
-        allow_outside_paths=allow_outside_paths)
+    settings = load_settings().for_collection(allow_private, allow_outside_paths)
     items = parse_spec(source, settings).items()
     retrying = prepare_items.with_options(retries=settings.download.retries,
                                           retry_delay_seconds=exponential_backoff(settings.download.backoff_s))

@@ -210,13 +210,15 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
-    def with_download(self, **changes) -> Settings:
-        """A copy with some download settings changed (``--allow-private``), the environment untouched."""
-        return self.model_copy(update={"download": self.download.model_copy(update=changes)})
+    def with_group(self, group: str, **changes) -> Settings:
+        """A copy with some settings of one group changed, the environment untouched."""
+        return self.model_copy(update={group: getattr(self, group).model_copy(update=changes)})
 
-    def with_sources(self, **changes) -> Settings:
-        """A copy with some source settings changed (``--allow-outside-paths``), the environment untouched."""
-        return self.model_copy(update={"sources": self.sources.model_copy(update=changes)})
+    def for_collection(self, allow_private: bool = False, allow_outside_paths: bool = False) -> Settings:
+        """The settings of one collection with its command-line permissions (``--allow-private``,
+        ``--allow-outside-paths``)."""
+        return (self.with_group("download", allow_private=allow_private)
+                .with_group("sources", allow_outside_paths=allow_outside_paths))
 
     def model_name(self, task: str | None = None) -> str:
         return f"{self.model_prefix}-{task or self.task}"

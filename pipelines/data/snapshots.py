@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from pipelines.data.images import decode
+from pipelines.settings import ImageLimits
 
 REJECT_COLUMNS = ["source_ref", "reason", "message"]
 
@@ -76,7 +77,7 @@ class Snapshot:
     def read_image(self, relative: str) -> bytes:
         return (self.path / relative).read_bytes()
 
-    def decode_images(self, relatives, limits) -> list[Image.Image]:
+    def decode_images(self, relatives, limits: ImageLimits) -> list[Image.Image]:
         """The stored images at ``relatives``, through the one safe decode path and its ``limits``."""
         return [decode(self.read_image(r), limits.max_bytes, limits.max_pixels)[0] for r in relatives]
 
@@ -198,7 +199,7 @@ def _owner_alive(tmp: Path) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, under another user
-        return True
+        pass
     return True
 
 

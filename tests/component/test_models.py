@@ -9,20 +9,12 @@ import pytest
 from pipelines.models import sequences
 from pipelines.training.candidates import CANDIDATES
 from pipelines.training.runs import train_candidate
-from tests.component.tiny import check_pyfunc, tiny_data
+from tests.component.tiny import check_pyfunc
 
 CLASSICAL = [n for n, c in CANDIDATES.items() if c.family in ("classical", "sequence")]
 
 
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory):
-    return tiny_data(tmp_path_factory.mktemp("models") / "home")
-
-
-@pytest.fixture(autouse=True)
-def _tracking(binary):
-    """MLflow's tracking URI is process-global: point it back at this module's store before each test."""
-    mlflow.set_tracking_uri(binary[0].settings.tracking_uri)
+pytestmark = pytest.mark.usefixtures("tracking")
 
 
 @pytest.mark.parametrize("name", CLASSICAL)

@@ -16,15 +16,7 @@ from tests.component.tiny import check_pyfunc, tiny_data
 CNNS = [n for n, c in CANDIDATES.items() if c.family == "cnn"]
 
 
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory):
-    return tiny_data(tmp_path_factory.mktemp("training") / "home")
-
-
-@pytest.fixture(autouse=True)
-def _tracking(binary):
-    """MLflow's tracking URI is process-global: point it back at this module's store before each test."""
-    mlflow.set_tracking_uri(binary[0].settings.tracking_uri)
+pytestmark = pytest.mark.usefixtures("tracking")
 
 
 @pytest.mark.parametrize("name", CNNS)

@@ -231,7 +231,7 @@ def test_manifest_paths_outside_its_folder_are_rejected_without_saying_what_is_t
     assert existing == absent  # an existing outside file reads just like a missing one
     assert sum(isinstance(i, Item) for i in source.items()) == 2
 
-    allowed = parse_spec(f"manifest:{folder / 'm.csv'}", Settings().with_sources(allow_outside_paths=True))
+    allowed = parse_spec(f"manifest:{folder / 'm.csv'}", Settings().for_collection(allow_outside_paths=True))
     reasons = [r.reason for r in allowed.items() if isinstance(r, Reject)]
     assert reasons == ["missing_file"]
     assert sum(isinstance(i, Item) and i.data == photo(1) for i in allowed.items()) == 3
@@ -241,7 +241,7 @@ def test_only_regular_files_are_read_and_a_fifo_never_blocks(tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")  # no writer: a blocking open would hang here
     (tmp_path / "0.jpg").write_bytes(photo(0))
     (tmp_path / "m.csv").write_text("image,likes\n0.jpg,1\npipe.jpg,2\n/dev/zero,3\n")
-    settings = Settings().with_sources(allow_outside_paths=True)
+    settings = Settings().for_collection(allow_outside_paths=True)
     entries = list(parse_spec(f"manifest:{tmp_path / 'm.csv'}", settings).items())
     assert [e.reason for e in entries if isinstance(e, Reject)] == ["not_a_regular_file"] * 2
     assert read_file(tmp_path, {}, 10).reason == "not_a_regular_file"
