@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,18 @@ from PIL import Image
 
 from pipelines.settings import Settings
 from tests.helpers import LoopbackServer, photo
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _environment():
+    """Each test module starts from the environment the session started with. Libraries write
+    ``os.environ`` in process (``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` for
+    subprocesses), and a leaked value would point a later module's servers and commands at this
+    module's stores."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
@@ -61,11 +77,6 @@ def champion_home(tmp_path_factory):
     The gate's flip/JPEG stability tolerances are relaxed: 120 demo images are too few for them, and
     the serving tests need a champion, not a good one.
     """
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     home = tmp_path_factory.mktemp("champion") / "home"
     env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__FLIP_TOLERANCE": "100",
            "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"}

@@ -245,30 +245,3 @@ def test_only_regular_files_are_read_and_a_fifo_never_blocks(tmp_path):
     entries = list(parse_spec(f"manifest:{tmp_path / 'm.csv'}", settings).items())
     assert [e.reason for e in entries if isinstance(e, Reject)] == ["not_a_regular_file"] * 2
     assert read_file(tmp_path, {}, 10).reason == "not_a_regular_file"
-
-
-def test_collect_command_passes_allow_outside_paths_to_the_flow(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    import flows.data
-    from flows import cli
-    from pipelines.settings import get_settings
-
-    for name in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "BENTOML_HOME"):
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setenv("POPULARITY_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    seen = {}
-
-    def fake_flow(**kwargs):
-        seen.update(kwargs)
-        return {"snapshot": "s", "path": "p", "items": 0, "rejects": 0, "labels": {}}
-
-    monkeypatch.setattr(flows.data, "collect_flow", fake_flow)
-    (tmp_path / "0.jpg").write_bytes(photo(0))
-    (tmp_path / "m.csv").write_text("image,likes\n0.jpg,1\n")
-    result = CliRunner().invoke(cli.app, ["collect", "--source", f"manifest:{tmp_path / 'm.csv'}",
-                                          "--allow-outside-paths"])
-    get_settings.cache_clear()
-    assert result.exit_code == 0, result.output
-    assert seen["allow_outside_paths"] is True and seen["allow_private"] is False

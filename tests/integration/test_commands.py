@@ -1,0 +1,52 @@
+"""Commands run as a user runs them, on real flows: what a flag says reaches the flow, and the exit code
+tells a script what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers import photo
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_promote_exits_1_when_the_gate_refuses(champion_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(champion_home, home)  # the gate writes its verdict on the version: leave the shared one alone
+    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__FLOOR_ROC_AUC": "1.01"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "promote", "--json"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["promoted"] is False and summary["checks"]["floor"] is False
+    version = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_model_version("popularity-binary", summary["version"])
+    assert version.tags["gate"] == "failed" and "floor" in version.tags["gate_reason"]
+
+
+def test_collect_allow_outside_paths_reaches_the_source(tmp_path):
+    """A manifest naming a photo beside its folder: refused by default, collected with the flag."""
+    (tmp_path / "0.jpg").write_bytes(photo(0))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "1.jpg").write_bytes(photo(1))
+    (tmp_path / "m" / "rows.csv").write_text("image,likes\n1.jpg,3\n../0.jpg,5\n")
+    env = {**os.environ, "POPULARITY_HOME": str(tmp_path / "home")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    runs = {}
+    for flag in ([], ["--allow-outside-paths"]):
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "collect", "--source",
+                               f"manifest:{tmp_path / 'm' / 'rows.csv'}", "--label", "likes", *flag, "--json"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[bool(flag)] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runs[False]["items"] == 1 and runs[False]["reject_reasons"] == {"outside_manifest_folder": 1}
+    assert runs[True]["items"] == 2 and runs[True]["rejects"] == 0
