@@ -216,9 +216,9 @@ class Settings(BaseSettings):
 
     def for_collection(self, allow_private: bool = False, allow_outside_paths: bool = False) -> Settings:
         """The settings of one collection with its command-line permissions (``--allow-private``,
-        ``--allow-outside-paths``)."""
-        return (self.with_group("download", allow_private=allow_private)
-                .with_group("sources", allow_outside_paths=allow_outside_paths))
+        ``--allow-outside-paths``): a flag widens what the settings allow, its absence never narrows it."""
+        return (self.with_group("download", allow_private=self.download.allow_private or allow_private)
+                .with_group("sources", allow_outside_paths=self.sources.allow_outside_paths or allow_outside_paths))
 
     def model_name(self, task: str | None = None) -> str:
         return f"{self.model_prefix}-{task or self.task}"

@@ -245,3 +245,12 @@ def test_only_regular_files_are_read_and_a_fifo_never_blocks(tmp_path):
     entries = list(parse_spec(f"manifest:{tmp_path / 'm.csv'}", settings).items())
     assert [e.reason for e in entries if isinstance(e, Reject)] == ["not_a_regular_file"] * 2
     assert read_file(tmp_path, {}, 10).reason == "not_a_regular_file"
+
+
+def test_collection_flags_widen_the_settings_and_never_narrow_them():
+    configured = Settings(download={"allow_private": True}, sources={"allow_outside_paths": True})
+    assert configured.for_collection().download.allow_private is True
+    assert configured.for_collection().sources.allow_outside_paths is True
+    flagged = Settings().for_collection(allow_private=True, allow_outside_paths=True)
+    assert flagged.download.allow_private and flagged.sources.allow_outside_paths
+    assert not Settings().for_collection().download.allow_private
