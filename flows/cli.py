@@ -291,7 +291,7 @@ def monitor(
 ) -> None:
     """Compare recent requests with the champion's training reference; may trigger retraining."""
     load_settings()
-    from flows.monitoring import monitor_flow
+    from flows.monitor import monitor_flow
 
     summary = monitor_flow(task=task, retrain=retrain)
     console.print(summary["message"])

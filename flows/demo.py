@@ -12,7 +12,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.data import check_snapshot, collect_snapshot
-from flows.monitoring import monitor_flow
+from flows.monitor import monitor_flow
 from flows.processes import ServiceProcess
 from flows.training import open_parent_run, promote_flow, train_flow
 from pipelines import registry

@@ -15,7 +15,7 @@ from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.monitoring import monitor_flow, retrain_deployment, retrain_flow
+from flows.monitor import monitor_flow, retrain_deployment, retrain_flow
 from flows.processes import prefect_server
 from pipelines.settings import Settings
 

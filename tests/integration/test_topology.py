@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 POOL = "popularity-process"
 DEPLOYMENTS = [
     ("flows/demo.py:run_flow", "pipeline", {"source": "demo:120", "quick": True, "port": 0, "requests": 20}),
-    ("flows/monitoring.py:retrain_flow", "popularity-binary", {"task": "binary", "models": ["colors-svm"],
+    ("flows/monitor.py:retrain_flow", "popularity-binary", {"task": "binary", "models": ["colors-svm"],
                                                               "quick": True, "trigger": "schedule"}),
-    ("flows/monitoring.py:monitor_flow", "popularity-binary", {"task": "binary", "retrain": False}),
+    ("flows/monitor.py:monitor_flow", "popularity-binary", {"task": "binary", "retrain": False}),
 ]
 
 
