@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -232,14 +233,106 @@ def promote(task: TaskOpt = "binary",
 
 
 @app.command()
-def serve(port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None) -> None:
-    """Serve the champion with BentoML in the foreground."""
+def serve(port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+          host: Annotated[str | None, typer.Option(help="Address to bind (default from settings: 127.0.0.1).")] = None,
+          ) -> None:
+    """Serve the champion with BentoML in the foreground; it follows the registry's champion alias."""
     settings = load_settings()
     port = port or settings.serving.port
     repo = Path(__file__).resolve().parents[1]
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "bentoml", "serve", "serving.service:Popularity",
-                                      "--host", settings.serving.host, "--port", str(port),
-                                      "--working-dir", str(repo)]))
+    # exec, not a child: as a container's PID 1 BentoML itself must get SIGTERM
+    os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:Popularity",
+                              "--host", host or settings.serving.host, "--port", str(port), "--working-dir", str(repo)])
+
+
+@app.command()
+def worker(
+    pool: Annotated[str | None, typer.Option(help="Process work pool (default from settings: popularity).")] = None,
+    task: TaskOpt = "binary",
+    healthcheck: Annotated[bool, typer.Option(help="Serve the worker's /health on :8080 for container probes.")]
+    = False,
+) -> None:
+    """Create the work pool, register the scheduled retrain and monitor deployments, and run a worker on it."""
+    _check_task(task)
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("a worker needs a Prefect server: set PREFECT_API_URL (`popularity stack up` starts one)", 2)
+    settings = load_settings()
+    from flows.schedules import register_on_pool, run_worker
+
+    pool = pool or settings.stack.pool
+    names = register_on_pool(pool, task, settings)
+    console.print(f"registered {', '.join(names)} on pool {pool}; starting its worker")
+    run_worker(pool, healthcheck)
+
+
+stack_app = typer.Typer(help="The team stack on this machine: MLflow and Prefect on PostgreSQL, a worker, the "
+                             "service.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+
+def _stack(task: str = "binary"):
+    from flows.stack import Stack
+
+    return Stack(load_settings(), task)
+
+
+@stack_app.command("up")
+def stack_up(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
+    """Start MLflow, Prefect, a worker with the scheduled deployments, and the service, as local processes."""
+    _check_task(task)
+    from flows.stack import StackError
+
+    stack = _stack(task)
+    try:
+        status = stack.up(on_progress=lambda line: console.print(f"started {line}"))
+    except StackError as exc:
+        _fail(str(exc))
+    _print_status(status)
+    console.print('Use it from this shell: [bold]eval "$(popularity stack env)"[/]; stop it: popularity stack down')
+    _emit(status, as_json)
+
+
+@stack_app.command("status")
+def stack_status(as_json: JsonOpt = False) -> None:
+    """Each part's health and URL; exits 1 unless every part is healthy."""
+    status = _stack().status()
+    _print_status(status)
+    _emit(status, as_json)
+    if not status["running"]:
+        raise typer.Exit(1)
+
+
+@stack_app.command("down")
+def stack_down(as_json: JsonOpt = False) -> None:
+    """Stop every part of the stack (the databases and artifacts stay)."""
+    summary = _stack().down()
+    console.print(f"stopped {', '.join(summary['stopped']) or 'nothing (the stack was not running)'}")
+    _emit(summary, as_json)
+
+
+@stack_app.command("env")
+def stack_env() -> None:
+    """Shell exports that point popularity, MLflow and Prefect commands at the running stack."""
+    from flows.stack import StackError
+
+    try:
+        environment = _stack().environment()
+    except StackError as exc:
+        _fail(str(exc))
+    for name, value in environment.items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+def _print_status(status: dict) -> None:
+    table = Table(title=f"popularity stack ({status['home']})")
+    for column in ("part", "state", "url"):
+        table.add_column(column)
+    for name, part in status["parts"].items():
+        state = "healthy" if part["healthy"] else ("unhealthy" if part["alive"] else "stopped")
+        if "ready" in part and part["healthy"]:
+            state += ", ready" if part["ready"] else f", not ready: {part['readiness']}"
+        table.add_row(name, state, part["url"])
+    console.print(table if status["parts"] else "the stack is not running")
 
 
 @app.command()

@@ -1,10 +1,11 @@
-"""The monitoring flows: check the latest request window for drift, and retrain (collect, validate,
-train, promote) when drift or the schedule says so, at most once per cooldown."""
+"""The monitoring flows: check the latest request window for drift, and retrain (collect fresh data,
+validate, train, promote) when drift or the schedule says so, at most once per cooldown."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow import MlflowClient
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
@@ -12,7 +13,7 @@ from flows.data import check_snapshot, collect_snapshot
 from flows.training import open_parent_run, promote_flow, train_flow
 from monitoring import monitor
 from monitoring.cooldown import Cooldown
-from pipelines.data.snapshots import Snapshot
+from pipelines import registry
 from pipelines.settings import Settings, load_settings
 
 
@@ -21,25 +22,53 @@ def retrain_deployment(task: str) -> str:
     return f"retrain/popularity-{task}"
 
 
+class StaleData(RuntimeError):
+    """Retraining would learn from the very snapshot the champion was trained on."""
+
+
+def _refuse_stale(snapshot_id: str, task: str, settings: Settings) -> None:
+    """Fresh data or nothing: the gate's margin makes a twin of the champion all but unpromotable.
+    No champion yet is fine; an unreachable registry is an error, never "no champion"."""
+    try:
+        champion = registry.champion_summary(task, settings)
+    except LookupError:
+        return
+    if champion["snapshot"] == snapshot_id:
+        raise StaleData(f"the source gave snapshot {snapshot_id}, the one champion v{champion['version']} was "
+                        "trained on: nothing new to learn; point POPULARITY_DRIFT__RETRAIN_SOURCE at fresh data")
+
+
 @flow(name="retrain", log_prints=True)
 def retrain_flow(task: str = "binary", source: str | None = None, models: list[str] | None = None,
                  quick: bool | None = None, trigger: str = "manual", reason: str = "") -> dict:
-    """Collect the source again (or reuse the latest snapshot), validate, train and promote.
+    """Collect fresh data from the source, validate, train and promote.
 
     Unset arguments come from the drift settings, so a drift-started run is as cheap as configured.
+    A failure leaves production as it was: the champion stays, the parent MLflow run is marked
+    FAILED and a drift claim on the cooldown is given back.
     """
     settings = load_settings()
     d = settings.drift
     source = source or d.retrain_source
+    if not source:
+        raise ValueError("retraining needs fresh data: set POPULARITY_DRIFT__RETRAIN_SOURCE (a source spec such "
+                         "as manifest:/data/incoming/manifest.csv) or pass source")
     quick = d.retrain_quick if quick is None else quick
     parent = open_parent_run(settings, f"retrain-{task}", {"trigger": trigger, "reason": reason[:500], "task": task,
-                                                          "source": source or "latest"})
-    snapshot_path = (collect_snapshot(source, None, None, False) if source
-                     else str(Snapshot.open(settings.datasets_dir).path))
-    validation = check_snapshot(snapshot_path, parent)
-    trained = train_flow(snapshot=snapshot_path, task=task, models=models or d.retrain_models, quick=quick,
-                         parent_run_id=parent)
-    promoted = promote_flow(task=task)
+                                                          "source": source})
+    try:
+        snapshot_path = collect_snapshot(source, None, None, False)
+        _refuse_stale(Path(snapshot_path).name, task, settings)
+        validation = check_snapshot(snapshot_path, parent)
+        trained = train_flow(snapshot=snapshot_path, task=task, models=models or d.retrain_models, quick=quick,
+                             parent_run_id=parent)
+        promoted = promote_flow(task=task)
+    except BaseException as exc:
+        MlflowClient().set_terminated(parent, "FAILED")
+        MlflowClient().set_tag(parent, "error", f"{type(exc).__name__}: {exc}"[:500])
+        if trigger == "drift":
+            Cooldown.for_task(task, settings).release()
+        raise
     return {"mlflow_run_id": parent, "snapshot": Path(snapshot_path).name, "trigger": trigger,
             "validation": validation, "registered": trained["registered"], "promotion": promoted}
 
@@ -49,7 +78,7 @@ def _start_retraining(task: str, settings: Settings, reason: str) -> dict:
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    cooldown = Cooldown(settings.monitoring_dir / f"retrain-{task}.json", settings.drift.cooldown_hours)
+    cooldown = Cooldown.for_task(task, settings)
     claimed, message = cooldown.claim(reason)
     print(message)
     if not claimed:

@@ -1,37 +1,52 @@
-"""Schedules: retraining on a weekly cron and monitoring hourly, as deployments of one served process.
+"""Schedules: retraining on a weekly cron and monitoring hourly, as two deployments.
 
+They run one of two ways, from the same :func:`schedules`: served by one process
+(``popularity schedule``: no pool, handy on a laptop), or registered on a process work pool from this
+checkout and run by a worker (``popularity worker``: the team stack, compose and Kubernetes).
 An ephemeral Prefect API cannot run schedules, so serving needs a real server: the one at
 ``PREFECT_API_URL``, or a local one started on 127.0.0.1 under the home and stopped on exit.
-``deploy/prefect.yaml`` declares the same deployments for a work pool instead.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
-from prefect import serve
-from prefect.deployments.runner import RunnerDeployment
+from prefect import Flow, flow, serve
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.monitor import monitor_flow, retrain_deployment, retrain_flow
-from flows.processes import prefect_server
+from flows.monitor import monitor_flow, retrain_flow
+from flows.processes import REPO, prefect_server
 from pipelines.settings import Settings
 
 
-def deployments(task: str, settings: Settings, retrain_cron: str | None = None,
-                monitor_cron: str | None = None) -> list[RunnerDeployment]:
+@dataclass(frozen=True)
+class Schedule:
+    flow: Flow
+    entrypoint: str  # the flow as a worker finds it in this checkout
+    name: str
+    cron: str
+    parameters: dict
+    description: str
+
+    def deployment_kwargs(self) -> dict:
+        return {"name": self.name, "cron": self.cron, "parameters": self.parameters,
+                "tags": ["popularity", self.parameters["task"]], "description": self.description}
+
+
+def schedules(task: str, settings: Settings, retrain_cron: str | None = None,
+              monitor_cron: str | None = None) -> list[Schedule]:
     d = settings.drift
     return [
-        retrain_flow.to_deployment(
-            name=retrain_deployment(task).split("/")[1], cron=retrain_cron or d.retrain_cron,
-            parameters={"task": task, "trigger": "schedule"}, tags=["popularity", task],
-            description="Collect, validate, train and promote on a schedule; drift starts it too."),
-        monitor_flow.to_deployment(
-            name=f"popularity-{task}", cron=monitor_cron or d.monitor_cron,
-            parameters={"task": task, "retrain": True}, tags=["popularity", task],
-            description="Check the latest request window for drift; drift starts the retrain deployment."),
+        Schedule(retrain_flow, "flows/monitor.py:retrain_flow", f"popularity-{task}", retrain_cron or d.retrain_cron,
+                 {"task": task, "trigger": "schedule"},
+                 "Collect fresh data, validate, train and promote on a schedule; drift starts it too."),
+        Schedule(monitor_flow, "flows/monitor.py:monitor_flow", f"popularity-{task}", monitor_cron or d.monitor_cron,
+                 {"task": task, "retrain": True},
+                 "Check the latest request window for drift; drift starts the retrain deployment."),
     ]
 
 
@@ -55,4 +70,33 @@ def serve_schedules(task: str, settings: Settings, port: int = 4200, retrain_cro
         os.environ["PREFECT_API_URL"] = url  # the flow-run subprocesses inherit it
         with temporary_settings(updates={PREFECT_API_URL: url}):
             print(f"Prefect API and UI: {url.removesuffix('/api')}", flush=True)
-            serve(*deployments(task, settings, retrain_cron, monitor_cron))
+            serve(*(s.flow.to_deployment(**s.deployment_kwargs())
+                    for s in schedules(task, settings, retrain_cron, monitor_cron)))
+
+
+def register_on_pool(pool: str, task: str, settings: Settings) -> list[str]:
+    """Create the process pool if it is missing and (re-)register both deployments on it, loaded from
+    this checkout; returns their ``flow/deployment`` names."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    names = []
+    for s in schedules(task, settings):
+        # to_deployment().apply(): flow.deploy() in prefect 3.8.8 sends a null limit that the server refuses (422)
+        deployment = flow.from_source(source=str(REPO), entrypoint=s.entrypoint).to_deployment(
+            work_pool_name=pool, **s.deployment_kwargs())
+        deployment.apply()
+        names.append(f"{s.flow.name}/{s.name}")
+    return names
+
+
+def run_worker(pool: str, healthcheck: bool = False) -> None:
+    """Replace this process with ``prefect worker start`` on the pool (signals reach the worker itself)."""
+    args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    os.execv(sys.executable, args + (["--with-healthcheck"] if healthcheck else []))

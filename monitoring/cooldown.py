@@ -1,40 +1,68 @@
-"""The retrain cooldown: one drift episode starts one retraining."""
+"""The retrain cooldown: one drift episode starts one retraining, across every host that monitors.
+
+A claim is one row in a database, taken by a single conditional upsert, so two monitor runs on two
+hosts cannot both claim: the stack's PostgreSQL (``POPULARITY_STORE__URL``) or, on one machine, a
+SQLite file under the home.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from monitoring.request_store import create_tables, engine
+from pipelines.settings import Settings
+
+metadata = sa.MetaData()
+claims = sa.Table(
+    "retrain_claims", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("claimed_at", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def state_url(settings: Settings) -> str:
+    """The shared store when one is configured, else a SQLite file under the home."""
+    if settings.store.url is not None:
+        return settings.store.url.get_secret_value()
+    settings.monitoring_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{settings.monitoring_dir / 'state.db'}"
 
 
 class Cooldown:
-    """One drift episode starts one retraining: a claim blocks further claims for ``hours``.
+    """A claim named ``name`` blocks further claims for ``hours``; a failed retraining gives it back."""
 
-    Checking and claiming happen under one file lock, so overlapping monitor runs cannot both claim.
-    """
+    def __init__(self, url: str, name: str, hours: float):
+        self.engine, self.name, self.hours = engine(url), name, hours
+        if self.engine.dialect.name not in UPSERTS:
+            raise ValueError(f"the retrain cooldown needs PostgreSQL or SQLite, not {self.engine.dialect.name}")
+        create_tables(metadata, self.engine)
 
-    def __init__(self, path: Path, hours: float):
-        self.path, self.hours = path, hours
-        path.parent.mkdir(parents=True, exist_ok=True)
+    @classmethod
+    def for_task(cls, task: str, settings: Settings) -> Cooldown:
+        return cls(state_url(settings), f"retrain-{settings.model_name(task)}", settings.drift.cooldown_hours)
 
     def claim(self, reason: str) -> tuple[bool, str]:
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            now = time.time()
-            if self.path.exists():
-                last = json.loads(self.path.read_text())
-                until = last["at"] + self.hours * 3600
-                if now < until:
-                    return False, (f"retraining already started at {_iso(last['at'])}; "
-                                   f"cooldown until {_iso(until)}")
-            self.path.write_text(json.dumps({"at": now, "reason": reason}))
-            return True, f"retraining started at {_iso(now)}: {reason}"
+        now = time.time()
+        upsert = UPSERTS[self.engine.dialect.name](claims).values(name=self.name, claimed_at=now, reason=reason)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[claims.c.name], set_={"claimed_at": now, "reason": reason},
+            where=claims.c.claimed_at < now - self.hours * 3600).returning(claims.c.name)
+        with self.engine.begin() as connection:
+            if connection.execute(upsert).first() is not None:
+                return True, f"retraining started at {_iso(now)}: {reason}"
+            last = connection.execute(sa.select(claims.c.claimed_at).where(claims.c.name == self.name)).scalar_one()
+        return False, f"retraining already started at {_iso(last)}; cooldown until {_iso(last + self.hours * 3600)}"
 
     def release(self) -> None:
-        """Give the claim back when retraining could not even be started."""
-        self.path.unlink(missing_ok=True)
+        """Give the claim back: the retraining could not start, or it failed."""
+        with self.engine.begin() as connection:
+            connection.execute(claims.delete().where(claims.c.name == self.name))
 
 
 def _iso(timestamp: float) -> str:

@@ -4,6 +4,7 @@ report written under the home and the verdict logged to MLflow's ``monitoring`` 
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from monitoring.drift import DriftResult, check_drift
 from monitoring.report import write_report
-from monitoring.request_log import RequestLog
+from monitoring.request_store import open_request_store
 from pipelines import registry, tracking
 from pipelines.settings import Settings
 
@@ -31,15 +32,14 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, Path | None]:
         return DriftResult(window=0, enough_data=False, message=f"{exc}; no decision"), None
     reference = reference_profile(champion)
     d = settings.drift
-    log = RequestLog(settings.monitoring_dir / "requests", d.log_max_bytes, d.log_backups)
-    served = log.read()
-    if "version" in served:  # the projection is the champion's own: compare only the requests it answered
-        served = served[served["version"].astype(str) == str(champion["version"])]
-    current = served.tail(d.window).reset_index(drop=True)
+    store = open_request_store(settings)
+    # the projection is the champion's own: compare only the requests it answered
+    since = time.time() - d.window_hours * 3600 if d.window_hours else None
+    current = store.read(last=d.window, version=str(champion["version"]), since=since)
     result = check_drift(reference, current, d.p_value, d.drifted_share_threshold, d.min_requests,
                          d.mmd_permutations)
-    if log.skipped:
-        result.message += f" ({log.skipped} torn or invalid request log lines skipped)"
+    if store.skipped:
+        result.message += f" ({store.skipped} torn or invalid request log lines skipped)"
     if not result.enough_data:
         return result, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

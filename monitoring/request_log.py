@@ -46,8 +46,9 @@ class RequestLog:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def read(self, last: int | None = None) -> pd.DataFrame:
-        """The newest ``last`` records across the current file and its rotated backups."""
+    def read(self, last: int | None = None, version: str | None = None, since: float | None = None) -> pd.DataFrame:
+        """The newest ``last`` records across the current file and its rotated backups, of one model
+        ``version`` and newer than ``since`` when given."""
         files = [self.path.with_suffix(f".jsonl.{i}") for i in range(self.backups, 0, -1)] + [self.path]
         rows: list[dict] = []
         self.skipped = 0
@@ -66,7 +67,11 @@ class RequestLog:
                 else:
                     self.skipped += 1
         frame = pd.DataFrame(rows)
-        return frame.tail(last).reset_index(drop=True) if last else frame
+        if version is not None and "version" in frame:
+            frame = frame[frame["version"].astype(str) == str(version)]
+        if since is not None and "ts" in frame:
+            frame = frame[frame["ts"] >= since]
+        return (frame.tail(last) if last else frame).reset_index(drop=True)
 
 
 def _write_all(fd: int, payload: bytes) -> None:

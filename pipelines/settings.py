@@ -123,10 +123,12 @@ class ServingSettings(BaseModel):
     compare_max_images: int = 10
     max_side: int = 1024  # decoded images are shrunk to this before the model step (features use <= 512 px)
     bento_model: str | None = None  # the packed BentoML model tag; set inside a built Bento
+    watch_interval_s: float = 10.0  # how often the service asks the registry for a new champion (0: never)
 
 
 class DriftSettings(BaseModel):
     window: int = 200
+    window_hours: float | None = None  # only requests of the last N hours count (None: the last `window`, however old)
     min_requests: int = 50
     p_value: float = 0.01
     drifted_share_threshold: float = 0.25  # 3 of the 12 monitored features (greyscale moves 4, darkening 10)
@@ -135,13 +137,34 @@ class DriftSettings(BaseModel):
     cooldown_hours: float = 24.0
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
-    # Retraining, on drift or on its schedule: the source to collect again (None reuses the latest
-    # snapshot), the candidates (None: train.models) and whether to train briefly.
+    # Retraining, on drift or on its schedule: the source to collect fresh data from (required: the
+    # champion's own snapshot is never retrained on), the candidates (None: train.models), how briefly.
     retrain_source: str | None = None
     retrain_models: list[str] | None = None
     retrain_quick: bool = False
     retrain_cron: str = "0 3 * * 1"
     monitor_cron: str = "0 * * * *"
+
+
+class StoreSettings(BaseModel):
+    """Where served requests and the retrain cooldown live: a database every replica and host shares
+    (the stack's PostgreSQL), or, unset, a JSON Lines log and a SQLite file under the home."""
+
+    url: SecretStr | None = None  # a SQLAlchemy URL; it may hold a password, so it is a secret
+    flush_rows: int = 256  # the service writes its request records in batches, off the request path
+    flush_interval_s: float = 1.0
+    queue_max_rows: int = 50_000  # beyond it records are dropped and counted, never the request
+
+
+class StackSettings(BaseModel):
+    """``popularity stack up``: the team's servers as local processes under the home."""
+
+    postgres_url: SecretStr = SecretStr("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    database_prefix: str = "popularity"  # databases <prefix>_mlflow, <prefix>_prefect, <prefix>_monitoring
+    mlflow_port: int = 5000
+    prefect_port: int = 4200
+    pool: str = "popularity"
+    start_timeout_s: float = 180.0
 
 
 class ValidationSettings(BaseModel):
@@ -181,6 +204,8 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     validation: ValidationSettings = ValidationSettings()
     registry: RegistrySettings = RegistrySettings()
+    store: StoreSettings = StoreSettings()
+    stack: StackSettings = StackSettings()
 
     @property
     def root(self) -> Path:

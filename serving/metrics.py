@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serving.readiness import ServingStatus
 
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
@@ -45,4 +49,26 @@ class ServiceMetrics:
             "# HELP popularity_drift 1 when the monitor's last verdict was drift\n"
             "# TYPE popularity_drift gauge\n"
             f"popularity_drift {drift}\n"
+        )
+
+    @staticmethod
+    def model_lines(status: ServingStatus, records_dropped: int) -> str:
+        """Which champion this replica serves, whether a newer one failed to load, and monitoring records lost."""
+        version = f'popularity_model_version{{version="{status.version}"}} 1\n' if status.version else ""
+        return (
+            "# HELP popularity_model_ready 1 when a champion is loaded\n"
+            "# TYPE popularity_model_ready gauge\n"
+            f"popularity_model_ready {float(status.ready)}\n"
+            "# HELP popularity_model_version The champion version being served\n"
+            "# TYPE popularity_model_version gauge\n"
+            + version
+            + "# HELP popularity_model_problem 1 while the champion cannot be followed (see /readyz)\n"
+            "# TYPE popularity_model_problem gauge\n"
+            f"popularity_model_problem {float(status.problem is not None)}\n"
+            "# HELP popularity_model_load_failures_total Champions that failed to load; the old one kept serving\n"
+            "# TYPE popularity_model_load_failures_total counter\n"
+            f"popularity_model_load_failures_total {status.load_failures}\n"
+            "# HELP popularity_request_records_dropped_total Request records the store did not take\n"
+            "# TYPE popularity_request_records_dropped_total counter\n"
+            f"popularity_request_records_dropped_total {records_dropped}\n"
         )

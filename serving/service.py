@@ -7,12 +7,19 @@ The two are separate BentoML services so that decoding (CPU) never waits behind 
 and the scorer alone asks for the GPU. ``Scorer`` loads ``models:/<name>@champion`` from MLflow,
 or, inside a built Bento, the copy packed into it (``serving.bento_model``), so a Bento runs with no
 MLflow server.
+
+The service follows the registry: every ``serving.watch_interval_s`` it asks for the champion alias
+and, when it moved, loads the new champion beside the old one and swaps them between two batches, so
+a promotion reaches every replica without a restart or a failed request. It starts with no champion
+too: ``/livez`` answers, ``/readyz`` is 503 with the reason until a champion appears. A champion
+that cannot be loaded leaves the old one serving, and says so in ``/readyz`` and ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,12 +34,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 from starlette.responses import JSONResponse
 
-from monitoring.request_log import RequestLog
+from monitoring.request_store import BatchWriter, open_request_store
 from pipelines.data.images import ImageError, decode
 from pipelines.models.pyfunc import SOCIAL_COLUMNS
 from pipelines.settings import load_settings
 from serving.guards import guards
 from serving.metrics import ServiceMetrics
+from serving.readiness import ReadinessReason, ServingStatus
 
 settings = load_settings()
 SERVING = settings.serving
@@ -49,6 +57,9 @@ def page() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
+STATUS = ServingStatus()  # this API process's view of the scorer: read by /readyz and /metrics
+
+
 def _load_champion(packed: bentoml.Model | None) -> tuple[Any, dict]:
     """The champion's python model and summary: the packed copy if any, else the registry's."""
     import mlflow
@@ -59,44 +70,109 @@ def _load_champion(packed: bentoml.Model | None) -> tuple[Any, dict]:
         model = mlflow.pyfunc.load_model(packed.path_of("mlflow_model")).unwrap_python_model()
         return model, dict(packed.info.metadata)
     summary = registry.champion_summary(settings.task, settings)
-    model = mlflow.pyfunc.load_model(f"models:/{summary['name']}@champion").unwrap_python_model()
+    model = mlflow.pyfunc.load_model(f"models:/{summary['name']}/{summary['version']}").unwrap_python_model()
     return model, summary
+
+
+def _champion_version() -> str | None:
+    """The version the registry's champion alias points at now (None: no champion yet)."""
+    from pipelines import registry
+
+    return registry.alias_version(registry.client(settings), settings.model_name(), registry.CHAMPION)
+
+
+@dataclass
+class Loaded:
+    model: Any
+    summary: dict
 
 
 @bentoml.service(name="popularity-scorer", workers=1, traffic={"timeout": 60},
                  resources={"gpu": 1} if SERVING.gpu else {})
 class Scorer:
-    """The champion behind one batched method; ``reload`` swaps it without pausing scoring."""
+    """The champion behind one batched method; ``refresh`` follows the registry's alias, swapping the
+    model between batches."""
 
     if SERVING.bento_model:
         packed = bentoml.models.BentoModel(SERVING.bento_model)
 
     def __init__(self) -> None:
-        self.current = _load_champion(getattr(self, "packed", None))
+        self.current: Loaded | None = None
+        self.problem: str | None = None
+        self.load_failures = 0
+        self._lock = asyncio.Lock()
+        if packed := getattr(self, "packed", None):
+            self.current = Loaded(*_load_champion(packed))
+            return
+        try:
+            self.current = Loaded(*_load_champion(None))
+        except Exception as exc:  # no champion yet, or the registry is down: start, and say why
+            self.problem = _why(exc)
+
+    def __is_ready__(self) -> bool:
+        return self.current is not None
 
     @bentoml.api(batchable=SERVING.batching, max_batch_size=SERVING.max_batch_size,
                  max_latency_ms=SERVING.max_latency_ms)
     def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Score decoded images (``{"image": PIL.Image, "social": {...}}``) of concurrent requests at once,
         each with the drift monitor's features of its image (computed here, batched, by the same model)."""
-        model, summary = self.current  # one read: a reload mid-batch cannot mix two models
+        current = self.current  # one read: a swap mid-batch cannot mix two models
+        if current is None:
+            return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
         images = [item["image"] for item in items]
         social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=SOCIAL_COLUMNS)
-        result = model.predict_images(images, social.astype(float))
-        profiles = model.profile_images(images).to_dict(orient="records")
+        result = current.model.predict_images(images, social.astype(float))
+        profiles = current.model.profile_images(images).to_dict(orient="records")
+        summary = current.summary
         return [{"score": float(s), "label": int(lab), "model": summary["name"], "version": str(summary["version"]),
                  "profile": profile}
                 for s, lab, profile in zip(result["score"], result["label"], profiles, strict=True)]
 
     @bentoml.api
-    async def reload(self) -> dict:
-        """Load the registry's current champion off the event loop, then swap it in atomically."""
-        self.current = await anyio.to_thread.run_sync(_load_champion, None)
-        return self.current[1]
+    async def refresh(self) -> dict:
+        """Load the registry's champion if the alias moved, off the event loop, then swap it in; a
+        champion that fails to load leaves the current one serving. Returns the status."""
+        if getattr(self, "packed", None) is None:
+            async with self._lock:  # one load at a time, however many replicas' API processes ask
+                await self._follow_alias()
+        return self._status()
+
+    async def _follow_alias(self) -> None:
+        try:
+            version = await anyio.to_thread.run_sync(_champion_version)
+        except Exception as exc:
+            self.problem = _why(exc)
+            return
+        if version is None:
+            self.problem = None if self.current else f"{settings.model_name()} has no champion yet"
+            return
+        if self.current is not None and str(self.current.summary["version"]) == version:
+            self.problem = None
+            return
+        try:
+            self.current = Loaded(*await anyio.to_thread.run_sync(_load_champion, None))
+            self.problem = None
+        except Exception as exc:
+            self.load_failures += 1
+            self.problem = f"could not load champion v{version}: {_why(exc)}"
+
+    @bentoml.api
+    async def status(self) -> dict:
+        return self._status()
+
+    def _status(self) -> dict:  # API methods are not callable from inside the service: BentoML wraps them
+        summary = self.current.summary if self.current else {}
+        return {"ready": self.current is not None, "version": summary.get("version"), "problem": self.problem,
+                "load_failures": self.load_failures}
 
     @bentoml.api
     async def info(self) -> dict:
-        return self.current[1]
+        return self.current.summary if self.current else {}
+
+
+def _why(exc: Exception) -> str:
+    return f"{exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 class Rejected(Exception):
@@ -114,11 +190,33 @@ class Popularity:
 
     def __init__(self) -> None:
         self.metrics = ServiceMetrics(settings.monitoring_dir / "latest.json")
-        self.log = RequestLog(settings.monitoring_dir / "requests", settings.drift.log_max_bytes,
-                              settings.drift.log_backups)
+        store = settings.store
+        self.requests = BatchWriter(open_request_store(settings), store.flush_rows, store.flush_interval_s,
+                                    store.queue_max_rows)
 
     def __metrics__(self, content: str) -> str:
-        return content + self.metrics.drift_lines()
+        return content + self.metrics.drift_lines() + self.metrics.model_lines(STATUS, self.requests.dropped)
+
+    @bentoml.on_startup
+    async def follow_the_champion(self) -> None:
+        """Ask the scorer to follow the registry's alias now and every ``watch_interval_s``."""
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            reached = await self._refresh()
+            if reached and SERVING.watch_interval_s <= 0:
+                return
+            await asyncio.sleep(SERVING.watch_interval_s if reached and SERVING.watch_interval_s > 0 else 1.0)
+
+    async def _refresh(self) -> bool:
+        """Update :data:`STATUS` from the scorer; False when the scorer cannot be reached (yet)."""
+        try:
+            STATUS.update(await self.scorer.to_async.refresh())
+            return True
+        except Exception as exc:
+            STATUS.unreachable(_why(exc))
+            return False
 
     def _prepare(self, path: Path) -> Any:
         """Decode one upload and shrink it for the model step."""
@@ -154,13 +252,15 @@ class Popularity:
                 results.append({"error": p.reason, "message": p.message, "status": p.status})
                 continue
             r = scored[i]
+            if "error" in r:  # no champion loaded yet
+                results.append({**r, "status": 503})
+                continue
             profile = r.pop("profile")
             self.metrics.observe(r["score"], r["label"], r["version"])
             records.append({"ts": time.time(), "version": r["version"], "score": r["score"], "label": r["label"],
                             **profile})
             results.append({**r, "model_version": r["version"]})
-        if records:
-            await anyio.to_thread.run_sync(self.log.append, records)
+        self.requests.submit(records)
         return results
 
     async def _score_on_scorer(self, items: list[dict], attempts: int = 3) -> list[dict]:
@@ -228,17 +328,23 @@ class Popularity:
 
     @bentoml.api
     async def reload(self) -> dict:
-        """Pick up the registry's current champion; requests in flight finish on the old one."""
-        try:
-            return await self.scorer.to_async.reload()
-        except Exception as exc:  # the registry is unreachable or has no champion: keep serving the old one
-            return JSONResponse({"error": "reload_failed", "message": str(exc)}, status_code=503)
+        """Follow the registry's champion now rather than at the next watch; requests in flight finish
+        on the old one. 503 with the reason when no champion is loaded or the new one failed to load."""
+        await self._refresh()
+        if not STATUS.ready or STATUS.problem:
+            return JSONResponse({"error": "reload_failed", "message": STATUS.problem, **asdict(STATUS)},
+                                status_code=503)
+        return await self.scorer.to_async.info()
 
     @web.get("/model")
     async def model(self) -> dict:
         """The champion being served: name, version, alias, family, test metrics, trained_at, snapshot."""
-        return await self.scorer.to_async.info()
+        summary = await self.scorer.to_async.info()
+        if not summary:
+            return JSONResponse({"error": "no_champion", "message": STATUS.problem}, status_code=503)
+        return summary
 
 
 for guard, options in guards(settings):
     Popularity.add_asgi_middleware(guard, **options)
+Popularity.add_asgi_middleware(ReadinessReason, status=STATUS)

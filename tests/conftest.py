@@ -86,3 +86,18 @@ def champion_home(tmp_path_factory):
         done = subprocess.run(cli + args, env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1])
         assert done.returncode == 0, f"popularity {' '.join(args)} failed:\n{done.stderr[-3000:]}"
     return home
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh PostgreSQL database on 127.0.0.1:5432 as a SQLAlchemy URL, dropped afterwards."""
+    from tests import postgres
+
+    if not postgres.postgres_available():
+        pytest.skip(postgres.SKIP_REASON)
+    name = postgres.create_database("popularity_test")
+    yield postgres.url(name)
+    from monitoring.request_store import engine
+
+    engine.cache_clear()  # close pooled connections before the database goes
+    postgres.drop_database(name)

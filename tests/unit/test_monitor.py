@@ -85,31 +85,41 @@ def test_report_is_written_with_its_figure(tmp_path):
     json.dumps(result.summary())
 
 
+def _sqlite(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
 def test_cooldown_allows_one_claim_until_it_expires(tmp_path):
-    path = tmp_path / "retrain.json"
-    assert Cooldown(path, hours=24).claim("drift")[0]
-    claimed, message = Cooldown(path, hours=24).claim("drift again")
+    url = _sqlite(tmp_path)
+    assert Cooldown(url, "retrain-binary", hours=24).claim("drift")[0]
+    claimed, message = Cooldown(url, "retrain-binary", hours=24).claim("drift again")
     assert not claimed and "cooldown until" in message
-    assert Cooldown(path, hours=0).claim("after the cooldown")[0]
+    assert Cooldown(url, "retrain-score", hours=24).claim("another model")[0]
+    assert Cooldown(url, "retrain-binary", hours=0).claim("after the cooldown")[0]
 
 
 def test_cooldown_release_gives_the_claim_back(tmp_path):
-    cooldown = Cooldown(tmp_path / "retrain.json", hours=24)
+    cooldown = Cooldown(_sqlite(tmp_path), "retrain-binary", hours=24)
     assert cooldown.claim("drift")[0]
     cooldown.release()
     assert cooldown.claim("drift")[0]
 
 
-def _claim(path, results) -> None:
-    results.put(Cooldown(path, hours=24).claim("race")[0])
+def _claim(url, results) -> None:
+    results.put(Cooldown(url, "retrain-binary", hours=24).claim("race")[0])
 
 
-def test_overlapping_claims_from_several_processes_grant_exactly_one(tmp_path):
+def overlapping_claims(url: str) -> list[bool]:
     context = mp.get_context("spawn")
     results = context.Queue()
-    processes = [context.Process(target=_claim, args=(tmp_path / "retrain.json", results)) for _ in range(6)]
+    processes = [context.Process(target=_claim, args=(url, results)) for _ in range(6)]
     for p in processes:
         p.start()
     for p in processes:
         p.join(60)
-    assert sorted(results.get(timeout=5) for _ in processes) == [False] * 5 + [True]
+    return sorted(results.get(timeout=5) for _ in processes)
+
+
+def test_overlapping_claims_from_several_processes_grant_exactly_one(tmp_path):
+    assert overlapping_claims(_sqlite(tmp_path)) == [False] * 5 + [True]
+

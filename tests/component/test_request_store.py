@@ -1,0 +1,79 @@
+"""The shared request store and cooldown on a real PostgreSQL database: what every replica writes, the
+monitor reads back by version and time; the cooldown holds across processes."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+from pydantic import SecretStr
+
+from monitoring.request_log import RequestLog
+from monitoring.request_store import BatchWriter, SqlRequestStore, open_request_store
+from pipelines.settings import Settings
+from tests.unit.test_monitor import overlapping_claims
+
+
+def _records(version: str, n: int, start: float) -> list[dict]:
+    return [{"ts": start + i, "version": version, "score": i / n, "label": i % 2, "brightness": 0.1 * i,
+             "pca_1": -1.0 * i} for i in range(n)]
+
+
+def test_sql_store_reads_windows_by_version_and_time(postgres_database):
+    store = SqlRequestStore(postgres_database)
+    store.append(_records("1", 30, 1000.0))
+    store.append(_records("2", 20, 2000.0))
+    window = store.read(last=10, version="2")
+    assert list(window["ts"]) == [2010.0 + i for i in range(10)]  # the newest ten, oldest first
+    assert set(window.columns) >= {"ts", "version", "score", "label", "brightness", "pca_1"}
+    assert len(store.read(version="1", since=1025.0)) == 5
+    assert store.count_by_version() == {"1": 30, "2": 20}
+    # a second replica's store object sees the same rows
+    assert len(SqlRequestStore(postgres_database).read()) == 50
+
+
+@pytest.mark.parametrize("backend", ["jsonl", "postgresql"])
+def test_both_stores_answer_the_same_query_alike(backend, postgres_database, tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    if backend == "postgresql":
+        settings = settings.with_group("store", url=SecretStr(postgres_database))
+    store = open_request_store(settings)
+    assert isinstance(store, SqlRequestStore if backend == "postgresql" else RequestLog)
+    store.append(_records("3", 40, 0.0) + _records("4", 5, 100.0))
+    frame = store.read(last=25, version="3", since=10.0)
+    assert list(frame["ts"]) == [15.0 + i for i in range(25)]
+    pd.testing.assert_series_equal(frame["brightness"], pd.Series([0.1 * (15 + i) for i in range(25)]),
+                                   check_names=False)
+
+
+def test_batch_writer_keeps_the_request_path_free_and_writes_everything(postgres_database):
+    store = SqlRequestStore(postgres_database)
+    writer = BatchWriter(store, flush_rows=64, flush_interval_s=0.05, max_rows=10_000)
+    start = time.perf_counter()
+    for i in range(100):
+        writer.submit(_records("5", 10, 10.0 * i))
+    submitted_s = time.perf_counter() - start
+    assert writer.flush(30)
+    assert writer.written == 1000 and writer.dropped == 0
+    assert store.count_by_version() == {"5": 1000}
+    assert submitted_s < 1.0, "submitting must only enqueue"
+
+
+class _DownStore:
+    skipped = 0
+
+    def append(self, records):
+        raise OSError("the database is down")
+
+
+def test_batch_writer_counts_what_an_unreachable_store_loses():
+    writer = BatchWriter(_DownStore(), flush_rows=8, flush_interval_s=0.05, max_rows=20)
+    writer.submit(_records("6", 50, 0.0))  # beyond the queue's bound of 20, records are dropped at once
+    assert writer.flush(10)
+    assert writer.dropped == 50 and writer.written == 0
+
+
+def test_overlapping_claims_on_postgresql_grant_exactly_one(postgres_database):
+    """The stack's case: monitor runs on several hosts share one PostgreSQL database."""
+    assert overlapping_claims(postgres_database) == [False] * 5 + [True]

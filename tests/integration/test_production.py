@@ -1,0 +1,369 @@
+"""A day in production, as a user meets it: `popularity stack up` on PostgreSQL, a first champion trained
+on the worker, 32 clients of the service, a world that turns dark, the monitor deployment seeing it, a
+retrain on the worker on fresh data, the running service moving to the new champion with no failed
+request, and the next window against the new reference calm. Everything is asserted from the stores:
+Prefect's flow runs, MLflow's versions and the shared request table.
+
+The gate is relaxed here (margin, floor, stability: 160 demo photos make noisy numbers); the loop is
+under test, and the gate has its own tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+from PIL import Image, ImageEnhance
+
+from flows.processes import REPO, free_port
+from monitoring.request_store import SqlRequestStore
+from pipelines.data.sources.demo import DemoSource
+from tests import postgres
+from tests.helpers import API_KEY
+from tests.integration.stack import clean_env
+from tests.unit.test_deploy_files import deploy_commands
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+PHOTOS, WINDOW, CLIENTS = 160, 200, 32
+TASK, POOL = "binary", "popularity"
+
+
+def write_source(folder: Path, seed: int, darken: float | None = None) -> list[bytes]:
+    """The team's incoming data: demo photos with their engagement as files and a manifest, replaced whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    demo = DemoSource(n=PHOTOS, seed=seed, size=128, users=20)
+    rows, photos = [], []
+    for i, item in enumerate(demo.items()):
+        data = item.data
+        if darken is not None:
+            out = io.BytesIO()
+            ImageEnhance.Brightness(Image.open(io.BytesIO(data)).convert("RGB")).enhance(darken).save(out, "JPEG")
+            data = out.getvalue()
+        name = f"s{seed}-{i:04d}.jpg"
+        (folder / name).write_bytes(data)
+        photos.append(data)
+        rows.append({"image": name, **{k: item.fields[k] for k in ("user_id", "likes", "followers", "posted_at")}})
+    tmp = folder / "manifest.csv.tmp"
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(folder / "manifest.csv")
+    return photos
+
+
+@dataclass
+class Traffic:
+    """``CLIENTS`` threads posting photos to /predict until stopped; every answer is kept."""
+
+    url: str
+    photos: list[bytes]
+    answers: list[tuple[int, str | None]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _client(self, k: int, limit: int | None) -> None:
+        with httpx.Client(base_url=self.url, headers={"X-API-Key": API_KEY}, timeout=120) as client:
+            i = k
+            while not self._stop.is_set() and (limit is None or i < limit):
+                response = client.post("/predict", files={"image": ("p.jpg", self.photos[i % len(self.photos)])})
+                self.answers.append((response.status_code, response.json().get("version")
+                                     if response.status_code == 200 else response.text[:200]))
+                i += CLIENTS
+
+    def send(self, n: int) -> None:
+        """``n`` requests spread over the clients, waited for."""
+        threads = [threading.Thread(target=self._client, args=(k, n)) for k in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def start(self) -> list[threading.Thread]:
+        self._stop.clear()
+        threads = [threading.Thread(target=self._client, args=(k, None), daemon=True) for k in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        return threads
+
+    def stop(self, threads: list[threading.Thread]) -> None:
+        self._stop.set()
+        for t in threads:
+            t.join(120)
+
+
+@dataclass
+class Production:
+    root: Path
+    env: dict
+    status: dict
+    source: Path
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: part["url"] for name, part in self.status["parts"].items()}
+
+    @property
+    def store(self) -> SqlRequestStore:
+        return SqlRequestStore(self.env["POPULARITY_STORE__URL"])
+
+    @property
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(self.urls["mlflow"])
+
+
+def popularity(args: list[str], env: dict, timeout_s: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout_s, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory):
+    if not postgres.postgres_available():
+        pytest.skip(postgres.SKIP_REASON)
+    root = tmp_path_factory.mktemp("production")
+    source = root / "incoming"
+    write_source(source, seed=11)
+    prefix = f"day_{uuid.uuid4().hex[:8]}"
+    env = clean_env(
+        POPULARITY_HOME=str(root / "home"), POPULARITY_STACK__DATABASE_PREFIX=prefix, POPULARITY_API_KEY=API_KEY,
+        POPULARITY_STACK__MLFLOW_PORT="0", POPULARITY_STACK__PREFECT_PORT="0", POPULARITY_SERVING__PORT="0",
+        PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2", POPULARITY_SERVING__WATCH_INTERVAL_S="1",
+        POPULARITY_DRIFT__RETRAIN_SOURCE=f"manifest:{source / 'manifest.csv'}",
+        POPULARITY_DRIFT__RETRAIN_MODELS='["stats-gb"]', POPULARITY_DRIFT__RETRAIN_QUICK="true",
+        POPULARITY_DRIFT__WINDOW=str(WINDOW), POPULARITY_DRIFT__MIN_REQUESTS="100",
+        POPULARITY_PROMOTION__MARGIN="-1", POPULARITY_PROMOTION__FLOOR_ROC_AUC="0",
+        POPULARITY_PROMOTION__FLIP_TOLERANCE="100", POPULARITY_PROMOTION__JPEG_TOLERANCE="100")
+    try:
+        up = popularity(["stack", "up", "--json"], env)
+        assert up.returncode == 0, up.stderr[-3000:]
+        status = json.loads(up.stdout.strip().splitlines()[-1])
+        exports = popularity(["stack", "env"], env).stdout
+        env.update(line.removeprefix("export ").split("=", 1) for line in exports.splitlines())
+        yield Production(root, env, status, source)
+    finally:
+        down = popularity(["stack", "down", "--json"], env)
+        for database in ("mlflow", "prefect", "monitoring"):
+            postgres.drop_database(f"{prefix}_{database}")
+        assert down.returncode == 0, down.stderr[-3000:]
+
+
+def _prefect(production: Production):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings({PREFECT_API_URL: production.urls["prefect"]})
+
+
+def _run(production: Production, name: str, **parameters):
+    from prefect.deployments import run_deployment
+
+    with _prefect(production):
+        run = run_deployment(name, parameters=parameters or None, timeout=600, poll_interval=2)
+    assert run.state.is_completed(), (name, run.state, Path(production.status["parts"]["worker"]["log"]).read_text()[-4000:])
+    return run
+
+
+def _wait(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
+
+
+def _drift_checks(production: Production) -> list:
+    experiment = production.mlflow.get_experiment_by_name("monitoring")
+    return production.mlflow.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_the_stack_is_up_and_the_service_waits_for_a_champion(production):
+    assert production.status["running"], production.status
+    assert set(production.urls) == {"mlflow", "prefect", "worker", "service"}
+    service = production.urls["service"]
+    assert httpx.get(f"{service}/livez").status_code == 200
+    not_ready = httpx.get(f"{service}/readyz")
+    assert not_ready.status_code == 503 and "no champion yet" in not_ready.json()["message"]
+    refused = httpx.post(f"{service}/predict", files={"image": ("p.jpg", (production.source / "s11-0000.jpg")
+                                                               .read_bytes())}, headers={"X-API-Key": API_KEY})
+    assert refused.status_code == 503 and refused.json()["error"] == "no_champion"
+    status = popularity(["stack", "status", "--json"], production.env)
+    assert status.returncode == 0 and json.loads(status.stdout.splitlines()[-1])["parts"]["service"]["ready"] is False
+
+
+def test_a_day_in_production(production):
+    from prefect import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    service = production.urls["service"]
+    # Morning: the first champion, trained by the retrain deployment on the worker; the service that
+    # was waiting becomes ready by itself.
+    _run(production, f"retrain/popularity-{TASK}", task=TASK, trigger="manual")
+    _wait(lambda: httpx.get(f"{service}/readyz").status_code == 200, 60, "the service becoming ready")
+    normal = Traffic(service, [p.read_bytes() for p in sorted(production.source.glob("*.jpg"))])
+    normal.send(160)
+    assert {a for a in normal.answers} == {(200, "1")}, normal.answers[:5]
+
+    # Noon: the world turns dark. The incoming data and the requests both change.
+    dark = Traffic(service, write_source(production.source, seed=12, darken=0.35))
+    dark.send(WINDOW + 40)
+    assert {status for status, _ in dark.answers} == {200}
+    time.sleep(3)  # the service writes request records in batches, about every second
+
+    # The hourly monitor (started now rather than on the hour) sees the drift and starts the retrain
+    # deployment, which collects the fresh data on the worker, trains, and passes the gate; meanwhile
+    # 32 clients keep sending, and the service moves to v2 without a restart.
+    pid_before = production.status["parts"]["service"]["pid"]
+    traffic = Traffic(service, dark.photos)
+    threads = traffic.start()
+    try:
+        monitor = _run(production, f"monitor/popularity-{TASK}")
+        with _prefect(production), get_client(sync_client=True) as client:
+            def retrain_by_drift():
+                runs = client.read_flow_runs(limit=20, sort=FlowRunSort.START_TIME_DESC)
+                return next((r for r in runs if r.parameters.get("trigger") == "drift"), None)
+
+            retrain = _wait(retrain_by_drift, 60, "a drift-started retrain")
+            retrain = _wait(lambda: (r := client.read_flow_run(retrain.id)).state.is_final() and r, 600,
+                            "the retrain finishing")
+        assert retrain.state.is_completed(), retrain.state
+        swapped = time.monotonic()
+        _wait(lambda: any(version == "2" for _, version in traffic.answers[-CLIENTS:]), 60, "answers from v2")
+        swap_s = time.monotonic() - swapped
+    finally:
+        traffic.stop(threads)
+    assert {status for status, _ in traffic.answers} == {200}, [a for a in traffic.answers if a[0] != 200][:5]
+    assert {version for _, version in traffic.answers} == {"1", "2"}
+    assert production.status["parts"]["service"]["pid"] == pid_before and psutil_alive(pid_before)
+    assert swap_s < 30
+
+    # Evening: the next window, answered by v2, is compared with v2's reference: calm.
+    before = len(_drift_checks(production))
+    calm = Traffic(service, dark.photos)
+    calm.send(WINDOW + 40)
+    time.sleep(3)
+    _run(production, f"monitor/popularity-{TASK}")
+    checks = _drift_checks(production)
+    assert len(checks) == before + 1
+    latest = checks[-1]
+    assert latest.data.tags["version"] == "2" and latest.data.metrics["drift"] == 0, latest.data.metrics
+
+    # From the stores. Prefect: monitor and retrain runs completed on the pool's worker.
+    with _prefect(production), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_DESC)
+        monitor_state = client.read_flow_run(monitor.id).state
+    deployed = [r for r in runs if r.deployment_id is not None]
+    assert all(r.work_pool_name == POOL for r in deployed)
+    assert sum(r.state.is_completed() and r.parameters.get("trigger") == "drift" for r in deployed) == 1
+    assert monitor_state.is_completed() and monitor.work_pool_name == POOL
+    # MLflow: two versions, each with the gate's reason; the retrain's parent run says it was drift.
+    versions = {v.version: v for v in production.mlflow.search_model_versions(f"name = 'popularity-{TASK}'")}
+    assert set(versions) == {"1", "2"}
+    assert all(v.tags["gate"] == "passed" and v.description.startswith("promoted") for v in versions.values())
+    assert production.mlflow.get_model_version_by_alias(f"popularity-{TASK}", "champion").version == "2"
+    assert versions["2"].tags["snapshot"] != versions["1"].tags["snapshot"]  # fresh data, not the champion's
+    pipeline = production.mlflow.get_experiment_by_name("popularity")
+    (drift_run,) = production.mlflow.search_runs([pipeline.experiment_id], "tags.trigger = 'drift'")
+    assert drift_run.data.tags["reason"].startswith("drift") and drift_run.info.status == "FINISHED"
+    # The shared store: every answered request, by the version that answered it.
+    counts = production.store.count_by_version()
+    answered = normal.answers + dark.answers + traffic.answers + calm.answers
+    assert sum(counts.values()) == len(answered)
+    assert counts["2"] == sum(version == "2" for _, version in answered) >= WINDOW
+
+
+def test_a_retrain_on_the_champions_own_data_is_refused_and_changes_nothing(production):
+    """Nothing new arrived since v2: the scheduled retrain fails with the reason, the cooldown is free,
+    the champion and the service stay as they were."""
+    from prefect.deployments import run_deployment
+
+    champion = production.mlflow.get_model_version_by_alias(f"popularity-{TASK}", "champion").version
+    with _prefect(production):
+        run = run_deployment(f"retrain/popularity-{TASK}", parameters={"task": TASK, "trigger": "schedule"},
+                             timeout=600, poll_interval=2)
+    assert run.state.is_failed(), run.state
+    worker_log = Path(production.status["parts"]["worker"]["log"]).read_text()
+    assert "nothing new to learn" in worker_log
+    assert production.mlflow.get_model_version_by_alias(f"popularity-{TASK}", "champion").version == champion
+    assert httpx.get(f"{production.urls['service']}/model", headers={"X-API-Key": API_KEY}).json()["version"] == champion
+    pipeline = production.mlflow.get_experiment_by_name("popularity")
+    (refused,) = production.mlflow.search_runs([pipeline.experiment_id], "tags.trigger = 'schedule'")
+    assert refused.info.status == "FAILED" and "StaleData" in refused.data.tags["error"]
+
+
+def test_the_compose_worker_command_runs_against_the_stack(production):
+    """The worker command the compose file and the manifests run: it registers on the stack's server."""
+    (worker,) = {tuple(c) for c in deploy_commands() if c[1] == "worker"}
+    port = str(free_port())
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", *worker[1:]],
+                               env={**production.env, "PREFECT_WORKER_WEBSERVER_PORT": port}, cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        from prefect import get_client
+        from prefect.client.schemas.sorting import DeploymentSort
+
+        _wait(lambda: _answers(f"http://127.0.0.1:{port}/health"), 120, "the worker's health check answering")
+        with _prefect(production), get_client(sync_client=True) as client:
+            # the health check answers before the first heartbeat registers the worker on the server
+            _wait(lambda: len(client.read_workers_for_work_pool(POOL, offset=0, limit=10)) >= 2, 60,
+                  "a second worker registering on the pool")
+            names = {d.name for d in client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)}
+        assert names == {f"popularity-{TASK}"}
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(60)
+
+
+def test_a_killed_flow_run_is_marked_crashed_and_the_next_scheduled_run_proceeds(production):
+    """SIGKILL the process a flow run executes in, mid-flow: the worker reports it crashed, and a run
+    scheduled after it is picked up by the same worker and completes."""
+    from datetime import UTC, datetime, timedelta
+
+    import psutil
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Scheduled
+
+    worker_pid = production.status["parts"]["worker"]["pid"]
+    with _prefect(production), get_client(sync_client=True) as client:
+        doomed = run_deployment(f"retrain/popularity-{TASK}", parameters={"task": TASK, "source": "demo:400"},
+                                timeout=0)
+        _wait(lambda: client.read_flow_run(doomed.id).state.is_running(), 180, "the doomed run starting")
+        time.sleep(3)
+        children = psutil.Process(worker_pid).children(recursive=True)
+        assert children, "the worker runs no flow-run process"
+        for child in children:
+            child.kill()
+        crashed = _wait(lambda: (r := client.read_flow_run(doomed.id)).state.is_final() and r, 180, "the crash report")
+        assert crashed.state.is_crashed(), crashed.state
+
+        deployment = client.read_deployment_by_name(f"monitor/popularity-{TASK}")
+        start = datetime.now(UTC) + timedelta(seconds=5)
+        next_run = client.create_flow_run_from_deployment(deployment.id, state=Scheduled(scheduled_time=start))
+        finished = _wait(lambda: (r := client.read_flow_run(next_run.id)).state.is_final() and r, 300,
+                         "the next scheduled run")
+    assert finished.state.is_completed(), finished.state
+    assert psutil_alive(worker_pid), "the worker died with its flow run"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def psutil_alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
