@@ -26,9 +26,9 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flows.processes import ServiceProcess  # noqa: E402
-from tests import postgres  # noqa: E402
-from tests.helpers import photo  # noqa: E402
+from flows.processes import ServiceProcess
+from tests import postgres
+from tests.helpers import photo
 
 SETUP = """
 from flows.data import collect_flow
