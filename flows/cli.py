@@ -91,6 +91,9 @@ def _champion_table(champion: dict) -> Table:
         table.add_row(key, f"{value:.3f}", f"{base:.3f}" if base is not None else "")
     for key, value in champion.get("oracle", {}).items():
         table.add_row(f"{key} (oracle: best achievable)", f"{value:.3f}", "")
+    if (selection := champion.get("selection")) and selection["value"] is not None:
+        table.caption = f"chosen on the {selection['split']} split ({selection['metric']} {selection['value']:.3f}); " \
+                        "the metrics above are on the test split"
     return table
 
 
@@ -202,6 +205,7 @@ def train(
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
     from flows.training import train_flow
+    from pipelines.data.verdicts import FailedValidation
 
     try:
         summary = train_flow(snapshot=snapshot, task=task, quick=quick, runner=runner,
@@ -210,6 +214,8 @@ def train(
                                       "require_faces": require_faces, "tune": tune, "tune_budget_s": tune_budget})
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
+    except FailedValidation as exc:
+        _fail(str(exc))
     _emit(summary, as_json)
 
 

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.scaleout import fetch_items
 from pipelines.data.collect import collect
 from pipelines.data.snapshots import Snapshot
+from pipelines.data.verdicts import FailedValidation
 from pipelines.data.sources import parse_spec
 from pipelines.settings import load_settings
 from validation import validate_snapshot
@@ -50,7 +51,7 @@ def check_snapshot(snapshot_path: str, parent_run_id: str | None = None) -> dict
                  f"Data Docs: `{report.docs_path}`",
     )
     if not report.success:
-        raise RuntimeError(f"validation failed: {report.message}")
+        raise FailedValidation(f"validation failed: {report.message}{report.docs_hint}")
     return report.summary()
 
 

@@ -12,15 +12,18 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.data import check_snapshot
 from flows.scaleout import compute_features
 from pipelines import promotion, registry, tracking
+from pipelines.data import verdicts
 from pipelines.data.snapshots import Snapshot
 from pipelines.settings import load_settings
-from pipelines.training.candidates import check_models
+from pipelines.training.candidates import check_models, image_feature_groups
 from pipelines.training.data import TrainingData
 from pipelines.training.report import summarise
 from pipelines.training.runs import Candidate, train_candidate
 from pipelines.training.train import with_options
+from validation.runner import validate_features, validate_predictions
 
 PIPELINE_EXPERIMENT = "popularity"
 
@@ -47,6 +50,27 @@ def open_parent_run(settings, run_name: str, tags: dict | None = None) -> str:
         return run.info.run_id
 
 
+@task(cache_policy=NO_CACHE)
+def check_features(data: TrainingData, models: list[str]) -> dict | None:
+    """The features suite on the feature table the candidates will read, before any of them trains."""
+    groups = image_feature_groups(models)
+    if not groups:
+        return None
+    features = data.features(data.featurizer(groups)).loc[data.manifest["image_id"]]
+    report = validate_features(features.rename_axis("image_id").reset_index(), None, data.settings)
+    if not report.success:
+        raise verdicts.FailedValidation(f"feature validation failed: {report.message}{report.docs_hint}")
+    return report.summary()
+
+
+def predictions_suite(task_name: str, settings) -> promotion.PredictionsCheck:
+    """The gate's last check: the Great Expectations predictions suite on the challenger's test scores."""
+    def check(scores):
+        report = validate_predictions(scores, task_name, settings)
+        return report.success, f"{report.message}{report.docs_hint}"
+    return check
+
+
 @flow(name="train", log_prints=True)
 def train_flow(snapshot: str | None = None, task: str = "binary", models: list[str] | None = None,
                quick: bool = False, parent_run_id: str | None = None, runner: str = "local",
@@ -61,7 +85,10 @@ def train_flow(snapshot: str | None = None, task: str = "binary", models: list[s
         compute_features(str(snap.path), runner)
     models = check_models(models or settings.train.models)
     parent_run_id = parent_run_id or open_parent_run(settings, f"train-{task}")
+    if verdicts.load(settings.quarantine_dir, snap.id) is None:  # training reads only what validation passed
+        check_snapshot(str(snap.path), parent_run_id)
     data = TrainingData(snap, task, settings)
+    check_features(data, models)
     candidates = [candidate_run(name, data, parent_run_id, quick) for name in models]
     report = summarise(data, candidates, parent_run_id)
     table = report.table.to_markdown(index=False, floatfmt=".3f")
@@ -79,7 +106,8 @@ def promote_flow(task: str = "binary", rollback: bool = False) -> dict:
     settings = load_settings()
     if rollback:
         return {"rolled_back_to": registry.rollback(task, settings), **registry.champion_summary(task, settings)}
-    result = promotion.promote(task, settings)
+    result = promotion.promote(task, settings, predictions_suite(task, settings))
     print(result.reason)
     return {"promoted": result.passed, "version": result.version, "reason": result.reason,
-            "checks": result.checks, "numbers": result.numbers}
+            "checks": result.checks, "numbers": result.numbers, "thresholds": result.thresholds,
+            "loosened": result.loosened}

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from monitoring.request_log import RequestLog
 from pipelines.settings import Settings
@@ -52,15 +53,19 @@ def engine(url: str) -> sa.Engine:
 
 
 def create_tables(tables: sa.MetaData, bind: sa.Engine) -> None:
-    """Create the missing tables, also when several replicas start at once.
+    """Create the missing tables and indexes, also when several replicas start at once.
 
-    PostgreSQL's ``CREATE TABLE IF NOT EXISTS`` still races on its catalogue (a unique violation on
-    ``pg_type``); a transaction-scoped advisory lock lets one creator through at a time.
+    ``IF NOT EXISTS`` makes each statement idempotent where another process wins the race (SQLite);
+    PostgreSQL's still races on its catalogue (a unique violation on ``pg_type``), so there a
+    transaction-scoped advisory lock lets one creator through at a time.
     """
     with bind.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('popularity-create-tables'))"))
-        tables.create_all(connection)
+        for table in tables.sorted_tables:
+            connection.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 class SqlRequestStore:

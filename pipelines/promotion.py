@@ -1,12 +1,14 @@
-"""The promotion gate: a challenger becomes champion only if it beats the champion by the margin on the
-same frozen test split and passes the sanity checks (floor, no NaN, latency, flip and JPEG stability).
-The decision and its numbers are written on the model version either way."""
+"""The promotion gate: a challenger becomes champion only if it beats the champion by the margin on test
+rows neither model was trained or chosen on and passes the sanity checks (floor, no NaN, the predictions
+suite, latency, flip and JPEG stability). The decision, its numbers and the thresholds it applied are
+written on the model version either way, with a challenger-vs-champion table on the challenger's run."""
 
 from __future__ import annotations
 
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mlflow
@@ -17,9 +19,26 @@ from PIL import Image, ImageOps
 from pipelines import evaluation, registry
 from pipelines.data.images import to_jpeg
 from pipelines.data.snapshots import Snapshot
-from pipelines.settings import Settings
+from pipelines.features.social import social_inputs
+from pipelines.settings import PromotionSettings, Settings
 from pipelines.tasks import PRIMARY, TARGET
 from pipelines.training.data import TrainingData
+
+#: Checks the challenger's test scores (the flow passes the Great Expectations predictions suite):
+#: ``(passed, message)``. Pipelines cannot import validation, which sits above them.
+PredictionsCheck = Callable[[np.ndarray], tuple[bool, str]]
+
+
+@dataclass
+class Check:
+    """One check of the gate: what the challenger measured, the champion's figure, the threshold applied."""
+
+    name: str
+    passed: bool
+    challenger: float | None = None
+    threshold: float | None = None
+    champion: float | None = None
+    message: str = ""
 
 
 @dataclass
@@ -27,15 +46,39 @@ class GateResult:
     passed: bool
     version: str
     champion_version: str | None
-    checks: dict[str, bool] = field(default_factory=dict)
+    outcomes: list[Check] = field(default_factory=list)
     numbers: dict[str, float] = field(default_factory=dict)
+    loosened: dict[str, float] = field(default_factory=dict)  # thresholds set looser than the defaults
+
+    @property
+    def checks(self) -> dict[str, bool]:
+        return {c.name: c.passed for c in self.outcomes}
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {c.name: c.threshold for c in self.outcomes if c.threshold is not None}
 
     @property
     def reason(self) -> str:
-        failed = [k for k, ok in self.checks.items() if not ok]
+        failed = [c for c in self.outcomes if not c.passed]
         numbers = ", ".join(f"{k}={v:.4g}" for k, v in self.numbers.items())
-        verdict = "promoted to champion" if self.passed else f"not promoted: failed {', '.join(failed)}"
-        return f"{verdict} ({numbers})"
+        verdict = ("promoted to champion" if self.passed
+                   else f"not promoted: failed {', '.join(c.name for c in failed)}")
+        details = "".join(f"; {c.name}: {c.message}" for c in failed if c.message)
+        loosened = f"; thresholds loosened from the defaults: {self.loosened}" if self.loosened else ""
+        return f"{verdict} ({numbers}){details}{loosened}"
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([{"check": c.name, "challenger": c.challenger, "champion": c.champion,
+                              "threshold": c.threshold, "passed": c.passed} for c in self.outcomes])
+
+
+def loosened_thresholds(p: PromotionSettings) -> dict[str, float]:
+    """Thresholds a setting made easier to pass than the defaults: recorded, never silent."""
+    default = PromotionSettings().model_dump()
+    looser = {key: value < default[key] if key in ("margin", "floor_roc_auc", "floor_spearman")
+              else value > default[key] for key, value in p.model_dump().items()}
+    return {key: value for key, value in p.model_dump().items() if looser[key]}
 
 
 def _load(name: str, version: str):
@@ -60,54 +103,83 @@ def _latency_ms(model, images: list[Image.Image]) -> float:
     return (time.perf_counter() - start) * 1000 / len(sample)
 
 
-def gate(task: str, settings: Settings) -> GateResult:
-    """Score challenger and champion on the challenger's frozen test split and apply every check."""
+def _unseen_by_champion(test: pd.DataFrame, champion_tags: dict, task: str, settings: Settings) -> pd.Series:
+    """Test rows the champion was neither trained nor chosen on (its snapshot's train and validation rows)."""
+    snapshot = Snapshot.open(settings.datasets_dir, champion_tags["snapshot"])
+    seen = TrainingData(snapshot, task, settings, split=champion_tags.get("split", "group"),
+                        require_faces=champion_tags.get("require_faces") == "True").manifest
+    seen = seen.loc[seen["split"] != "test", "image_id"]
+    return ~test["image_id"].isin(seen)
+
+
+def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | None = None) -> GateResult:
+    """Score challenger and champion on the challenger's test rows that neither was trained or chosen on,
+    and apply every check. Only a missing alias means "no champion": a registry error stops here."""
     c = registry.client(settings)
     name = settings.model_name(task)
     version = registry.alias_version(c, name, registry.CHALLENGER)
     if version is None:
         raise LookupError(f"{name} has no challenger; run `popularity train` first")
     champion_version = registry.alias_version(c, name, registry.CHAMPION)
-    mv = c.get_model_version(name, version)
-    snapshot = Snapshot.open(settings.datasets_dir, mv.tags["snapshot"])
-    data = TrainingData(snapshot, task, settings, split=mv.tags.get("split", "group"),
-                        require_faces=mv.tags.get("require_faces") == "True")
+    if champion_version == version:
+        champion_version = None
+    tags = c.get_model_version(name, version).tags
+    snapshot = Snapshot.open(settings.datasets_dir, tags["snapshot"])
+    data = TrainingData(snapshot, task, settings, split=tags.get("split", "group"),
+                        require_faces=tags.get("require_faces") == "True")
     test = data.rows("test")
-    target = TARGET[task]
+    if champion_version:
+        unseen = _unseen_by_champion(test, c.get_model_version(name, champion_version).tags, task, settings)
+        test = test[unseen.to_numpy()]
+    if test.empty:
+        raise ValueError(f"no test row of snapshot {snapshot.id} is unseen by champion v{champion_version}")
     images = snapshot.decode_images(test["image_path"], settings.images)
+    social = social_inputs(test)
+    y = test[TARGET[task]].to_numpy()
     primary = PRIMARY[task]
-    challenger = _load(name, version)
-    social = data.social("test")
-    scores = challenger.predict_images(images, social)["score"].to_numpy()
-    value = evaluation.task_metrics(task, test[target].to_numpy(), scores)[primary]
     p = settings.promotion
-    numbers = {f"challenger_{primary}": value, "latency_ms": _latency_ms(challenger, images),
-               **_behaviour(challenger, images, scores, social)}
+    challenger = _load(name, version)
+    scores = challenger.predict_images(images, social)["score"].to_numpy()
+    finite = bool(np.all(np.isfinite(scores)))
+    value = evaluation.task_metrics(task, y, scores)[primary] if finite else float("nan")  # refused, not a crash
+    numbers = {f"challenger_{primary}": value, "gate_rows": len(test),
+               "latency_ms": _latency_ms(challenger, images), **_behaviour(challenger, images, scores, social)}
     floor = p.floor_roc_auc if task == "binary" else p.floor_spearman
-    checks = {
-        "no_nan": bool(np.all(np.isfinite(scores))),
-        "floor": bool(np.isfinite(value) and value >= floor),
-        "latency": numbers["latency_ms"] <= p.latency_budget_ms,
-        "flip_stability": numbers["flip_shift"] <= p.flip_tolerance,
-        "jpeg_stability": numbers["jpeg_shift"] <= p.jpeg_tolerance,
-    }
-    if champion_version and champion_version != version:
+    outcomes = [
+        Check("no_nan", finite, message="" if finite else f"{int((~np.isfinite(scores)).sum())} scores not finite"),
+        Check("floor", bool(np.isfinite(value) and value >= floor), value, floor),
+        Check("latency", numbers["latency_ms"] <= p.latency_budget_ms, numbers["latency_ms"], p.latency_budget_ms),
+        Check("flip_stability", numbers["flip_shift"] <= p.flip_tolerance, numbers["flip_shift"], p.flip_tolerance),
+        Check("jpeg_stability", numbers["jpeg_shift"] <= p.jpeg_tolerance, numbers["jpeg_shift"], p.jpeg_tolerance),
+    ]
+    if predictions_check is not None:
+        ok, message = predictions_check(scores)
+        outcomes.append(Check("predictions_suite", ok, message="" if ok else message))
+    if champion_version:
         champion_scores = _load(name, champion_version).predict_images(images, social)["score"].to_numpy()
-        champion_value = evaluation.task_metrics(task, test[target].to_numpy(), champion_scores)[primary]
+        champion_value = evaluation.task_metrics(task, y, champion_scores)[primary]
         numbers[f"champion_{primary}"] = champion_value
-        checks["beats_champion"] = bool(value >= champion_value + p.margin) or not np.isfinite(champion_value)
-    return GateResult(all(checks.values()), version, champion_version, checks, numbers)
+        outcomes.append(Check("beats_champion", bool(value >= champion_value + p.margin)
+                              or not np.isfinite(champion_value), value, p.margin, champion_value))
+    return GateResult(all(o.passed for o in outcomes), version, champion_version, outcomes, numbers,
+                      loosened_thresholds(p))
 
 
-def promote(task: str, settings: Settings) -> GateResult:
-    """Run the gate; on success move ``champion`` to the challenger. The decision is written either way."""
+def promote(task: str, settings: Settings, predictions_check: PredictionsCheck | None = None) -> GateResult:
+    """Run the gate; on success move ``champion`` to the challenger. The decision, its numbers and its
+    thresholds are written on the version, and the challenger-vs-champion table on its run, either way."""
     c = registry.client(settings)
     name = settings.model_name(task)
-    result = gate(task, settings)
+    result = gate(task, settings, predictions_check)
     c.update_model_version(name, result.version, description=result.reason)
-    c.set_model_version_tag(name, result.version, "gate", "passed" if result.passed else "failed")
-    c.set_model_version_tag(name, result.version, "gate_reason", result.reason)
-    c.set_model_version_tag(name, result.version, "gate_numbers", json.dumps(result.numbers))
+    tags = {"gate": "passed" if result.passed else "failed", "gate_reason": result.reason,
+            "gate_numbers": json.dumps(result.numbers), "gate_thresholds": json.dumps(result.thresholds),
+            "gate_loosened": json.dumps(result.loosened)}
+    for key, value in tags.items():
+        c.set_model_version_tag(name, result.version, key, value)
+    run_id = c.get_model_version(name, result.version).tags["run_id"]
+    c.log_text(run_id, result.table().to_markdown(index=False, floatfmt=".4g"), "gate/gate.md")
+    c.log_dict(run_id, {"reason": result.reason, **tags}, "gate/gate.json")
     if result.passed and result.champion_version != result.version:
         if result.champion_version:
             c.set_model_version_tag(name, result.version, "previous_champion", result.champion_version)

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipelines.settings import Settings
+from pipelines.tasks import PRIMARY
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -58,6 +59,8 @@ def register_challenger(candidate, task: str, snapshot_id: str, baseline: dict, 
         tags = {
             "candidate": candidate.name, "family": candidate.family, "task": task, "snapshot": snapshot_id,
             "run_id": candidate.run_id, "metrics": json.dumps(candidate.metrics),
+            "selection": json.dumps({"split": "validation", "metric": PRIMARY[task],
+                                     "value": candidate.validation.get(PRIMARY[task])}),
             "baseline": json.dumps(baseline), "oracle": json.dumps(oracle),
             "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
             # the gate rebuilds the same test split from these
@@ -101,7 +104,7 @@ def rollback(task: str, settings: Settings) -> str:
 
 
 def champion_summary(task: str, settings: Settings) -> dict:
-    """The ``model`` JSON summary: name, version, alias, family, test metrics and baseline."""
+    """The ``model`` JSON summary: name, version, alias, family, how it was chosen, test metrics and baseline."""
     c = client(settings)
     name = settings.model_name(task)
     version = alias_version(c, name, CHAMPION)
@@ -114,6 +117,7 @@ def champion_summary(task: str, settings: Settings) -> dict:
     return {
         "name": name, "version": version, "alias": CHAMPION, "family": tags.get("family"),
         "candidate": tags.get("candidate"), "snapshot": tags.get("snapshot"), "run_id": tags.get("run_id"), "trained_at": tags.get("trained_at"),
-        "metrics": json.loads(tags.get("metrics", "{}")), "baseline": json.loads(tags.get("baseline", "{}")),
+        "metrics": json.loads(tags.get("metrics", "{}")), "selection": json.loads(tags.get("selection", "null")),
+        "baseline": json.loads(tags.get("baseline", "{}")),
         "oracle": json.loads(tags.get("oracle", "{}")), "gate_reason": tags.get("gate_reason"),
     }

@@ -228,6 +228,10 @@ class Settings(BaseSettings):
         return self.root / "monitoring"
 
     @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
     def gx_dir(self) -> Path:
         return self.root / "gx"
 

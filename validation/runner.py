@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
+from pipelines.data import verdicts
+from pipelines.data.verdicts import Verdict
 from pipelines.settings import Settings
 
 DATASOURCE = "popularity"
@@ -40,6 +42,10 @@ class ValidationReport:
     message: str
     quarantine_path: str | None = None
     checks: dict[str, int] = field(default_factory=dict)  # failed check → unexpected count (or 1)
+
+    @property
+    def docs_hint(self) -> str:
+        return f"; Data Docs: {self.docs_path}/index.html" if self.docs_path else ""
 
     def summary(self) -> dict:
         return {
@@ -179,7 +185,8 @@ def validate_snapshot(snapshot, settings: Settings, mode: str = "file") -> Valid
     """Run the manifest and images suites on a snapshot's manifest and quarantine the failing rows.
 
     Snapshots are immutable, so the quarantined rows (with a ``reasons`` column) go to
-    ``<home>/quarantine/<snapshot-id>.parquet``; ``clean_ids`` are the image ids the flow goes on with.
+    ``<home>/quarantine/<snapshot-id>.parquet`` and the verdict that training obeys to
+    ``<snapshot-id>.json`` beside it; ``clean_ids`` are the image ids the flow goes on with.
     """
     from validation import suites
 
@@ -189,7 +196,7 @@ def validate_snapshot(snapshot, settings: Settings, mode: str = "file") -> Valid
     checks = [suites.manifest_suite(columns, scheme, settings), suites.images_suite(columns, settings)]
     report, reasons = _run(frame, "snapshot", checks, settings, mode, run_name=f"snapshot-{snapshot.id}",
                            quarantine=True)
-    target = settings.root / "quarantine" / f"{snapshot.id}.parquet"
+    target = settings.quarantine_dir / f"{snapshot.id}.parquet"
     if reasons:
         rows = snapshot.manifest.reset_index(drop=True).loc[sorted(reasons)]
         rows = rows.assign(reasons=[", ".join(reasons[i]) for i in rows.index])
@@ -201,6 +208,9 @@ def validate_snapshot(snapshot, settings: Settings, mode: str = "file") -> Valid
     ids = frame["image_id"] if "image_id" in frame else pd.Series(dtype=str)
     keep = ~ids.index.isin(list(reasons)) & ids.notna()
     report.clean_ids = [str(i) for i in ids[keep]]
+    quarantined = frozenset(str(i) for i in ids[~keep & ids.notna()])
+    verdicts.save(Verdict(report.success, quarantined, report.message, report.docs_path), settings.quarantine_dir,
+                  snapshot.id)
     return report
 
 

@@ -54,6 +54,23 @@ CANDIDATES: dict[str, CandidateSpec] = {
 }
 
 
+#: The feature groups the sequence models read beside the daily views.
+SEQUENCE_GROUPS = ("social", "colors", "quality")
+
+
+def image_feature_groups(models: list[str]) -> tuple[str, ...]:
+    """The image feature groups these candidates read from the cache (CNNs read pixels). Social columns
+    are left out: missing social context is imputed by the models, not a broken feature."""
+    groups = []
+    for name in models:
+        spec = CANDIDATES[name]
+        if spec.family == "classical":
+            groups += RECIPES[spec.options["recipe"]].groups
+        elif spec.family == "sequence":
+            groups += SEQUENCE_GROUPS
+    return tuple(g for g in dict.fromkeys(groups) if g != "social")
+
+
 class UnknownCandidate(ValueError):
     """A ``--models`` name that no candidate has."""
 

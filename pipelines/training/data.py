@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.model_selection import GroupShuffleSplit
 
-from pipelines.data import splits
+from pipelines.data import splits, verdicts
 from pipelines.data.images import to_array
 from pipelines.data.snapshots import Snapshot
 from pipelines.features import faces
@@ -30,7 +30,7 @@ class TrainingData:
 
     ``split`` is ``group`` (the snapshot's grouped split) or ``time`` (the latest posts are the test
     split); ``require_faces`` keeps only images with a confident face (seed 003). Both default to the
-    training settings.
+    training settings. Rows that validation quarantined are left out; a snapshot that failed it is refused.
     """
 
     snapshot: Snapshot
@@ -48,6 +48,13 @@ class TrainingData:
         if target not in self.snapshot.manifest:
             raise ValueError(f"snapshot {self.snapshot.id} has no {target!r} column for the {self.task} task")
         manifest = self.snapshot.manifest.dropna(subset=[target]).reset_index(drop=True)
+        verdict = verdicts.load(self.settings.quarantine_dir, self.snapshot.id)
+        if verdict is not None and not verdict.passed:
+            raise verdicts.FailedValidation(verdict.refusal(self.snapshot.id))
+        self.validated = verdict is not None
+        quarantined = manifest["image_id"].astype(str).isin(verdict.quarantined if verdict else ())
+        self.quarantined = int(quarantined.sum())
+        manifest = manifest[~quarantined].reset_index(drop=True)
         if self.split == "time":
             if "posted_at" not in manifest:
                 raise ValueError(f"--split time needs a posted_at column, which snapshot {self.snapshot.id} lacks")
@@ -77,6 +84,13 @@ class TrainingData:
         split = manifest["split"].to_numpy().copy()
         split[train[held]] = "val"
         return manifest.assign(split=split)
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        """What training reads, split by split, and what validation kept out of it."""
+        counts = self.manifest["split"].value_counts()
+        return {"train": int(counts.get("train", 0)), "validation": int(counts.get("val", 0)),
+                "test": int(counts.get("test", 0)), "quarantined": self.quarantined}
 
     def rows(self, split: str) -> pd.DataFrame:
         return self.manifest[self.manifest["split"] == split]

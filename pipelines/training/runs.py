@@ -1,11 +1,12 @@
 """A candidate's MLflow run: fit it, log it as the project's pyfunc, and score the logged model itself
-on the frozen test split, with its plots and the drift monitor's reference beside it."""
+on the validation split (what candidates are chosen on) and once on the frozen test split (what is
+reported), with its plots and the drift monitor's reference beside it."""
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -27,10 +28,10 @@ class Candidate:
     family: str
     run_id: str
     model_uri: str
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # on the test split, for the report
     params: dict
     inputs: str = "image"
-
+    validation: dict[str, float] = field(default_factory=dict)  # on the validation split, for choosing
 
 
 def _log_evaluation(data: TrainingData, scores: np.ndarray, out: Path) -> None:
@@ -51,6 +52,11 @@ def _log_reference(data: TrainingData, scores: np.ndarray, workdir: Path) -> Non
     path = workdir / "profile.parquet"
     data.test_profile.assign(score=scores).to_parquet(path, index=False)
     mlflow.log_artifact(str(path), "reference")
+
+
+def _scores(model, data: TrainingData, split: str) -> np.ndarray:
+    rows = data.rows(split)
+    return model.predict_images([data.images[i] for i in rows["image_id"]], data.social(split))["score"].to_numpy()
 
 
 def _test_metrics(data: TrainingData, scores: np.ndarray) -> dict[str, float]:
@@ -90,9 +96,9 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         profiler = data.profiler.save(Path(tmp) / "profiler.json")
         info = log_model(fitted.config, {**fitted.artifacts, "profiler": str(profiler)}, example)
         model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
-        test = data.rows("test")
-        scores = model.predict_images([data.images[i] for i in test["image_id"]], data.social("test"))["score"]
-        scores = scores.to_numpy()
+        validation = evaluation.task_metrics(data.task, data.y("val"), _scores(model, data, "val"))
+        mlflow.log_metrics({f"val_{k}": v for k, v in validation.items()})
+        scores = _scores(model, data, "test")
         metrics = {**_test_metrics(data, scores), **fitted.metrics, "fit_seconds": fit_seconds}
         if s.repeats > 1:
             values = repeat_scores(name, data, quick, s.repeats, params)
@@ -107,4 +113,4 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         _log_evaluation(data, scores, Path(tmp) / "plots")
         _log_reference(data, scores, Path(tmp))
         params_out = {**fitted.params, "split": data.split, "require_faces": data.require_faces}
-        return Candidate(name, spec.family, run.info.run_id, info.model_uri, metrics, params_out, inputs)
+        return Candidate(name, spec.family, run.info.run_id, info.model_uri, metrics, params_out, inputs, validation)

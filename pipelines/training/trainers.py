@@ -16,6 +16,7 @@ from pipelines import evaluation, vision
 from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.models import backends, classical, cnn, distributed, sequences
 from pipelines.tasks import PRIMARY
+from pipelines.training.candidates import SEQUENCE_GROUPS
 from pipelines.training.data import TrainingData
 from pipelines.training.fitted import Fitted
 
@@ -66,7 +67,7 @@ def fit_sequences(data: TrainingData, workdir: Path, quick: bool, params: dict |
     if len(columns) < 2:
         raise ValueError(f"the sequence models need daily views views_d1..views_d30; snapshot "
                          f"{data.snapshot.id} has {columns or 'none'}")
-    featurizer = data.featurizer(("social", "colors", "quality"))
+    featurizer = data.featurizer(SEQUENCE_GROUPS)
     x = data.x("train", featurizer)
     chosen = {"method": method, "clusters": s.sequence_clusters, "bandwidth": s.sequence_bandwidth, "C": 1.0,
               "trees": 100 if quick else 300, "seed": s.seed} | (params or {})

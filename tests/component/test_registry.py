@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -14,8 +15,18 @@ from unittest import mock
 import mlflow
 import pytest
 
+import numpy as np
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from flows.training import predictions_suite
 from pipelines import promotion, registry
-from pipelines.training.runs import train_candidate
+from pipelines.data.images import to_jpeg
+from pipelines.models.backends import save_estimator
+from pipelines.models.pyfunc import log_model
+from pipelines.training.runs import Candidate, train_candidate
+from pipelines.training.trainers import _sklearn_config
 from tests.component.tiny import tiny_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     data, parent = tiny_data(tmp_path_factory.mktemp("registry") / "home")
-    # Under test is the comparison with the champion; the sanity checks have their own test below,
-    # and two quick models on 80 demo images need not pass the production floor and tolerances.
+    # Two quick models on 80 demo images need not pass the production floor and tolerances; each check
+    # is made to refuse by its own test below.
     p = data.settings.promotion
     p.latency_budget_ms, p.floor_roc_auc, p.flip_tolerance, p.jpeg_tolerance = 5000.0, 0.0, 10.0, 10.0
     candidates = {n: train_candidate(n, data, parent, quick=True) for n in ("colors-svm", "stats-gb")}
@@ -73,6 +84,70 @@ def test_gate_numbers_cover_every_sanity_check(trained):
     result = promotion.gate("binary", data.settings)
     assert {"no_nan", "floor", "latency", "flip_stability", "jpeg_stability"} <= set(result.checks)
     assert result.numbers["latency_ms"] > 0 and result.numbers["flip_shift"] >= 0
+
+
+def _diverged(data, parent) -> Candidate:
+    """A real logged model whose weights diverged to NaN: every score it gives is NaN."""
+    featurizer = data.featurizer(("colors",))
+    x = data.x("train", featurizer)
+    estimator = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=1000)).fit(x, data.y("train"))
+    estimator[-1].coef_[:] = np.nan
+    experiment_id = mlflow.get_run(parent).info.experiment_id
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(parent_run_id=parent, nested=True,
+                                                                experiment_id=experiment_id) as run:
+        config = _sklearn_config(data, featurizer, list(x.columns)) | {"limits": data.settings.images.model_dump()}
+        artifacts = {"estimator": save_estimator(estimator, Path(tmp) / "estimator.skops"),
+                     "profiler": str(data.profiler.save(Path(tmp) / "profiler.json"))}
+        info = log_model(config, artifacts, to_jpeg(next(iter(data.images.values()))))
+    return Candidate("diverged", "classical", run.info.run_id, info.model_uri, {}, {}, validation={})
+
+
+def _loosened(settings, **thresholds):
+    settings = settings.model_copy(deep=True)
+    for key, value in thresholds.items():
+        setattr(settings.promotion, key, value)
+    return settings
+
+
+@pytest.mark.parametrize(("thresholds", "refusing"), [
+    ({"floor_roc_auc": 1.01}, "floor"),
+    ({"latency_budget_ms": 0.0}, "latency"),
+    ({"flip_tolerance": -1.0}, "flip_stability"),
+    ({"jpeg_tolerance": -1.0}, "jpeg_stability"),
+    ({"margin": 1.0}, "beats_champion"),
+])
+def test_each_check_refuses_a_model_that_misses_its_threshold(trained, thresholds, refusing):
+    data, c = trained
+    _challenge(data, c["colors-svm"])
+    promotion.promote("binary", data.settings)  # a champion to beat, whichever version
+    _challenge(data, c["stats-gb"])
+    result = promotion.gate("binary", _loosened(data.settings, **thresholds))
+    assert not result.passed and not result.checks[refusing], result.reason
+    assert result.thresholds[refusing] == next(iter(thresholds.values()))
+
+
+def test_a_diverged_model_is_refused_by_the_nan_check_and_the_predictions_suite(trained):
+    data, c = trained
+    parent = mlflow.get_run(c["stats-gb"].run_id).data.tags["mlflow.parentRunId"]
+    _challenge(data, _diverged(data, parent))
+    result = promotion.promote("binary", data.settings, predictions_suite("binary", data.settings))
+    assert not result.passed and not result.checks["no_nan"] and not result.checks["predictions_suite"]
+    assert "scores not finite" in result.reason and "predictions validation failed" in result.reason
+
+
+def test_the_gate_records_its_thresholds_and_the_comparison_table(trained):
+    data, c = trained
+    _challenge(data, c["colors-svm"])
+    promotion.promote("binary", data.settings)
+    version = _challenge(data, c["stats-gb"])
+    strict = _loosened(data.settings, margin=0.5)  # still looser than the production floor and tolerances
+    result = promotion.promote("binary", strict)
+    tags = registry.client(strict).get_model_version(strict.model_name("binary"), version.version).tags
+    assert json.loads(tags["gate_thresholds"]) == result.thresholds and result.thresholds["beats_champion"] == 0.5
+    assert json.loads(tags["gate_loosened"])["floor_roc_auc"] == 0.0  # the fixture loosened it: on record
+    assert "loosened from the defaults" in tags["gate_reason"]
+    table = mlflow.artifacts.load_text(f"runs:/{c['stats-gb'].run_id}/gate/gate.md")
+    assert "beats_champion" in table and "champion" in table.splitlines()[0]
 
 
 def test_a_missing_model_or_alias_is_no_champion(settings):

@@ -34,7 +34,15 @@ def test_regression_task_and_comparison_table(tmp_path):
     data, parent = tiny_data(tmp_path / "home", task="score")
     candidates = [train_candidate(n, data, parent, quick=True) for n in ("social-gb", "stats-gb")]
     report = summarise(data, candidates, parent)
-    assert report.best.metrics["spearman"] == max(c.metrics["spearman"] for c in candidates)
+    chosen = max(candidates, key=lambda c: c.validation["spearman"])
+    assert report.best is chosen and report.selection == {"split": "validation", "metric": "spearman",
+                                                          "value": chosen.validation["spearman"]}
+    assert mlflow.get_run(chosen.run_id).data.metrics["val_spearman"] == pytest.approx(chosen.validation["spearman"])
+    table = report.table.set_index("candidate")
+    assert table.loc[chosen.name, "val_spearman"] == chosen.validation["spearman"]
+    assert table.loc[chosen.name, "test_spearman"] == chosen.metrics["spearman"]
+    assert report.rows == {"train": len(data.rows("train")), "validation": len(data.rows("val")),
+                           "test": len(data.rows("test")), "quarantined": 0}
     assert "majority/mean baseline" in set(report.table["candidate"])
     assert {"social", "image"} == set(report.table["inputs"][:2])
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent)}

@@ -16,7 +16,9 @@ import pytest
 
 from pipelines.data.collect import collect
 from pipelines.data.sources import parse_spec
+from pipelines.data.verdicts import FailedValidation
 from pipelines.settings import Settings
+from pipelines.training.data import TrainingData
 from validation import validate_features, validate_predictions, validate_snapshot
 
 
@@ -156,3 +158,26 @@ def test_regression_scores_must_be_finite(settings):
     report = validate_predictions(np.array([3.5, np.inf, np.nan]), "regression", settings, mode="ephemeral")
     assert not report.success
     assert {"score_finite", "score_not_nan"} <= set(report.critical_failures)
+
+
+def _verdict_on(snapshot, edit) -> SimpleNamespace:
+    """The snapshot's own id with an edited manifest: the verdict is about the snapshot training reads."""
+    return SimpleNamespace(**{**vars(planted(snapshot, edit)), "id": snapshot.id})
+
+
+def test_training_reads_only_the_rows_validation_passed(snapshot, settings):
+    report = validate_snapshot(_verdict_on(snapshot, negative_likes), settings, mode="ephemeral")
+    assert report.success and report.quarantined == 1
+    data = TrainingData(snapshot, "binary", settings)
+    quarantined = snapshot.manifest["image_id"].iloc[0]
+    assert quarantined not in set(data.manifest["image_id"]) and quarantined not in data.images
+    counts = data.row_counts
+    assert counts["quarantined"] == 1 and counts["train"] + counts["validation"] + counts["test"] == 59
+
+
+def test_a_snapshot_that_failed_validation_is_not_trained_on(snapshot, settings):
+    report = validate_snapshot(_verdict_on(snapshot, lambda m: negative_likes(m, rows=10)), settings,
+                               mode="ephemeral")
+    assert not report.success
+    with pytest.raises(FailedValidation, match=f"snapshot {snapshot.id} failed validation.*likes_non_negative"):
+        TrainingData(snapshot, "binary", settings)

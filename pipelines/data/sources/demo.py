@@ -105,8 +105,12 @@ class DemoSource:
                 "tags": int(rng.integers(0, 15)),
                 **{f"views_d{d + 1}": int(v) for d, v in enumerate(daily)},
             }
+            expected_log_views = social + 0.6 * appeal + 1.5
             oracle = {"appeal": float(appeal), "expected_log_ratio": float(0.8 * appeal - 0.1 * np.log(followers)
-                                                                           + 0.15 * users["activity"][user])}
+                                                                           + 0.15 * users["activity"][user]),
+                      "expected_log_likes": float(social + 0.8 * appeal - 1.0),
+                      "expected_log_views": float(expected_log_views),
+                      "expected_log_favorites": float(np.log(0.002) + expected_log_views + 0.5 * appeal)}
             yield Item(ref=f"demo://{self.seed}/{i}", fields=fields, data=to_jpeg(image), oracle={**oracle, **attrs})
 
     def _users(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
