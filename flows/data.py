@@ -12,8 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.scaleout import fetch_items
 from pipelines.data.collect import collect
 from pipelines.data.snapshots import Snapshot
-from pipelines.data.verdicts import FailedValidation
 from pipelines.data.sources import parse_spec
+from pipelines.data.verdicts import FailedValidation
 from pipelines.settings import load_settings
 from validation import validate_snapshot
 
