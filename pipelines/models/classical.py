@@ -22,6 +22,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
+from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import GridSearchCV, GroupKFold
@@ -73,9 +74,12 @@ def _forest(task: str, p: dict, s: TrainSettings):
 
 
 def _boosting(task: str, p: dict, s: TrainSettings):
+    """Boosting bins missing values itself but fails on a column with no value at all (a social column the
+    source lacks, e.g. followers in seed 002's data), so columns without variance are dropped first."""
     kind = HistGradientBoostingClassifier if task == "binary" else HistGradientBoostingRegressor
-    return kind(max_iter=p["max_iter"], learning_rate=p["learning_rate"], max_leaf_nodes=p["max_leaf_nodes"],
-                l2_regularization=p.get("l2_regularization", 0.0), random_state=s.seed)
+    return make_pipeline(VarianceThreshold(), kind(
+        max_iter=p["max_iter"], learning_rate=p["learning_rate"], max_leaf_nodes=p["max_leaf_nodes"],
+        l2_regularization=p.get("l2_regularization", 0.0), random_state=s.seed))
 
 
 def _boosting_on_pca(task: str, p: dict, s: TrainSettings):

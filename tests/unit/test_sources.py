@@ -6,13 +6,16 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.data.collect import collect
 from pipelines.data.sources import Item, Reject, SpecError, parse_spec, read_file
 from pipelines.data.sources.grubhub import GrubhubSource
-from pipelines.settings import Settings
+from pipelines.features.social import social_features, social_inputs
+from pipelines.models.classical import RECIPES
+from pipelines.settings import Settings, TrainSettings
 from tests.helpers import photo
 
 
@@ -22,7 +25,7 @@ def _reasons(snapshot) -> dict[str, int]:
 
 def test_folders_gives_the_binary_label_and_rejects_what_is_not_an_image(tmp_path, settings):
     root = tmp_path / "training images"
-    for label, ks in (("popular", range(0, 6)), ("unpopular", range(6, 12))):
+    for label, ks in (("popular", range(6)), ("unpopular", range(6, 12))):
         (root / label).mkdir(parents=True)
         for k in ks:
             (root / label / f"{k}.jpg").write_bytes(photo(k))
@@ -185,6 +188,75 @@ def test_jsonl_and_parquet_manifests(tmp_path, settings):
     frame.to_parquet(tmp_path / "rows.parquet")
     snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.parquet'}", settings), settings, name="pq", progress=False)
     assert snap.meta["label"] == "given" and sorted(snap.manifest["label"]) == [0, 0, 1, 1]
+
+
+def _seed_002_manifest(root: Path, n: int = 12) -> Path:
+    """Seed 002's layout: a 30-day cumulative views sequence, user features, no views total and no likes.
+    Row k's sequence grows linearly to 10 × (k·7 mod n + 1) × 30; the last row's sequence is missing."""
+    days = [f"views_d{d}" for d in range(1, 31)]
+    lines = [",".join(["photo_id", "image", "user_id", "posted_at", "user_contacts", "user_groups",
+                       "user_mean_views", "photo_count", *days])]
+    for k in range(n):
+        (root / f"{k}.jpg").write_bytes(photo(k))
+        base = 10 * ((k * 7) % n + 1)
+        sequence = [""] * 30 if k == n - 1 else [str(base * d) for d in range(1, 31)]
+        lines.append(",".join([f"p{k}", f"{k}.jpg", f"u{k % 4}", f"2024-03-{k + 1:02d}T{k:02d}:00:00Z",
+                               str(10 * k + 1), str(k), str(50.5 + k), str(100 + k), *sequence]))
+    path = root / "flickr.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_seed_002_manifest_takes_its_views_from_the_sequence_and_the_score_label_by_default(tmp_path, settings):
+    source = parse_spec(f"manifest:{_seed_002_manifest(tmp_path)}", settings)
+    assert source.default_label == "score"
+    snap = collect(source, settings, progress=False)
+    rows = snap.manifest.set_index("photo_id").sort_index(key=lambda ids: ids.str[1:].astype(int))
+    assert snap.meta["label"] == "score" and list(rows.index) == [f"p{k}" for k in range(11)]
+    assert rows["views"].tolist() == [300.0 * ((k * 7) % 12 + 1) for k in range(11)]
+    assert (rows["views"] == rows["views_d30"]).all() and (rows["seq_scale"] == rows["views"]).all()
+    days = (rows["posted_at"].max() + pd.Timedelta(days=30) - rows["posted_at"]).dt.total_seconds() / 86400
+    np.testing.assert_allclose(rows["score"], np.log(rows["views"] / days + 1))
+    assert rows["label"].sum() == 5  # above the median of 11 scores
+    rejects = snap.rejects.set_index("reason")
+    assert _reasons(snap) == {"missing_sequence": 1}
+    assert rejects.loc["missing_sequence", "source_ref"] == "11.jpg"
+    assert "views_d30 is empty" in rejects.loc["missing_sequence", "message"]
+
+    social = social_inputs(rows)
+    assert social["user_contacts"].tolist() == [10.0 * k + 1 for k in range(11)]
+    assert social["user_groups"].tolist() == [float(k) for k in range(11)]
+    assert social["photo_count"].tolist() == [100.0 + k for k in range(11)]
+    assert social["posted_hour"].tolist() == [float(k) for k in range(11)]
+    features = social_features(social)
+    np.testing.assert_allclose(features["log_user_mean_views"], np.log1p([50.5 + k for k in range(11)]))
+    assert features["log_followers"].isna().all()  # seed 002 has contacts, not followers
+    boosting = RECIPES["social-gb"].build("binary", {"max_iter": 5, "learning_rate": 0.1, "max_leaf_nodes": 4},
+                                          TrainSettings()).fit(features, rows["label"])
+    kept = set(features.columns[boosting[0].get_support()])  # the columns without a value are left out
+    assert {"log_user_contacts", "log_user_groups", "log_user_mean_views", "log_photo_count"} <= kept
+    assert "log_followers" not in kept
+
+
+def test_seed_002_manifest_with_deciles_and_with_the_challenges_own_names(tmp_path, settings):
+    snap = collect(parse_spec(f"manifest:{_seed_002_manifest(tmp_path)}", settings), settings, label="deciles",
+                   progress=False)
+    rows = snap.manifest.sort_values("views")
+    assert snap.meta["label"] == "deciles" and len(rows) == 11 and _reasons(snap) == {"missing_sequence": 1}
+    assert rows["score"].tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # ten bins of 11 ranks: the first holds two
+    assert (rows["label"] == (rows["score"] >= 5)).all()
+
+    # the ICIP 2020 challenge's headers, a sequence cut at day 3 and no posting date: deciles of day-3 views
+    frame = pd.DataFrame({"FlickrId": ["a", "b"], "url": ["http://x/a.jpg", "http://x/b.jpg"], "Contacts": [3, 4],
+                          "GroupsCount": [1, 2], "MeanViews": [9.5, 7.0], "PhotoCount": [40, 50],
+                          "views_d1": [1, 2], "views_d2": [2, 4], "views_d3": [5, None]})
+    frame.to_parquet(tmp_path / "icip.parquet")
+    source = parse_spec(f"manifest:{tmp_path / 'icip.parquet'}", settings)
+    item, reject = source.entries
+    assert source.default_label == "deciles"
+    assert item.fields["views"] == 5.0 and item.fields["user_contacts"] == 3.0 and item.fields["user_groups"] == 1
+    assert item.fields["user_mean_views"] == 9.5 and item.fields["photo_count"] == 40.0
+    assert isinstance(reject, Reject) and reject.reason == "missing_sequence" and "views_d3" in reject.message
 
 
 @pytest.mark.parametrize("spec, match", [

@@ -5,6 +5,10 @@ path relative to the file or an http(s) URL (a path must stay inside the file's 
 ``sources.allow_outside_paths`` is set); every other column is kept (likes, views, favorites,
 comments, followers, posted_at, user_id, views_d1..views_d30, …). Rows that cannot be used — a
 malformed line, a negative or non-numeric count, a repeated id, an empty image cell — are rejects.
+
+Seed 002's layout has a 30-day views sequence and no ``views``: the last day (the highest ``views_dN``)
+is the total, and a row without it is a reject. Its user columns (contacts, groups, mean views, photo
+count) become the social columns of :mod:`pipelines.features.social` under their aliases.
 """
 
 from __future__ import annotations
@@ -24,7 +28,16 @@ from pipelines.settings import Settings
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "url", "image_url")
 ID_COLUMNS = ("id", "photo_id", "post_id", "item_id", "pid")
 GROUP_COLUMNS = ("group", "user_id", "uid", "owner", "user", "username", "category")
-COUNT_COLUMNS = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tags|views_d\d+)$")
+COUNT_COLUMNS = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tags|user_contacts|"
+                           r"user_groups|user_mean_views|photo_count|views_d\d+)$")
+DAY_COLUMN = re.compile(r"^views_d(\d+)$")
+# Other names (in any case) for the social columns that pipelines.features.social reads, e.g. the ICIP 2020
+# challenge's Contacts, GroupsCount, MeanViews and PhotoCount (seed 002).
+ALIASES = {
+    "contacts": "user_contacts", "groupscount": "user_groups", "groups_count": "user_groups",
+    "meanviews": "user_mean_views", "mean_views": "user_mean_views", "photocount": "photo_count",
+    "user_photo_count": "photo_count", "tag_count": "tags",
+}
 # Column names the collector writes itself; a source's own column of that name is kept with a prefix.
 RESERVED = {"image_id", "image_path", "source", "source_ref", "width", "height", "format", "mode", "n_bytes",
             "split"}
@@ -141,15 +154,22 @@ class ManifestSource:
         if reader is None:
             raise SpecError(f"manifest:{location}: expected a .csv, .parquet or .jsonl file")
         rows = list(reader(path))
-        columns = {k for row in rows if isinstance(row, dict) for k in row}
+        columns = {str(k) for row in rows if isinstance(row, dict) for k in row}
+        renames = _renames(columns)
+        if renames:
+            rows = [{renames.get(str(k), k): v for k, v in row.items()} if isinstance(row, dict) else row
+                    for row in rows]
+            columns = {renames.get(c, c) for c in columns}
+        total = _views_total(columns)
         image_column = next((c for c in IMAGE_COLUMNS if c in columns), None)
         if image_column is None:
             raise SpecError(f"manifest:{location} has no image column; name one of {list(IMAGE_COLUMNS)}")
-        entries = list(_entries(rows, path, image_column))
+        entries = list(_entries(rows, path, image_column, total))
         if not any(isinstance(e, Item) for e in entries):
             reasons = sorted({e.reason for e in entries if isinstance(e, Reject)})
             raise SpecError(f"manifest:{location}: no usable row (rejects: {reasons})")
-        return cls(path=path, image_column=image_column, default_label=_default_label(columns),
+        known = columns | {"views"} if total else columns
+        return cls(path=path, image_column=image_column, default_label=_default_label(known),
                    max_bytes=settings.images.max_bytes, entries=entries,
                    allow_outside_paths=settings.sources.allow_outside_paths)
 
@@ -175,10 +195,31 @@ def _default_label(columns: set[str]) -> str:
         return "score"
     if "favorites" in columns:
         return "favorited"
+    if "views" in columns and "likes" not in columns:
+        return "deciles"
     return "likes"
 
 
-def _entries(rows: list[dict | Reject], path: Path, image_column: str) -> Iterator[Item | Reject]:
+def _renames(columns: set[str]) -> dict[str, str]:
+    """Alias → our name, for each social column the manifest has only under an alias (the first alias wins)."""
+    renames, taken = {}, set(columns)
+    for column in sorted(columns):
+        ours = ALIASES.get(column.lower())
+        if ours and ours not in taken:
+            renames[column] = ours
+            taken.add(ours)
+    return renames
+
+
+def _views_total(columns: set[str]) -> str | None:
+    """The daily column that stands for ``views`` in a manifest without one: the sequence's last day."""
+    days = [int(match[1]) for column in columns if (match := DAY_COLUMN.match(column))]
+    return f"views_d{max(days)}" if days and "views" not in columns else None
+
+
+def _entries(rows: list[dict | Reject], path: Path, image_column: str, total: str | None = None
+             ) -> Iterator[Item | Reject]:
+    """Items and rejects of the rows; ``total`` names the daily column to copy into ``views``."""
     id_column = next((c for c in ID_COLUMNS if any(isinstance(r, dict) and c in r for r in rows)), None)
     group_column = next((c for c in GROUP_COLUMNS if any(isinstance(r, dict) and c in r for r in rows)), None)
     seen: set[str] = set()
@@ -197,6 +238,12 @@ def _entries(rows: list[dict | Reject], path: Path, image_column: str) -> Iterat
             reason, _, message = cleaned.partition(": ")
             yield Reject(image, reason, message)
             continue
+        if total:
+            if cleaned.get(total) is None:
+                yield Reject(image, "missing_sequence",
+                             f"{total} is empty: without the last day of its views sequence the row has no views")
+                continue
+            cleaned["views"] = cleaned[total]
         if id_column and not _missing(row.get(id_column)):
             key = str(row[id_column])
             if key in seen:
