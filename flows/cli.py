@@ -118,14 +118,21 @@ def run(
     from flows.demo import run_flow
 
     _check_runner(runner)
-    summary = run_flow(source=source, task=task, quick=quick, port=port, runner=runner)
+    from pipelines.data.verdicts import FailedValidation
+
+    try:
+        summary = run_flow(source=source, task=task, quick=quick, port=port, runner=runner)
+    except (LookupError, FailedValidation) as exc:
+        _fail(str(exc))
     champion = summary["champion"]
     console.print(_champion_table(champion))
     service = summary["service"]
     console.print(f"Service: answered {service['ok']}/{service['sent']} predictions at {service['url']} "
                   f"(a non-image got HTTP {service['non_image_status']}); start it again with "
                   f"[bold]popularity serve[/] (http://{settings.serving.host}:{settings.serving.port})")
-    console.print(f"Drift: {summary['monitor']['message']}")
+    console.print(f"Drift on held-out images: {summary['monitor']['message']}")
+    shifted = summary["shifted"]
+    console.print(f"Drift on the same images at {shifted['brightness']:.0%} brightness: {shifted['monitor']['message']}")
     console.print(f"MLflow UI and Prefect UI: [bold]popularity ui[/] (home: {settings.root})")
     _emit(summary, as_json)
 

@@ -4,6 +4,7 @@ promote → serve → probe the service → monitor."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -15,35 +16,56 @@ from flows.data import check_snapshot, collect_snapshot
 from flows.monitor import monitor_flow
 from flows.processes import ServiceProcess
 from flows.training import open_parent_run, promote_flow, train_flow
+from monitoring.request_store import open_request_store
 from pipelines import registry
+from pipelines.data import probes
 from pipelines.data.snapshots import Snapshot
 from pipelines.settings import load_settings
 
 
 @task(cache_policy=NO_CACHE)
-def probe_service(url: str, snapshot_path: str, requests: int) -> dict:
-    """Send held-out test images to the running service, as a client would."""
-    snap = Snapshot(Path(snapshot_path))
-    test = snap.manifest[snap.manifest["split"] == "test"]
-    rows = test.sample(min(requests, len(test)), random_state=0) if len(test) else test
+def probe_service(url: str, images: list[bytes]) -> dict:
+    """Send images to the running service as a client would, then one upload that is not an image."""
     ok, errors, scores = 0, 0, []
     with httpx.Client(timeout=60) as client:
-        for relative in rows["image_path"]:
-            response = client.post(f"{url}/predict", files={"image": (Path(relative).name, snap.read_image(relative))})
+        for i, data in enumerate(images):
+            response = client.post(f"{url}/predict", files={"image": (f"probe-{i}.jpg", data)})
             if response.status_code == 200:
                 ok += 1
                 scores.append(response.json()["score"])
             else:
                 errors += 1
         bad = client.post(f"{url}/predict", files={"image": ("notes.jpg", b"this is not an image")})
-    return {"url": url, "sent": len(rows), "ok": ok, "errors": errors, "non_image_status": bad.status_code,
+    return {"url": url, "sent": len(images), "ok": ok, "errors": errors, "non_image_status": bad.status_code,
             "mean_score": sum(scores) / len(scores) if scores else None}
+
+
+@task(cache_policy=NO_CACHE)
+def await_logged(task_name: str, since: float, expected: int, timeout_s: float = 60) -> int:
+    """The service writes its request records behind the answers: wait until the monitor can read them."""
+    settings = load_settings()
+    version = str(registry.champion_summary(task_name, settings)["version"])
+    store = open_request_store(settings)
+    deadline = time.monotonic() + timeout_s
+    while (logged := len(store.read(version=version, since=since))) < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return logged
+
+
+def _probe_and_check(url: str, images: list[bytes], task_name: str) -> tuple[dict, dict]:
+    started = time.time()
+    probe = probe_service(url, images)
+    await_logged(task_name, started, probe["ok"])
+    return probe, monitor_flow(task=task_name, retrain=False)
 
 
 @flow(name="popularity-run", log_prints=True)
 def run_flow(source: str = "demo", task: str = "binary", quick: bool = False, port: int = 3000,
              requests: int = 200, runner: str = "local") -> dict:
-    """The whole pipeline: collect → validate → train → promote → serve → predict → monitor."""
+    """The whole pipeline: collect → validate → train → promote → serve → predict → monitor.
+
+    The service is probed with held-out images (not the drift reference), then with the same images
+    darkened: the monitor's two verdicts show it can say both "no drift" and "drift"."""
     settings = load_settings()
     parent = open_parent_run(settings, f"pipeline-{task}", {"source": source, "task": task, "quick": str(quick)})
     snapshot_path = collect_snapshot(source, None, None, False, runner)
@@ -53,13 +75,21 @@ def run_flow(source: str = "demo", task: str = "binary", quick: bool = False, po
     validation = check_snapshot(snapshot_path, parent)
     trained = train_flow(snapshot=snap.id, task=task, quick=quick, parent_run_id=parent, runner=runner)
     promoted = promote_flow(task=task)
-    champion = registry.champion_summary(task, settings)
+    try:
+        champion = registry.champion_summary(task, settings)
+    except LookupError as exc:
+        raise LookupError(f"nothing to serve: the gate refused the challenger and there is no earlier champion "
+                          f"({promoted['reason']})") from exc
+    held = probes.held_out(source, snap, requests, settings)
     service_log = settings.root / "logs" / "service.log"
     with ServiceProcess(port=port, log_path=service_log) as service:
-        probe = probe_service(service.url, snapshot_path, requests)
-    drift = monitor_flow(task=task)
+        probe, drift = _probe_and_check(service.url, held, task)
+        shifted = probes.darkened(held, settings.demo.probe_brightness, settings.images)
+        shifted_probe, shifted_drift = _probe_and_check(service.url, shifted, task)
     summary = {"collect": snap.summary(), "validation": validation, "comparison": trained["table"],
                "promotion": promoted, "champion": champion, "service": probe, "monitor": drift,
+               "shifted": {"service": shifted_probe, "monitor": shifted_drift,
+                           "brightness": settings.demo.probe_brightness},
                "mlflow_run_id": parent}
     with mlflow.start_run(run_id=parent):
         mlflow.log_text(json.dumps(summary, indent=2, default=str), "summary.json")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+from scipy.stats import spearmanr
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from pipelines.data.images import to_jpeg
 
 
 def trimmed_rmse(y: np.ndarray, pred: np.ndarray, trim: float = 0.25) -> float:
@@ -70,6 +75,17 @@ def pairwise_accuracy(engagement: np.ndarray, score: np.ndarray, groups: np.ndar
 
 def task_metrics(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     return binary_metrics(y, score) if task == "binary" else regression_metrics(y, score)
+
+
+def stability(model, images: list, base: np.ndarray, social: pd.DataFrame | None = None) -> dict[str, float]:
+    """How far the score moves under a horizontal flip and a JPEG re-compression, in units of the
+    scores' spread: what a user sees when the same photo is uploaded mirrored or re-saved."""
+    flipped = model.predict_images([ImageOps.mirror(img) for img in images], social)["score"].to_numpy()
+    recompressed = [Image.open(io.BytesIO(to_jpeg(img, quality=70))).convert("RGB") for img in images]
+    jpeg = model.predict_images(recompressed, social)["score"].to_numpy()
+    spread = max(float(np.std(base)), 1e-9)
+    return {"flip_shift": float(np.mean(np.abs(flipped - base))) / spread,
+            "jpeg_shift": float(np.mean(np.abs(jpeg - base))) / spread}
 
 
 def baseline(task: str, y_train: np.ndarray, y_test: np.ndarray) -> dict[str, float]:

@@ -5,7 +5,6 @@ written on the model version either way, with a challenger-vs-champion table on 
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable
@@ -14,10 +13,9 @@ from dataclasses import dataclass, field
 import mlflow
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pipelines import evaluation, registry
-from pipelines.data.images import to_jpeg
 from pipelines.data.snapshots import Snapshot
 from pipelines.features.social import social_inputs
 from pipelines.settings import PromotionSettings, Settings
@@ -85,16 +83,6 @@ def _load(name: str, version: str):
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
 
 
-def _behaviour(model, images: list[Image.Image], base: np.ndarray, social: pd.DataFrame) -> dict[str, float]:
-    """How much the score moves under a horizontal flip and a JPEG re-compression."""
-    flipped = model.predict_images([ImageOps.mirror(img) for img in images], social)["score"].to_numpy()
-    recompressed = [Image.open(io.BytesIO(to_jpeg(img, quality=70))).convert("RGB") for img in images]
-    jpeg = model.predict_images(recompressed, social)["score"].to_numpy()
-    spread = max(float(np.std(base)), 1e-9)
-    return {"flip_shift": float(np.mean(np.abs(flipped - base))) / spread,
-            "jpeg_shift": float(np.mean(np.abs(jpeg - base))) / spread}
-
-
 def _latency_ms(model, images: list[Image.Image]) -> float:
     sample = images[:32]
     model.predict_images(sample[:2])  # warm-up
@@ -143,7 +131,7 @@ def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | No
     finite = bool(np.all(np.isfinite(scores)))
     value = evaluation.task_metrics(task, y, scores)[primary] if finite else float("nan")  # refused, not a crash
     numbers = {f"challenger_{primary}": value, "gate_rows": len(test),
-               "latency_ms": _latency_ms(challenger, images), **_behaviour(challenger, images, scores, social)}
+               "latency_ms": _latency_ms(challenger, images), **evaluation.stability(challenger, images, scores, social)}
     floor = p.floor_roc_auc if task == "binary" else p.floor_spearman
     outcomes = [
         Check("no_nan", finite, message="" if finite else f"{int((~np.isfinite(scores)).sum())} scores not finite"),

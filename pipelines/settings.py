@@ -26,6 +26,7 @@ class DemoSettings(BaseModel):
     image_px: int = 128
     seed: int = 7
     users: int = 200
+    probe_brightness: float = 0.4  # the demo's shifted probe batch: its held-out images this much darker
 
 
 class DownloadSettings(BaseModel):

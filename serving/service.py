@@ -289,11 +289,14 @@ class Popularity:
 
     @bentoml.api
     async def predict(self, image: Upload, followers: Count = None, account_age_days: Count = None,
-                      posts_per_week: Count = None, tags: Count = None) -> dict:
-        """Score one photo (multipart field ``image``), with optional social context."""
+                      posts_per_week: Count = None, tags: Count = None, user_contacts: Count = None,
+                      user_groups: Count = None, user_mean_views: Count = None, photo_count: Count = None) -> dict:
+        """Score one photo (multipart field ``image``), with optional social context (seed 002's user
+        columns included)."""
         start = time.perf_counter()
-        social = {"followers": followers, "account_age_days": account_age_days,
-                  "posts_per_week": posts_per_week, "tags": tags}
+        social = {"followers": followers, "account_age_days": account_age_days, "posts_per_week": posts_per_week,
+                  "tags": tags, "user_contacts": user_contacts, "user_groups": user_groups,
+                  "user_mean_views": user_mean_views, "photo_count": photo_count}
         (result,) = await self._score([image], social)
         if "error" in result:
             return JSONResponse({"error": result["error"], "message": result["message"]},

@@ -89,15 +89,18 @@ class TrainReport:
     oracle: dict[str, float]
     table: pd.DataFrame
     rows: dict[str, int]
+    stable: list[str]  # candidates within the promotion gate's flip and JPEG tolerances on validation
 
     @property
     def best(self) -> Candidate:
-        """The candidate with the best validation metric: the test split does not choose."""
+        """The best validation metric among candidates stable on validation images (the gate's flip and
+        JPEG tolerances), else among all: the test split does not choose."""
         primary = PRIMARY[self.task]
         scored = [c for c in self.candidates if np.isfinite(c.validation.get(primary, np.nan))]
         if not scored:
             raise RuntimeError(f"no candidate produced a finite validation {primary}")
-        return max(scored, key=lambda c: c.validation[primary])
+        eligible = [c for c in scored if c.name in self.stable] or scored
+        return max(eligible, key=lambda c: c.validation[primary])
 
     @property
     def selection(self) -> dict:
@@ -114,11 +117,17 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
     """Baseline, oracle and the comparison table of all candidates, logged on the parent run."""
     base = evaluation.baseline(data.task, data.y("train"), data.y("test"))
     oracle = oracle_metrics(data)
+    p = data.settings.promotion
+    stable = [c.name for c in candidates if c.validation.get("flip_shift", np.inf) <= p.flip_tolerance
+              and c.validation.get("jpeg_shift", np.inf) <= p.jpeg_tolerance]
     table = comparison_table(candidates, base, oracle, data.task)
+    table.insert(4, "stable_on_val", [name in stable if family not in ("baseline", "oracle") else None
+                                      for name, family in zip(table["candidate"], table["family"], strict=True)])
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlflow.log_metrics({f"oracle_{k}": v for k, v in oracle.items()})
         mlflow.log_metrics({f"rows_{k}": v for k, v in data.row_counts.items()})
         mlflow.log_text(table.to_markdown(index=False, floatfmt=".3f"), "comparison.md")
         mlflow.log_text(table.to_html(index=False, float_format="%.3f"), "comparison.html")
-    return TrainReport(data.task, data.snapshot.id, parent_run_id, candidates, base, oracle, table, data.row_counts)
+    return TrainReport(data.task, data.snapshot.id, parent_run_id, candidates, base, oracle, table, data.row_counts,
+                       stable)

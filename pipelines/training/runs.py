@@ -54,11 +54,6 @@ def _log_reference(data: TrainingData, scores: np.ndarray, workdir: Path) -> Non
     mlflow.log_artifact(str(path), "reference")
 
 
-def _scores(model, data: TrainingData, split: str) -> np.ndarray:
-    rows = data.rows(split)
-    return model.predict_images([data.images[i] for i in rows["image_id"]], data.social(split))["score"].to_numpy()
-
-
 def _test_metrics(data: TrainingData, scores: np.ndarray) -> dict[str, float]:
     metrics = evaluation.task_metrics(data.task, data.y("test"), scores)
     metrics["pairwise_accuracy"] = evaluation.pairwise_accuracy(data.engagement("test"), scores, data.groups("test"))
@@ -96,9 +91,12 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         profiler = data.profiler.save(Path(tmp) / "profiler.json")
         info = log_model(fitted.config, {**fitted.artifacts, "profiler": str(profiler)}, example)
         model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
-        validation = evaluation.task_metrics(data.task, data.y("val"), _scores(model, data, "val"))
+        val_images = data.split_images("val")
+        val_scores = model.predict_images(val_images, data.social("val"))["score"].to_numpy()
+        validation = {**evaluation.task_metrics(data.task, data.y("val"), val_scores),
+                      **evaluation.stability(model, val_images, val_scores, data.social("val"))}
         mlflow.log_metrics({f"val_{k}": v for k, v in validation.items()})
-        scores = _scores(model, data, "test")
+        scores = model.predict_images(data.split_images("test"), data.social("test"))["score"].to_numpy()
         metrics = {**_test_metrics(data, scores), **fitted.metrics, "fit_seconds": fit_seconds}
         if s.repeats > 1:
             values = repeat_scores(name, data, quick, s.repeats, params)

@@ -34,7 +34,11 @@ def test_regression_task_and_comparison_table(tmp_path):
     data, parent = tiny_data(tmp_path / "home", task="score")
     candidates = [train_candidate(n, data, parent, quick=True) for n in ("social-gb", "stats-gb")]
     report = summarise(data, candidates, parent)
-    chosen = max(candidates, key=lambda c: c.validation["spearman"])
+    p = data.settings.promotion
+    assert report.stable == [c.name for c in candidates if c.validation["flip_shift"] <= p.flip_tolerance
+                             and c.validation["jpeg_shift"] <= p.jpeg_tolerance]
+    chosen = max([c for c in candidates if c.name in report.stable] or candidates,
+                 key=lambda c: c.validation["spearman"])
     assert report.best is chosen and report.selection == {"split": "validation", "metric": "spearman",
                                                           "value": chosen.validation["spearman"]}
     assert mlflow.get_run(chosen.run_id).data.metrics["val_spearman"] == pytest.approx(chosen.validation["spearman"])

@@ -85,8 +85,12 @@ def test_predict_returns_score_label_and_model(client, jpeg):
     assert body["model"] == "popularity-binary" and body["version"] and body["latency_ms"] > 0
 
 
-def test_predict_refuses_bad_social_fields(client, jpeg):
+def test_predict_takes_seed_002s_user_columns_and_refuses_bad_social_fields(client, jpeg):
+    user = {"user_contacts": "40", "user_groups": "3", "user_mean_views": "800", "photo_count": "120"}
+    assert client.post("/predict", files={"image": ("a.jpg", jpeg)}, data=user).status_code == 200
     r = client.post("/predict", files={"image": ("a.jpg", jpeg)}, data={"followers": "-5"})
+    assert r.status_code == 400
+    r = client.post("/predict", files={"image": ("a.jpg", jpeg)}, data={"user_mean_views": "-1"})
     assert r.status_code == 400
 
 
