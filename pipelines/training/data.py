@@ -51,7 +51,6 @@ class TrainingData:
         verdict = verdicts.load(self.settings.quarantine_dir, self.snapshot.id)
         if verdict is not None and not verdict.passed:
             raise verdicts.FailedValidation(verdict.refusal(self.snapshot.id))
-        self.validated = verdict is not None
         quarantined = manifest["image_id"].astype(str).isin(verdict.quarantined if verdict else ())
         self.quarantined = int(quarantined.sum())
         manifest = manifest[~quarantined].reset_index(drop=True)

@@ -91,10 +91,10 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         profiler = data.profiler.save(Path(tmp) / "profiler.json")
         info = log_model(fitted.config, {**fitted.artifacts, "profiler": str(profiler)}, example)
         model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
-        val_images = data.split_images("val")
-        val_scores = model.predict_images(val_images, data.social("val"))["score"].to_numpy()
+        val_images, val_social = data.split_images("val"), data.social("val")
+        val_scores = model.predict_images(val_images, val_social)["score"].to_numpy()
         validation = {**evaluation.task_metrics(data.task, data.y("val"), val_scores),
-                      **evaluation.stability(model, val_images, val_scores, data.social("val"))}
+                      **evaluation.stability(model, val_images, val_scores, val_social)}
         mlflow.log_metrics({f"val_{k}": v for k, v in validation.items()})
         scores = model.predict_images(data.split_images("test"), data.social("test"))["score"].to_numpy()
         metrics = {**_test_metrics(data, scores), **fitted.metrics, "fit_seconds": fit_seconds}
