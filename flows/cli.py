@@ -1,7 +1,9 @@
 """The ``popularity`` command: one subcommand per flow, ``--json`` for scripts.
 
 Settings are exported to the environment before Prefect, MLflow or BentoML is imported, so every
-file they write lands under ``POPULARITY_HOME``.
+file they write lands under ``POPULARITY_HOME``. Exit codes: 0 ok, 1 refused or failed, 2 usage error;
+every error is one line on stderr (``--debug`` adds the traceback) and, under ``--json``,
+``{"error": ..., "kind": ...}`` as the last line on stdout.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import os
 import shlex
 import subprocess
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.settings import load_settings
@@ -47,9 +51,34 @@ def _finite(value):
     return value
 
 
-def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, whatever the terminal's width
-    raise typer.Exit(code)
+class CommandError(Exception):
+    """An error the user can act on; ``main`` prints it as one line and exits with ``code``. ``details``
+    join the JSON line (a refused promotion still says which version and why)."""
+
+    def __init__(self, message: str, code: int = 1, kind: str = "failed", details: dict | None = None):
+        super().__init__(message)
+        self.code, self.kind, self.details = code, kind, details or {}
+
+
+def _fail(message: str, code: int = 1, kind: str | None = None, details: dict | None = None) -> NoReturn:
+    raise CommandError(message, code, kind or ("usage" if code == 2 else "failed"), details)
+
+
+# Exceptions that reach ``main`` unhandled, by kind; looked up only in modules already imported, so
+# reporting an error never imports MLflow or httpx.
+_KINDS = (("pipelines.registry", "RegistryUnavailable", "unavailable"),
+          ("httpx", "TransportError", "unavailable"),
+          ("pipelines.data.verdicts", "FailedValidation", "refused"),
+          ("pipelines.data.images", "ImageError", "invalid_input"),
+          ("builtins", "LookupError", "not_found"))
+
+
+def _kind(exc: BaseException) -> str:
+    for module, name, kind in _KINDS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return kind
+    return "failed"
 
 
 def _check_task(task: str) -> None:
@@ -77,6 +106,33 @@ def _check_runner(runner: str) -> None:
     try:
         check_runner(runner)
     except RunnerError as exc:
+        _fail(str(exc), 2)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (also POPULARITY_DEBUG=1; "
+                                                        "`main` reads it anywhere on the line).")] = False,
+) -> None:
+    """Predict how well an image will do online."""
+
+
+def _reuse_prefect() -> None:
+    """Flows report to this home's running Prefect server when there is one, instead of starting a
+    temporary server (see ``flows/prefect_api.py``)."""
+    from flows.prefect_api import use_running_api
+
+    use_running_api(load_settings())
+
+
+def _open_snapshot(snapshot: str | None) -> None:
+    """A missing snapshot is a usage error, answered before Prefect starts."""
+    settings = load_settings()
+    from pipelines.data.snapshots import Snapshot
+
+    try:
+        Snapshot.open(settings.datasets_dir, snapshot)
+    except FileNotFoundError as exc:
         _fail(str(exc), 2)
 
 
@@ -115,6 +171,7 @@ def run(
         parse_spec(source, settings)
     except SpecError as exc:
         _fail(str(exc), 2)
+    _reuse_prefect()
     from flows.demo import run_flow
 
     _check_runner(runner)
@@ -123,7 +180,7 @@ def run(
     try:
         summary = run_flow(source=source, task=task, quick=quick, port=port, runner=runner)
     except (LookupError, FailedValidation) as exc:
-        _fail(str(exc))
+        _fail(str(exc), kind="refused")
     champion = summary["champion"]
     console.print(_champion_table(champion))
     service = summary["service"]
@@ -158,6 +215,7 @@ def collect(
     _check_runner(runner)
     try:
         parse_spec(source, settings)
+        _reuse_prefect()
         from flows.data import collect_flow
 
         summary = collect_flow(source=source, name=name, label=label, drop_outliers=drop_outliers, runner=runner,
@@ -173,13 +231,15 @@ def collect(
 def validate(snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, name or path.")] = None,
              as_json: JsonOpt = False) -> None:
     """Run the Great Expectations suites; exits non-zero on a critical failure."""
-    load_settings()
+    _open_snapshot(snapshot)
+    _reuse_prefect()
     from flows.data import validate_flow
+    from pipelines.data.verdicts import FailedValidation
 
     try:
         summary = validate_flow(snapshot=snapshot)
-    except RuntimeError as exc:
-        _fail(str(exc))
+    except FailedValidation as exc:
+        _fail(str(exc), kind="refused")
     console.print(summary.get("message", summary))
     _emit(summary, as_json)
 
@@ -204,13 +264,8 @@ def train(
     _check_task(task)
     _check_runner(runner)
     _check_models(models)
-    settings = load_settings()
-    from pipelines.data.snapshots import Snapshot
-
-    try:
-        Snapshot.open(settings.datasets_dir, snapshot)
-    except FileNotFoundError as exc:
-        _fail(str(exc), 2)
+    _open_snapshot(snapshot)
+    _reuse_prefect()
     from flows.training import train_flow
     from pipelines.data.verdicts import FailedValidation
 
@@ -222,7 +277,7 @@ def train(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
     except FailedValidation as exc:
-        _fail(str(exc))
+        _fail(str(exc), kind="refused")
     _emit(summary, as_json)
 
 
@@ -233,16 +288,17 @@ def promote(task: TaskOpt = "binary",
     """Re-run the promotion gate on the challenger, or roll back the champion."""
     _check_task(task)
     load_settings()
+    _reuse_prefect()
     from flows.training import promote_flow
 
     try:
         summary = promote_flow(task=task, rollback=rollback)
     except LookupError as exc:
-        _fail(str(exc))
+        _fail(str(exc), kind="not_found")
+    if summary.get("promoted") is False:  # the gate refused: a script must not read that as success
+        _fail(summary["reason"], kind="refused", details=summary)
     console.print(summary.get("reason") or f"champion is now version {summary['version']}")
     _emit(summary, as_json)
-    if summary.get("promoted") is False:  # the gate refused: a script must not read that as success
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -281,6 +337,32 @@ def worker(
 stack_app = typer.Typer(help="The team stack on this machine: MLflow and Prefect on PostgreSQL, a worker, the "
                              "service.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+
+
+prefect_app = typer.Typer(help="A Prefect server under the home that flow commands reuse (no start-up per "
+                                "command).", no_args_is_help=True)
+app.add_typer(prefect_app, name="prefect")
+
+
+@prefect_app.command("up")
+def prefect_up(as_json: JsonOpt = False) -> None:
+    """Start a Prefect server under the home, left running; `run`, `collect`, `train`... report to it."""
+    from flows.prefect_api import PrefectServer
+
+    part = PrefectServer(load_settings()).up()
+    console.print(f"Prefect server at {part.url} (log: {part.log}); commands of this home now use it; "
+                  "stop it with `popularity prefect down`")
+    _emit({"url": part.url, "pid": part.pid, "log": part.log}, as_json)
+
+
+@prefect_app.command("down")
+def prefect_down(as_json: JsonOpt = False) -> None:
+    """Stop the Prefect server that `popularity prefect up` started (its runs stay in the home)."""
+    from flows.prefect_api import PrefectServer
+
+    stopped = PrefectServer(load_settings()).down()
+    console.print("stopped the Prefect server" if stopped else "no Prefect server was running")
+    _emit({"stopped": stopped}, as_json)
 
 
 def _stack(task: str = "binary"):
@@ -331,7 +413,7 @@ def stack_env() -> None:
     try:
         environment = _stack().environment()
     except StackError as exc:
-        _fail(str(exc))
+        _fail(str(exc), kind="not_found")
     for name, value in environment.items():
         print(f"export {name}={shlex.quote(value)}")
 
@@ -356,6 +438,7 @@ def predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Score images through a running service, or in process with the champion."""
+    _check_task(task)
     settings = load_settings()
     results = []
     if url:
@@ -363,16 +446,25 @@ def predict(
 
         with httpx.Client(timeout=60) as client:
             for path in images:
-                response = client.post(f"{url.rstrip('/')}/predict", files={"image": (path.name, path.read_bytes())})
+                try:
+                    response = client.post(f"{url.rstrip('/')}/predict",
+                                           files={"image": (path.name, path.read_bytes())})
+                except httpx.TransportError as exc:
+                    _fail(f"no service answered at {url}: {exc}; start one with `popularity serve`",
+                          kind="unavailable")
                 body = response.json() if response.headers.get("content-type", "").startswith("application/json") \
                     else {"error": response.text}
                 results.append({"image": str(path), "status": response.status_code, **body})
     else:
         import mlflow
 
+        from pipelines import registry
         from pipelines.data.images import ImageError, decode
 
-        model = mlflow.pyfunc.load_model(f"models:/{settings.model_name(task)}@champion").unwrap_python_model()
+        name = settings.model_name(task)
+        if registry.alias_version(registry.client(settings), name, registry.CHAMPION) is None:
+            _fail(f"{name} has no champion yet; run `popularity run` or `popularity promote`", kind="not_found")
+        model = mlflow.pyfunc.load_model(f"models:/{name}@{registry.CHAMPION}").unwrap_python_model()
         for path in images:
             try:
                 img, _ = decode(path.read_bytes(), settings.images.max_bytes, settings.images.max_pixels)
@@ -397,6 +489,7 @@ def monitor(
 ) -> None:
     """Compare recent requests with the champion's training reference; may trigger retraining."""
     load_settings()
+    _reuse_prefect()
     from flows.monitor import monitor_flow
 
     summary = monitor_flow(task=task, retrain=retrain)
@@ -431,8 +524,10 @@ def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
 
     try:
         summary = registry.champion_summary(task, settings)
-    except (LookupError, registry.RegistryUnavailable) as exc:
-        _fail(str(exc))
+    except LookupError as exc:
+        _fail(str(exc), kind="not_found")
+    except registry.RegistryUnavailable as exc:
+        _fail(str(exc), kind="unavailable")
     console.print(_champion_table(summary))
     _emit(summary, as_json)
 
@@ -456,9 +551,39 @@ def ui(mlflow_port: int = 5000, prefect_port: int = 4200) -> None:
             p.terminate()
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors become one line (and a JSON line under ``--json``), never a traceback
+    unless ``--debug`` (anywhere on the line) or ``POPULARITY_DEBUG=1`` asks for it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("POPULARITY_DEBUG", "") not in ("", "0")
+    args = ["--debug"] * debug + [a for a in args if a != "--debug"]
+    try:
+        code = app(args=args, prog_name="popularity", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except typer.TyperException as exc:  # Typer's usage errors: unknown options, missing arguments
+        if type(exc).__name__ == "NoArgsIsHelpError":  # ``popularity`` alone: the help, as Typer shows it
+            exc.show()
+            return exc.exit_code
+        context = getattr(exc, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        error = CommandError(exc.format_message() + hint, exc.exit_code, "usage" if exc.exit_code == 2 else "failed")
+        caught: BaseException = exc
+    except CommandError as exc:
+        error = caught = exc
+    except KeyboardInterrupt as exc:
+        error, caught = CommandError("interrupted", 130, "interrupted"), exc
+    except Exception as exc:  # noqa: BLE001 (the last line of defence: one line, not a traceback)
+        lines = str(exc).strip().splitlines()
+        detail = lines[0] if lines else type(exc).__name__
+        error = CommandError(f"{detail} ({type(exc).__name__}; `--debug` shows the traceback)", 1, _kind(exc))
+        caught = exc
+    if debug:
+        traceback.print_exception(caught)
+    console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
+    if "--json" in args:
+        print(json.dumps(_finite({**error.details, "error": str(error), "kind": error.kind}), default=str))
+    return error.code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

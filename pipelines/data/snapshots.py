@@ -101,7 +101,7 @@ class Snapshot:
         if ref:
             candidates = [p for p in candidates if p.parent.name.startswith(ref) or p.parent.parent.name == ref]
         if not candidates:
-            raise FileNotFoundError(f"no snapshot {ref or ''} under {datasets_dir}; run `popularity collect` first")
+            raise FileNotFoundError(f"no snapshot {f'{ref} ' if ref else ''}under {datasets_dir}; run `popularity collect` first")
         return cls(candidates[-1].parent)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 
@@ -29,6 +30,7 @@ def test_promote_exits_1_when_the_gate_refuses(champion_home, tmp_path):
     assert done.returncode == 1, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["promoted"] is False and summary["checks"]["floor"] is False
+    assert summary["kind"] == "refused" and "floor" in summary["error"]
     version = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_model_version("popularity-binary", summary["version"])
     assert version.tags["gate"] == "failed" and "floor" in version.tags["gate_reason"]
 
@@ -50,3 +52,30 @@ def test_collect_allow_outside_paths_reaches_the_source(tmp_path):
         runs[bool(flag)] = json.loads(done.stdout.strip().splitlines()[-1])
     assert runs[False]["items"] == 1 and runs[False]["reject_reasons"] == {"outside_manifest_folder": 1}
     assert runs[True]["items"] == 2 and runs[True]["rejects"] == 0
+
+
+def test_flow_commands_reuse_the_prefect_server_that_prefect_up_left_running(tmp_path):
+    """`popularity prefect up` once; a later `collect` reports its flow run to that server instead of
+    starting a temporary one, and `prefect down` stops it."""
+    env = {**os.environ, "POPULARITY_HOME": str(tmp_path / "home")}
+    for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
+        env.pop(var, None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args, "--json"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    up = cli("prefect", "up")
+    assert up.returncode == 0, up.stderr[-2000:]
+    api = json.loads(up.stdout.strip().splitlines()[-1])["url"]
+    try:
+        collected = cli("collect", "--source", "demo:12")
+        assert collected.returncode == 0, collected.stderr[-2000:]
+        assert "temporary server" not in collected.stderr
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 10, "offset": 0, "sort": "ID_DESC"}).json()
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    finally:
+        down = cli("prefect", "down")
+    assert down.returncode == 0 and json.loads(down.stdout.strip().splitlines()[-1])["stopped"] is True
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{api}/health", timeout=2)

@@ -1,7 +1,9 @@
-"""Usage errors are answered at once, in one line, before any server starts or any model code loads."""
+"""Usage errors are answered at once, in one line, before any server starts or any model code loads;
+every error is one line on stderr and, under ``--json``, ``{"error", "kind"}`` as stdout's last line."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,3 +68,45 @@ def test_a_worker_without_a_prefect_server_is_a_usage_error(tmp_path):
     done = _cli(tmp_path / "home", "worker", "--pool", "popularity")
     assert done.returncode == 2 and "PREFECT_API_URL" in _messages(done.stderr)[0]
     assert "prefect" not in _imported(done.stderr)
+
+
+def _error(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_unknown_option_is_one_line_and_a_usage_error_under_json(tmp_path):
+    done = _cli(tmp_path / "home", "train", "--no-such-flag", "--json")
+    assert done.returncode == 2
+    (message,) = _messages(done.stderr)
+    assert "No such option: --no-such-flag" in message and "popularity train --help" in message
+    assert _error(done) == {"error": message.removeprefix("error: "), "kind": "usage"}
+
+
+def test_validate_without_a_snapshot_answers_before_prefect_starts(tmp_path):
+    done = _cli(tmp_path / "home", "validate", "--json")
+    assert done.returncode == 2 and _error(done)["kind"] == "usage"
+    assert "popularity collect" in _messages(done.stderr)[0]
+    assert "prefect" not in _imported(done.stderr)
+
+
+def test_an_unreachable_service_is_one_line_and_debug_adds_the_traceback(tmp_path):
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"not even an image")
+    args = ("predict", "--url", "http://127.0.0.1:9", str(image), "--json")
+    done = _cli(tmp_path / "home", *args)
+    assert done.returncode == 1
+    (message,) = _messages(done.stderr)
+    assert "no service answered at http://127.0.0.1:9" in message and "popularity serve" in message
+    assert _error(done)["kind"] == "unavailable"
+    assert not {"prefect", "mlflow", "torch"} & _imported(done.stderr)
+    debug = _cli(tmp_path / "home", *args, "--debug")
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert "ConnectError" in debug.stderr
+
+
+def test_a_read_only_command_without_a_champion_says_so_without_prefect(tmp_path):
+    done = _cli(tmp_path / "home", "model", "--json")
+    assert done.returncode == 1
+    assert _error(done)["kind"] == "not_found" and "no champion yet" in _error(done)["error"]
+    assert "prefect" not in _imported(done.stderr)
+    assert not (tmp_path / "home" / "prefect").exists()
