@@ -17,8 +17,25 @@ from pipelines.settings import Settings
 from tests.helpers import LoopbackServer, photo
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api(tmp_path_factory):
+    """One Prefect server for the session, as `popularity prefect up` gives a user: commands and flows
+    report to it instead of each starting a temporary server (10–30 s apiece). Tests of the temporary
+    server's path (a fresh clone's `popularity run`, usage errors) unset ``PREFECT_API_URL`` themselves."""
+    from flows.processes import free_port, prefect_server
+
+    home = tmp_path_factory.mktemp("prefect")
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    server, url = prefect_server(free_port(), home / "server.log", env)
+    os.environ["PREFECT_API_URL"] = url
+    yield url
+    server.stop()
+
+
 @pytest.fixture(scope="module", autouse=True)
-def _environment():
+def _environment(prefect_api):
     """Each test module starts from the environment the session started with. Libraries write
     ``os.environ`` in process (``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` for
     subprocesses), and a leaked value would point a later module's servers and commands at this

@@ -30,7 +30,7 @@ def home(tmp_path_factory):
            "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:150",  # fresh data: not the champion's demo:120
            "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
            "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}
-    for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
+    for var in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "BENTOML_HOME"):
         env.pop(var, None)
     setup = ("from flows.data import collect_flow\nfrom flows.training import promote_flow, train_flow\n"
              "collect_flow(source='demo:120'); train_flow(quick=True, models=['stats-gb'])\n"
