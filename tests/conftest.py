@@ -17,11 +17,12 @@ from pipelines.settings import Settings
 from tests.helpers import LoopbackServer, photo
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
-    """One Prefect server for the session, as `popularity prefect up` gives a user: commands and flows
-    report to it instead of each starting a temporary server (10–30 s apiece). Tests of the temporary
-    server's path (a fresh clone's `popularity run`, usage errors) unset ``PREFECT_API_URL`` themselves."""
+    """One Prefect server for the component and integration tiers, as `popularity prefect up` gives a
+    user: their commands and flows report to it instead of each starting a temporary server (10–30 s
+    apiece). Tests of the temporary server's path (a fresh clone's `popularity run`, usage errors)
+    unset ``PREFECT_API_URL`` themselves; the unit tier never starts it."""
     from flows.processes import free_port, prefect_server
 
     home = tmp_path_factory.mktemp("prefect")
@@ -29,13 +30,12 @@ def prefect_api(tmp_path_factory):
            "PREFECT_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     server, url = prefect_server(free_port(), home / "server.log", env)
-    os.environ["PREFECT_API_URL"] = url
     yield url
     server.stop()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _environment(prefect_api):
+def _environment():
     """Each test module starts from the environment the session started with. Libraries write
     ``os.environ`` in process (``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` for
     subprocesses), and a leaked value would point a later module's servers and commands at this
@@ -88,7 +88,7 @@ def encode(array: np.ndarray, fmt: str = "JPEG", **kwargs) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def champion_home(tmp_path_factory):
+def champion_home(tmp_path_factory, prefect_api):
     """A home with a registered champion (demo data, quick stats-gb), built once per session by the CLI.
 
     The gate's flip/JPEG stability tolerances are relaxed: 120 demo images are too few for them, and
@@ -96,7 +96,7 @@ def champion_home(tmp_path_factory):
     """
     home = tmp_path_factory.mktemp("champion") / "home"
     env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__FLIP_TOLERANCE": "100",
-           "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"}
+           "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100", "PREFECT_API_URL": prefect_api}
     env.pop("MLFLOW_TRACKING_URI", None)
     cli = [sys.executable, "-m", "flows.cli"]
     for args in (["collect", "--source", "demo:120"], ["train", "--quick", "--models", "stats-gb"], ["promote"]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import pytest
 
@@ -17,3 +19,9 @@ def binary(tmp_path_factory, request):
 def tracking(binary):
     """MLflow's tracking URI is process-global: point it back at this module's store before each test."""
     mlflow.set_tracking_uri(binary[0].settings.tracking_uri)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_prefect(prefect_api):
+    """This tier's commands and flows report to the session's Prefect server (``_environment`` undoes it)."""
+    os.environ["PREFECT_API_URL"] = prefect_api

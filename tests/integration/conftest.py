@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from flows.processes import ServiceProcess
@@ -15,3 +17,9 @@ def service(champion_home, tmp_path_factory):
     env = {"POPULARITY_HOME": str(champion_home), "POPULARITY_API_KEY": API_KEY}
     with ServiceProcess(port=0, log_path=log, env=env) as svc:
         yield svc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_prefect(prefect_api):
+    """This tier's commands and flows report to the session's Prefect server (``_environment`` undoes it)."""
+    os.environ["PREFECT_API_URL"] = prefect_api
