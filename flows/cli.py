@@ -8,6 +8,7 @@ every error is one line on stderr (``--debug`` adds the traceback) and, under ``
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -118,8 +119,8 @@ def _options(
 
 
 def _reuse_prefect() -> None:
-    """Flows report to this home's running Prefect server when there is one, instead of starting a
-    temporary server (see ``flows/prefect_api.py``)."""
+    """Flows report to this home's running Prefect server when there is one, else to a temporary one
+    that stops with the command (see ``flows/prefect_api.py``)."""
     from flows.prefect_api import use_running_api
 
     use_running_api(load_settings())
@@ -304,14 +305,27 @@ def promote(task: TaskOpt = "binary",
 @app.command()
 def serve(port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
           host: Annotated[str | None, typer.Option(help="Address to bind (default from settings: 127.0.0.1).")] = None,
+          insecure: Annotated[bool, typer.Option(help="Serve off loopback without POPULARITY_API_KEY: anyone who "
+                                                      "reaches the address may score and /reload.")] = False,
           ) -> None:
     """Serve the champion with BentoML in the foreground; it follows the registry's champion alias."""
     settings = load_settings()
     port = port or settings.serving.port
+    host = host or settings.serving.host
+    if settings.api_key is None and not insecure and not _loopback(host):
+        _fail(f"refusing to serve on {host} without an API key: set POPULARITY_API_KEY, or pass --insecure "
+              "to serve it open", 2)
     repo = Path(__file__).resolve().parents[1]
     # exec, not a child: as a container's PID 1 BentoML itself must get SIGTERM
     os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:Popularity",
-                              "--host", host or settings.serving.host, "--port", str(port), "--working-dir", str(repo)])
+                              "--host", host, "--port", str(port), "--working-dir", str(repo)])
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """Which Prefect API a command's flows report to: the one configured, else one already running for this
-home, else a temporary one that Prefect starts and stops around the command.
+home, else a temporary one started and stopped around the command.
 
 A temporary server costs every command its start-up (10–30 s on two cores), so ``popularity prefect up``
 leaves one running under the home, on the same database the temporary ones use; the stack's server
@@ -8,6 +8,7 @@ leaves one running under the home, on the same database the temporary ones use; 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from dataclasses import asdict
@@ -48,9 +49,9 @@ class PrefectServer:
         return part is not None
 
 
-def use_running_api(settings: Settings) -> str | None:
-    """Point this process at a healthy Prefect server of this home unless ``PREFECT_API_URL`` is set;
-    returns the API URL in use, None when Prefect will start a temporary one."""
+def use_running_api(settings: Settings) -> str:
+    """Point this process at a healthy Prefect server of this home unless ``PREFECT_API_URL`` is set,
+    else at a temporary one; returns the API URL in use."""
     if configured := os.environ.get("PREFECT_API_URL"):
         return configured
     candidates = [p for p in Stack(settings).parts() if p.name == "prefect"] + [PrefectServer(settings).part()]
@@ -58,4 +59,15 @@ def use_running_api(settings: Settings) -> str | None:
         if part.healthy():
             os.environ["PREFECT_API_URL"] = part.url
             return part.url
-    return None
+    return _temporary_api(settings)
+
+
+def _temporary_api(settings: Settings) -> str:
+    """A server on the home's database for this command alone. Prefect would start one itself, but
+    its server outlives a command killed by SIGKILL; the kernel stops this one with its parent."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    server, url = prefect_server(free_port(), settings.root / "logs" / "prefect-temporary.log", env,
+                                 die_with_parent=True)
+    atexit.register(server.stop)
+    os.environ["PREFECT_API_URL"] = url
+    return url

@@ -3,6 +3,7 @@ stop it with its children. The service, the Prefect server and the MLflow server
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -26,14 +27,23 @@ def free_port(preferred: int = 0) -> int:
         return s.getsockname()[1]
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: the kernel sends it SIGTERM when its parent dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ManagedProcess:
     """A server in its own process group, so that stopping it stops its workers too; its output goes
     to ``log_path`` so that a failed start can say why."""
 
     def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = REPO):
+                 cwd: Path | None = REPO, die_with_parent: bool = False):
         self.name, self.args, self.log_path, self.cwd = name, args, log_path, cwd
         self.env = dict(os.environ) if env is None else env
+        self.die_with_parent = die_with_parent and sys.platform == "linux"
         self.popen: subprocess.Popen | None = None
 
     @property
@@ -44,7 +54,9 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-                                          start_new_session=True)
+                                          start_new_session=True,
+                                          # one prctl call, no lock taken: safe beside threads
+                                          preexec_fn=_die_with_parent if self.die_with_parent else None)  # noqa: PLW1509
         return self
 
     def log(self, tail: int = 3000) -> str:
@@ -101,10 +113,12 @@ class ServiceProcess(ManagedProcess):
         self.stop()
 
 
-def prefect_server(port: int, log_path: Path, env: dict[str, str]) -> tuple[ManagedProcess, str]:
+def prefect_server(port: int, log_path: Path, env: dict[str, str],
+                   die_with_parent: bool = False) -> tuple[ManagedProcess, str]:
     """``prefect server start`` on 127.0.0.1:``port``, healthy; returns it and its API URL."""
     server = ManagedProcess("prefect-server", [sys.executable, "-m", "prefect", "server", "start",
-                                               "--host", "127.0.0.1", "--port", str(port)], log_path, env).start()
+                                               "--host", "127.0.0.1", "--port", str(port)], log_path, env,
+                            die_with_parent=die_with_parent).start()
     url = f"http://127.0.0.1:{port}/api"
     server.wait_healthy(f"{url}/health")
     return server, url

@@ -35,9 +35,12 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, Path | None]:
     store = open_request_store(settings)
     # the projection is the champion's own: compare only the requests it answered
     since = time.time() - d.window_hours * 3600 if d.window_hours else None
-    current = store.read(last=d.window, version=str(champion["version"]), since=since)
+    current = store.read(last=d.window, version=str(champion["version"]), since=since, profiled=True)
     result = check_drift(reference, current, d.p_value, d.drifted_share_threshold, d.min_requests,
                          d.mmd_permutations)
+    if result.enough_data and "profile_rate" in current:
+        served = float((1 / current["profile_rate"].dropna()).sum())
+        result.message += f" ({len(current)} profiled requests standing for about {served:.0f} served)"
     if store.skipped:
         result.message += f" ({store.skipped} torn or invalid request log lines skipped)"
     if not result.enough_data:

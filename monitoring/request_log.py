@@ -46,9 +46,10 @@ class RequestLog:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def read(self, last: int | None = None, version: str | None = None, since: float | None = None) -> pd.DataFrame:
+    def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
+             profiled: bool = False) -> pd.DataFrame:
         """The newest ``last`` records across the current file and its rotated backups, of one model
-        ``version`` and newer than ``since`` when given."""
+        ``version``, newer than ``since`` and profiled for drift (with a ``profile_rate``) when asked."""
         files = [self.path.with_suffix(f".jsonl.{i}") for i in range(self.backups, 0, -1)] + [self.path]
         rows: list[dict] = []
         self.skipped = 0
@@ -71,6 +72,8 @@ class RequestLog:
             frame = frame[frame["version"].astype(str) == str(version)]
         if since is not None and "ts" in frame:
             frame = frame[frame["ts"] >= since]
+        if profiled:
+            frame = frame[frame["profile_rate"].notna()] if "profile_rate" in frame else frame.iloc[0:0]
         return (frame.tail(last) if last else frame).reset_index(drop=True)
 
 

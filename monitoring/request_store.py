@@ -1,4 +1,5 @@
-"""The request store: each served request's monitored features, score, model version and time.
+"""The request store: each served request's score, model version and time, with the monitored features
+of those profiled for drift.
 
 One interface, two places: the JSON Lines log under the home (one machine, the default) and a SQL
 table (``POPULARITY_STORE__URL``, the stack's PostgreSQL) that every replica writes and the monitor
@@ -42,8 +43,10 @@ class RequestStore(Protocol):
 
     def append(self, records: list[dict]) -> None: ...
 
-    def read(self, last: int | None = None, version: str | None = None, since: float | None = None) -> pd.DataFrame:
-        """The newest ``last`` records, oldest first, of one model ``version`` and newer than ``since``."""
+    def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
+             profiled: bool = False) -> pd.DataFrame:
+        """The newest ``last`` records, oldest first, of one model ``version``, newer than ``since``, and
+        with ``profiled`` only those that carry the drift profile (a ``profile_rate``)."""
 
 
 @lru_cache
@@ -82,8 +85,11 @@ class SqlRequestStore:
         with self.engine.begin() as connection:
             connection.execute(served.insert(), rows)
 
-    def read(self, last: int | None = None, version: str | None = None, since: float | None = None) -> pd.DataFrame:
+    def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
+             profiled: bool = False) -> pd.DataFrame:
         query = sa.select(served).order_by(served.c.id.desc())
+        if profiled:
+            query = query.where(served.c.features["profile_rate"].as_float().is_not(None))
         if version is not None:
             query = query.where(served.c.version == str(version))
         if since is not None:

@@ -50,7 +50,18 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
         "trimmed_rmse": trimmed_rmse(y, pred),
         "median_ae": float(np.median(np.abs(pred - y))),
+        "median_pct_diff": median_percentage_difference(y, pred),
     }
+
+
+def median_percentage_difference(y: np.ndarray, pred: np.ndarray) -> float:
+    """Seed 004's |predicted − actual| / actual × 100, on the counts that a log(count + 1) score stands
+    for (likes, or views per day), as its median over the items with a non-zero count."""
+    actual, predicted = np.expm1(np.asarray(y, dtype=float)), np.expm1(np.asarray(pred, dtype=float))
+    counted = actual > 0
+    if not counted.any():
+        return float("nan")
+    return float(np.median(np.abs(predicted[counted] - actual[counted]) / actual[counted]) * 100)
 
 
 def pairwise_accuracy(engagement: np.ndarray, score: np.ndarray, groups: np.ndarray) -> float:

@@ -1,5 +1,5 @@
-"""ASGI guards at the HTTP boundary: the optional API key, a header cap, multipart-only image routes
-and the request body cap.
+"""ASGI guards at the HTTP boundary: the optional API key, a header cap, multipart-only image routes,
+the request body cap, and cancelling the work of a client that went away.
 
 They run before BentoML parses a multipart body, so an oversized or unauthorised upload costs
 neither disk nor decoding, and the answer is a 4xx with a JSON message rather than a parser error.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 
+import anyio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,16 +20,20 @@ from pipelines.settings import Settings
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
 IMAGE_ROUTES = ("/predict", "/predict_batch", "/compare")
 FILE_FIELDS = ("image", "images")
+MAX_FILENAME_BYTES = 255  # NAME_MAX: BentoML keeps an upload's name in its temporary file's name
 
 
-def guards(settings: Settings) -> list[tuple[type, dict]]:
-    """The middlewares and their options, outermost first (BentoML and Starlette wrap in that order)."""
+def guards(settings: Settings, fields: dict[str, tuple[str, ...]] | None = None) -> list[tuple[type, dict]]:
+    """The middlewares and their options, outermost first (BentoML and Starlette wrap in that order).
+    ``fields`` names the form fields each route takes (by path); a part under any other name is a 400."""
     key = settings.api_key.get_secret_value() if settings.api_key else None
     return [
         (ApiKey, {"key": key}),
         (HeaderCap, {"max_bytes": settings.serving.max_header_bytes}),
         (MultipartOnly, {"paths": IMAGE_ROUTES}),
-        (BodyCap, {"max_bytes": settings.serving.max_body_bytes, "file_fields": FILE_FIELDS}),
+        (BodyCap, {"max_bytes": settings.serving.max_body_bytes, "file_fields": FILE_FIELDS,
+                   "fields": fields or {}}),
+        (CancelOnDisconnect, {}),
     ]
 
 
@@ -97,11 +102,13 @@ class MultipartOnly:
 
 class BodyCap:
     """Refuses bodies above ``max_bytes`` with 413 (by Content-Length, and by counting for chunked
-    uploads), and with 400 malformed multipart bodies and text in a file field: BentoML would answer
-    the first with a 500 and fetch the second as a URL (a server-side request we never want)."""
+    uploads), and with 400 malformed multipart bodies, text in a file field, a part under a name the
+    route does not take and a file name too long for a file system: BentoML would answer most of them
+    with a 500, and fetch text in a file field as a URL (a server-side request we never want)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, file_fields: tuple[str, ...]):
-        self.app, self.max_bytes, self.file_fields = app, max_bytes, file_fields
+    def __init__(self, app: ASGIApp, max_bytes: int, file_fields: tuple[str, ...],
+                 fields: dict[str, tuple[str, ...]]):
+        self.app, self.max_bytes, self.file_fields, self.fields = app, max_bytes, file_fields, fields
 
     def _refuse(self, send: Send, size: str):
         return _reply(send, 413, "too_large", f"the request body is {size} bytes, above the cap of {self.max_bytes}")
@@ -125,7 +132,7 @@ class BodyCap:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if headers.get(b"content-type", b"").startswith(b"multipart/"):
-            if problem := await _multipart_problem(scope, body, self.file_fields):
+            if problem := await _multipart_problem(scope, body, self.file_fields, self.fields.get(scope["path"])):
                 return await _reply(send, 400, "bad_request", problem)
         replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -135,7 +142,48 @@ class BodyCap:
         await self.app(scope, replayed, send)
 
 
-async def _multipart_problem(scope: Scope, body: bytes, file_fields: tuple[str, ...]) -> str | None:
+class CancelOnDisconnect:
+    """Cancels a request's handler when its client disconnects before the answer: the remaining
+    decodes and the model step are skipped, so a client that gave up leaves no work behind. The body
+    is read first (BodyCap has it in memory already); from then on only a disconnect can arrive."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        body: list[Message] = []
+        while not body or (body[-1]["type"] == "http.request" and body[-1].get("more_body", False)):
+            body.append(await receive())
+        gone, answered = anyio.Event(), False
+
+        async def replayed() -> Message:
+            if body:
+                return body.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            await send(message)
+            answered = answered or (message["type"] == "http.response.body" and not message.get("more_body"))
+
+        async with anyio.create_task_group() as group:
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone.set()
+                if not answered:
+                    group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await self.app(scope, replayed, sending)
+            group.cancel_scope.cancel()
+
+
+async def _multipart_problem(scope: Scope, body: bytes, file_fields: tuple[str, ...],
+                             accepted: tuple[str, ...] | None) -> str | None:
     """What is wrong with a multipart body, or None."""
     sent = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -147,9 +195,14 @@ async def _multipart_problem(scope: Scope, body: bytes, file_fields: tuple[str, 
     except Exception:  # MultiPartException, HTTPException, ValueError: all mean a malformed body
         return "the multipart/form-data body is malformed"
     try:
+        if accepted is not None and (unknown := sorted(set(form.keys()) - set(accepted))):
+            return f"unknown fields {unknown}; {scope['path']} takes {list(accepted)}"
         for field in file_fields:
             if any(isinstance(v, str) for v in form.getlist(field)):
                 return f"the field {field!r} must be a file upload (URLs are not fetched)"
+        for _, value in form.multi_items():
+            if not isinstance(value, str) and len((value.filename or "").encode()) > MAX_FILENAME_BYTES:
+                return f"a file name is longer than {MAX_FILENAME_BYTES} bytes"
         return None
     finally:
         await form.close()

@@ -18,6 +18,7 @@ that cannot be loaded leaves the old one serving, and says so in ``/readyz`` and
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,7 +88,11 @@ class Loaded:
     summary: dict
 
 
-@bentoml.service(name="popularity-scorer", workers=1, traffic={"timeout": 60},
+# The scorer's calls in flight: one per chunk of every request the API worker admits, the watcher's one.
+SCORER_CALLS = SERVING.max_concurrency * -(-SERVING.max_batch_images // SERVING.max_batch_size) + 1
+
+
+@bentoml.service(name="popularity-scorer", workers=1, traffic={"timeout": 60, "max_concurrency": SCORER_CALLS},
                  resources={"gpu": 1} if SERVING.gpu else {})
 class Scorer:
     """The champion behind one batched method; ``refresh`` follows the registry's alias, swapping the
@@ -115,19 +120,22 @@ class Scorer:
     @bentoml.api(batchable=SERVING.batching, max_batch_size=SERVING.max_batch_size,
                  max_latency_ms=SERVING.max_latency_ms)
     def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Score decoded images (``{"image": PIL.Image, "social": {...}}``) of concurrent requests at once,
-        each with the drift monitor's features of its image (computed here, batched, by the same model)."""
+        """Score decoded images (``{"image": PIL.Image, "social": {...}, "profile": bool}``) of concurrent
+        requests at once, with the drift monitor's features of those marked ``profile`` (computed here,
+        batched, by the same model)."""
         current = self.current  # one read: a swap mid-batch cannot mix two models
         if current is None:
             return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
         images = [item["image"] for item in items]
         social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=SOCIAL_COLUMNS)
         result = current.model.predict_images(images, social.astype(float))
-        profiles = current.model.profile_images(images).to_dict(orient="records")
+        drawn = [i for i, item in enumerate(items) if item.get("profile", True)]
+        profiled = current.model.profile_images([images[i] for i in drawn]).to_dict(orient="records") if drawn else []
+        profiles = dict(zip(drawn, profiled, strict=True))
         summary = current.summary
         return [{"score": float(s), "label": int(lab), "model": summary["name"], "version": str(summary["version"]),
-                 "profile": profile}
-                for s, lab, profile in zip(result["score"], result["label"], profiles, strict=True)]
+                 "profile": profiles.get(i)}
+                for i, (s, lab) in enumerate(zip(result["score"], result["label"], strict=True))]
 
     @bentoml.api
     async def refresh(self) -> dict:
@@ -181,7 +189,7 @@ class Rejected(Exception):
         self.reason, self.message, self.status = reason, message, status
 
 
-@bentoml.service(name="popularity", workers=1, traffic={"timeout": 60})
+@bentoml.service(name="popularity", workers=1, traffic={"timeout": 60, "max_concurrency": SERVING.max_concurrency})
 @bentoml.asgi_app(web, path="/")
 class Popularity:
     """Scores uploaded photos with the champion; see the README for each endpoint's contract."""
@@ -193,6 +201,8 @@ class Popularity:
         store = settings.store
         self.requests = BatchWriter(open_request_store(settings), store.flush_rows, store.flush_interval_s,
                                     store.queue_max_rows)
+        self.decoding = asyncio.Semaphore(SERVING.decode_concurrency)
+        self.in_flight = 0
 
     def __metrics__(self, content: str) -> str:
         return content + self.metrics.drift_lines() + self.metrics.model_lines(STATUS, self.requests.dropped)
@@ -219,29 +229,37 @@ class Popularity:
             return False
 
     def _prepare(self, path: Path) -> Any:
-        """Decode one upload and shrink it for the model step."""
+        """Decode one upload at the model step's size."""
         limits = settings.images
         size = path.stat().st_size
         if size > limits.max_bytes:
             raise Rejected("too_large", f"the image is {size} bytes, above the cap of {limits.max_bytes}", 413)
         try:
-            img, _ = decode(path.read_bytes(), limits.max_bytes, limits.max_pixels, limits.min_side)
+            img, _ = decode(path.read_bytes(), limits.max_bytes, SERVING.max_pixels, limits.min_side,
+                            max_side=limits.model_side)
         except ImageError as exc:
             raise Rejected(exc.reason, str(exc), 413 if exc.reason == "too_large" else 400) from exc
-        img.thumbnail((SERVING.max_side, SERVING.max_side))
         return img
 
     async def _score(self, paths: list[Path], social: dict | None = None) -> list[dict]:
         """One result per upload, in order: a prediction, or an ``error`` entry for a bad image."""
+        self.in_flight += 1
+        try:
+            return await self._score_uploads(paths, social, min(1.0, SERVING.profile_in_flight / self.in_flight))
+        finally:
+            self.in_flight -= 1
+
+    async def _score_uploads(self, paths: list[Path], social: dict | None, profile_rate: float) -> list[dict]:
         prepared: list[Any] = []
         for path in paths:
             try:
-                prepared.append(await anyio.to_thread.run_sync(self._prepare, path))
+                async with self.decoding:
+                    prepared.append(await anyio.to_thread.run_sync(self._prepare, path))
             except Rejected as exc:
                 self.metrics.reject(exc.reason)
                 prepared.append(exc)
         good = [i for i, p in enumerate(prepared) if not isinstance(p, Rejected)]
-        items = [{"image": prepared[i], "social": social} for i in good]
+        items = [{"image": prepared[i], "social": social, "profile": random.random() < profile_rate} for i in good]
         step = SERVING.max_batch_size
         chunks = await asyncio.gather(*(self._score_on_scorer(items[k:k + step])
                                         for k in range(0, len(items), step)))
@@ -257,8 +275,9 @@ class Popularity:
                 continue
             profile = r.pop("profile")
             self.metrics.observe(r["score"], r["label"], r["version"])
+            drift_profile = {"profile_rate": profile_rate, **profile} if profile is not None else {}
             records.append({"ts": time.time(), "version": r["version"], "score": r["score"], "label": r["label"],
-                            **profile})
+                            **drift_profile})
             results.append({**r, "model_version": r["version"]})
         self.requests.submit(records)
         return results
@@ -348,6 +367,7 @@ class Popularity:
         return summary
 
 
-for guard, options in guards(settings):
+ROUTE_FIELDS = {f"/{name}": tuple(api.input_spec.model_fields) for name, api in Popularity.apis.items()}
+for guard, options in guards(settings, ROUTE_FIELDS):
     Popularity.add_asgi_middleware(guard, **options)
 Popularity.add_asgi_middleware(ReadinessReason, status=STATUS)

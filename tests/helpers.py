@@ -51,7 +51,8 @@ def photo(k: int, side: int = 96, fmt: str = "JPEG") -> bytes:
 class Handler(BaseHTTPRequestHandler):
     """Routes: /img/K.jpg, /missing (404), /flaky/K (500 then 200), /busy/K (429 + Retry-After then 200),
     /slow (answers after 2 s), /huge and /huge-declared (over the cap), /text (text as image/jpeg),
-    /slowish/K (0.2 s, counts requests in flight), /redirect/K (→ /img/K.jpg), /loop (→ itself)."""
+    /slowish/K (0.2 s, counts requests in flight), /redirect/K (→ /img/K.jpg), /loop (→ itself),
+    /trickle (a byte every 0.1 s)."""
 
     def log_message(self, *args) -> None:
         pass
@@ -66,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         server = self.server
         path = self.path
         with server.lock:
@@ -97,6 +98,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(photo(0))
                 for _ in range(40):
                     self.wfile.write(b"\0" * 16_384)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.close_connection = True
+        elif kind == "trickle":  # a byte every 0.1 s: never a read timeout, always past a short deadline
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(photo(0))))
+            self.end_headers()
+            try:
+                for byte in photo(0)[:50]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             self.close_connection = True

@@ -38,7 +38,7 @@ def prepare_batch(items: list[Item | Reject], settings: Settings, progress: bool
     for item in download_items(items, settings, progress=progress):
         if isinstance(item, Item) and item.info is None:
             try:
-                _, info = decode(item.data or b"", limits.max_bytes, limits.max_pixels)
+                _, info = decode(item.read(), limits.max_bytes, limits.max_pixels)
             except ImageError as exc:
                 item = Reject(item.ref, exc.reason, str(exc))
             else:
@@ -86,12 +86,12 @@ def collect(
                 if isinstance(item, Reject):
                     writer.reject(item.ref, item.reason, item.message)
                     continue
-                info = item.info
-                image_id, relative = writer.add_image(item.data, info.format)
+                info, data = item.info, item.read()
+                image_id, relative = writer.add_image(data, info.format)
                 rows.append({
                     "image_id": image_id, "image_path": relative, "source": source.kind, "source_ref": item.ref,
                     "width": info.width, "height": info.height, "format": info.format, "mode": info.mode,
-                    "n_bytes": len(item.data), **item.fields,
+                    "n_bytes": len(data), **item.fields,
                 })
                 if item.oracle is not None:
                     oracle.append({"image_id": image_id, **item.oracle})

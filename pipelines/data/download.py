@@ -1,8 +1,9 @@
 """The image downloader: many URLs fetched concurrently, politely and safely, each success cached.
 
 Bounded connections and a per-host rate limit keep us polite (seed 003 had to throttle its workers);
-retries with exponential backoff and jitter absorb timeouts, 429 and 5xx, honouring ``Retry-After``;
-a streamed size cap, the magic bytes (never the Content-Type alone), http(s) only and a refusal of
+retries with exponential backoff and jitter absorb timeouts, 429 and 5xx, honouring ``Retry-After``
+(an attempt that passes its whole deadline is not retried: a trickling server would only do it again);
+a size cap counted as the body streams to disk (never held in memory), the magic bytes (never the Content-Type alone), http(s) only and a refusal of
 private, loopback and link-local addresses (checked at every redirect) keep a hostile list harmless.
 A host is resolved once and connected to at the address that was checked, so a DNS answer that changes
 between the check and the connection (DNS rebinding) cannot reach a refused address.
@@ -20,6 +21,9 @@ import os
 import random
 import socket
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -60,7 +64,9 @@ def cache_dir(settings: Settings) -> Path:
 
 
 class DownloadCache:
-    """``blobs/ab/<sha256 of bytes>`` plus ``urls/ab/<sha256 of url>`` naming the blob; writes are atomic."""
+    """``blobs/ab/<sha256 of bytes>`` plus ``urls/ab/<sha256 of url>`` naming the blob. A body is streamed
+    to a file in ``incoming/`` as it arrives and renamed into ``blobs/`` when whole, so downloads never
+    sit in memory and a killed run leaves no half blob."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -72,20 +78,59 @@ class DownloadCache:
     def _blob(self, digest: str) -> Path:
         return self.root / "blobs" / digest[:2] / digest
 
-    def get(self, url: str) -> bytes | None:
+    def get(self, url: str) -> Path | None:
+        """The blob holding ``url``'s body, if one is cached and still has the bytes it was named for."""
         try:
             digest = self._url_file(url).read_text().strip()
-            data = self._blob(digest).read_bytes()
+            with self._blob(digest).open("rb") as blob:
+                intact = hashlib.file_digest(blob, "sha256").hexdigest() == digest
         except OSError:
             return None
-        return data if hashlib.sha256(data).hexdigest() == digest else None
+        return self._blob(digest) if intact else None
 
-    def put(self, url: str, data: bytes) -> None:
-        digest = hashlib.sha256(data).hexdigest()
-        blob = self._blob(digest)
-        if not blob.exists():
-            _atomic_write(blob, data)
-        _atomic_write(self._url_file(url), digest.encode())
+    @contextmanager
+    def incoming(self) -> Iterator[Incoming]:
+        """A file to stream one body into; removed unless :meth:`put` took it."""
+        body = Incoming(self.root / "incoming")
+        try:
+            yield body
+        finally:
+            body.file.close()
+            body.path.unlink(missing_ok=True)
+
+    def put(self, url: str, body: Incoming) -> Path:
+        """Files a whole body as ``url``'s blob and returns the blob's path."""
+        body.file.close()
+        blob = self._blob(body.hash.hexdigest())
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(body.path, blob)
+        _atomic_write(self._url_file(url), body.hash.hexdigest().encode())
+        return blob
+
+    def remove_stale(self, older_than_s: float) -> None:
+        """Removes bodies left in ``incoming/`` by a killed run: no live download is older than this."""
+        cutoff = time.time() - older_than_s
+        for leftover in (self.root / "incoming").glob(".tmp-*"):
+            with suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+
+
+class Incoming:
+    """A body on its way to disk: written to a temporary file and hashed as it arrives."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        self.path, self.file, self.hash = Path(name), os.fdopen(fd, "wb"), hashlib.sha256()
+        self.size, self.head = 0, b""
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.hash.update(chunk)
+        self.size += len(chunk)
+        if len(self.head) < 16:
+            self.head = (self.head + chunk)[:16]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -202,8 +247,8 @@ class Downloader:
         self.settings, self.cache, self.progress = settings, cache, progress
         self._resolved: dict[tuple[str, int], list[str]] = {}
 
-    def fetch_all(self, urls: list[str]) -> dict[str, bytes | Failure]:
-        """Each distinct URL's bytes or its :class:`Failure`; safe to call from inside an event loop."""
+    def fetch_all(self, urls: list[str]) -> dict[str, Path | Failure]:
+        """Each distinct URL's cached body (a file) or its :class:`Failure`; safe to call from inside an event loop."""
         urls = list(dict.fromkeys(urls))
         try:
             asyncio.get_running_loop()
@@ -212,9 +257,10 @@ class Downloader:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a notebook's loop is already running
             return pool.submit(asyncio.run, self._fetch_all(urls)).result()
 
-    async def _fetch_all(self, urls: list[str]) -> dict[str, bytes | Failure]:
+    async def _fetch_all(self, urls: list[str]) -> dict[str, Path | Failure]:
         s = self.settings
-        results: dict[str, bytes | Failure] = {}
+        self.cache.remove_stale(2 * s.deadline_s)
+        results: dict[str, Path | Failure] = {}
         todo = []
         for url in urls:
             cached = self.cache.get(url)
@@ -234,9 +280,7 @@ class Downloader:
 
                 async def one(url: str) -> None:
                     try:
-                        data = await self._with_retries(client, url)
-                        self.cache.put(url, data)
-                        results[url] = data
+                        results[url] = await self._with_retries(client, url)
                     except DownloadError as exc:
                         results[url] = Failure(exc.reason, str(exc))
                     bar.update(1)
@@ -251,7 +295,7 @@ class Downloader:
         base = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (state.attempt_number - 1))
         return base / 2 + random.uniform(0, base / 2)
 
-    async def _with_retries(self, client: httpx.AsyncClient, url: str) -> bytes:
+    async def _with_retries(self, client: httpx.AsyncClient, url: str) -> Path:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, DownloadError) and e.transient),
             stop=stop_after_attempt(self.settings.retries + 1), wait=self._wait, reraise=True,
@@ -288,7 +332,7 @@ class Downloader:
                                 f"{blocked[0]}; {hint}")
         return parts.hostname
 
-    async def _attempt(self, client: httpx.AsyncClient, url: str) -> bytes:
+    async def _attempt(self, client: httpx.AsyncClient, url: str) -> Path:
         s = self.settings
         for _ in range(s.max_redirects + 1):
             host = await self._check(url)
@@ -297,9 +341,8 @@ class Downloader:
                 try:
                     async with asyncio.timeout(s.deadline_s):
                         location = await self._request(client, url)
-                except TimeoutError as exc:
-                    raise DownloadError("timeout", f"no complete answer within {s.deadline_s:g} s",
-                                        transient=True) from exc
+                except TimeoutError as exc:  # a server this slow is as slow next time: not retried
+                    raise DownloadError("deadline", f"no complete answer within {s.deadline_s:g} s") from exc
                 except httpx.TimeoutException as exc:
                     raise DownloadError("timeout", f"timed out after {s.timeout_s:g} s ({type(exc).__name__})",
                                         transient=True) from exc
@@ -307,13 +350,13 @@ class Downloader:
                     raise DownloadError("bad_url", str(exc)) from exc
                 except httpx.TransportError as exc:
                     raise DownloadError("connection_failed", f"{type(exc).__name__}: {exc}", transient=True) from exc
-            if isinstance(location, bytes):
+            if isinstance(location, Path):
                 return location
             url = location
         raise DownloadError("too_many_redirects", f"more than {s.max_redirects} redirects")
 
-    async def _request(self, client: httpx.AsyncClient, url: str) -> bytes | str:
-        """The body of a 200 answer, or the next URL of a redirect."""
+    async def _request(self, client: httpx.AsyncClient, url: str) -> Path | str:
+        """The cached body of a 200 answer, or the next URL of a redirect."""
         cap = self.settings.max_bytes
         async with client.stream("GET", url) as response:
             if response.is_redirect and "location" in response.headers:
@@ -331,28 +374,29 @@ class Downloader:
             length = response.headers.get("content-length", "")
             if length.isdigit() and int(length) > cap:
                 raise DownloadError("too_large", f"Content-Length {length} is above the cap of {cap} bytes")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > cap:
-                    raise DownloadError("too_large", f"the body passed the cap of {cap} bytes")
-            if sniff_format(bytes(body[:16])) is None:
-                kind = response.headers.get("content-type", "no Content-Type")
-                raise DownloadError("not_an_image", f"served as {kind} but the bytes are not a JPEG, PNG, WebP or GIF")
-            return bytes(body)
+            with self.cache.incoming() as body:
+                async for chunk in response.aiter_bytes():
+                    body.write(chunk)
+                    if body.size > cap:
+                        raise DownloadError("too_large", f"the body passed the cap of {cap} bytes")
+                if sniff_format(body.head) is None:
+                    kind = response.headers.get("content-type", "no Content-Type")
+                    raise DownloadError("not_an_image",
+                                        f"served as {kind} but the bytes are not a JPEG, PNG, WebP or GIF")
+                return self.cache.put(url, body)
 
 
 def download_items(items: list[Item | Reject], settings: Settings, progress: bool = True) -> list[Item | Reject]:
-    """``items`` with each URL item's bytes filled in, or replaced by a reject saying why it failed."""
-    urls = [item.url for item in items if isinstance(item, Item) and item.data is None and item.url]
+    """``items`` with each URL item's body (a cached file) filled in, or replaced by a reject saying why it failed."""
+    urls = [item.url for item in items if isinstance(item, Item) and item.data is None and item.path is None and item.url]
     if not urls:
         return list(items)
     fetched = Downloader(settings.download, DownloadCache(cache_dir(settings)), progress).fetch_all(urls)
     out: list[Item | Reject] = []
     for item in items:
-        if isinstance(item, Item) and item.data is None and item.url:
+        if isinstance(item, Item) and item.data is None and item.path is None and item.url:
             got = fetched[item.url]
-            out.append(replace(item, data=got) if isinstance(got, bytes) else Reject(item.ref, got.reason, got.message))
+            out.append(replace(item, path=got) if isinstance(got, Path) else Reject(item.ref, got.reason, got.message))
         else:
             out.append(item)
     return out

@@ -6,7 +6,7 @@ returns the rows it cannot label separately, each with a ``drop_reason`` for the
 | scheme         | needs                     | label / score                                               | seed |
 | -------------- | ------------------------- | ----------------------------------------------------------- | ---- |
 | `given`        | label                     | the source's own 0/1 (folders, grubhub)                     | 000  |
-| `median-split` | likes, followers          | likes/followers above the median, after MAD on followers    | 003  |
+| `median-split` | likes, followers          | likes/followers above the median, after MAD on users' followers | 003 |
 | `favorited`    | favorites                 | favorites ≥ 1                                               | 001  |
 | `deciles`      | views                     | score 0..9: ten equal-frequency bins of views; label ≥ 5    | 001  |
 | `score`        | views, posted_at          | score log(views/days + 1); label above its median           | 002  |
@@ -14,7 +14,8 @@ returns the rows it cannot label separately, each with a ``drop_reason`` for the
 
 With ``views_d1..views_d30``, ``score`` also splits the 30-day sequence into ``seq_scale`` (day-30
 views) and ``seq_shape_d1..d30`` (sequence / scale), seed 002.
-``drop_outliers`` removes items more than 6 SD above the mean of views (or likes) first (seed 001).
+``drop_outliers`` first removes items more than 6 SD above the mean of any engagement count the
+source has (views, favorites, comments, likes; seed 001).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 SEQUENCE_DAYS = 30
+ENGAGEMENT_COUNTS = ("views", "favorites", "comments", "likes")
 
 
 class LabelError(ValueError):
@@ -98,16 +100,28 @@ def given(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.concat([dropped, _dropped(usable[bad], "the label is not 0/1 or true/false")]))
 
 
+def users_within_mad(frame: pd.DataFrame) -> pd.Series:
+    """True for the rows of users whose follower count passes the MAD filter, the statistics taken over
+    users, one count each (seed 003 filtered users, not images: a prolific user would weigh once per
+    photo). Without a ``user_id`` column each row is its own user."""
+    followers = frame["followers"].astype(float)
+    if "user_id" not in frame:
+        return mad_filter(followers)
+    per_user = followers.groupby(frame["user_id"]).median()
+    return frame["user_id"].map(mad_filter(per_user)).fillna(False).astype(bool)
+
+
 def median_split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """likes / followers above the median, after the MAD outlier filter on followers (seed 003)."""
+    """likes / followers above the median, after the MAD outlier filter on users' followers (seed 003)."""
     usable, dropped = _require(frame, "likes", "followers")
-    keep = (usable["followers"] > 0) & mad_filter(np.log(usable["followers"].astype(float).clip(lower=1)))
+    keep = (usable["followers"] > 0) & users_within_mad(usable)
     kept = usable[keep]
     ratio = kept["likes"] / kept["followers"]
     kept = kept.assign(label=_above_median(ratio), likes_per_follower=ratio)
     if {"views", "posted_at"} <= set(kept.columns) and kept[["views", "posted_at"]].notna().all(axis=None):
         kept = kept.assign(score=popularity_score(kept))
-    return kept, pd.concat([dropped, _dropped(usable[~keep], "followers outside the median ± 3.5 MAD filter")])
+    return kept, pd.concat([dropped, _dropped(usable[~keep], "the user's followers are outside the median ± 3.5 "
+                                                             "MAD of users")])
 
 
 def favorited(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -154,10 +168,12 @@ def apply(scheme: str, frame: pd.DataFrame, drop_outliers: bool = False) -> tupl
         raise LabelError(f"unknown label scheme {scheme!r}; expected one of {sorted(SCHEMES)}")
     dropped = _nothing(frame)
     if drop_outliers:
-        column = "views" if "views" in frame else "likes"
-        if column not in frame:
-            raise LabelError("--drop-outliers needs a views or likes column")
-        keep = sigma_filter(frame[column].astype(float)) | frame[column].isna()
-        frame, dropped = frame[keep], _dropped(frame[~keep], f"{column} more than 6 SD above the mean")
+        counts = [c for c in ENGAGEMENT_COUNTS if c in frame]
+        if not counts:
+            raise LabelError(f"--drop-outliers needs an engagement count: one of {list(ENGAGEMENT_COUNTS)}")
+        above = pd.DataFrame({c: ~(sigma_filter(frame[c].astype(float)) | frame[c].isna()) for c in counts})
+        reason = above.apply(lambda row: ", ".join(row.index[row]) + " more than 6 SD above the mean", axis=1)
+        outlier = above.any(axis=1)
+        frame, dropped = frame[~outlier], _dropped(frame[outlier], reason[outlier])
     labelled, filtered = SCHEMES[scheme](frame)
     return labelled, pd.concat([dropped, filtered])

@@ -79,7 +79,8 @@ class Snapshot:
 
     def decode_images(self, relatives, limits: ImageLimits) -> list[Image.Image]:
         """The stored images at ``relatives``, through the one safe decode path and its ``limits``."""
-        return [decode(self.read_image(r), limits.max_bytes, limits.max_pixels)[0] for r in relatives]
+        return [decode(self.read_image(r), limits.max_bytes, limits.max_pixels, max_side=limits.model_side)[0]
+                for r in relatives]
 
     def summary(self) -> dict:
         return {

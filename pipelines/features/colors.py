@@ -7,23 +7,12 @@ there is one); palettes agree with the per-image approach while running orders o
 
 from __future__ import annotations
 
-import io
 from itertools import combinations
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pipelines import vision
-from pipelines.data.images import to_array
-
-
-def small_pixels(data: bytes, px: int) -> np.ndarray:
-    """A ``px``×``px`` RGB array straight from encoded bytes; JPEGs decode at 1/2–1/8 scale (DCT draft
-    mode), which is where most of the time of a full-resolution decode goes."""
-    img = Image.open(io.BytesIO(data))
-    img.draft("RGB", (px, px))
-    return to_array(img.convert("RGB"), px)
 
 
 def _sq_distances(x: torch.Tensor, x2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -63,11 +52,15 @@ def dominant_colors(pixels: np.ndarray, k: int = 5, iters: int = 12) -> np.ndarr
 
 
 def palette_features(palettes: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Seed 000's feature vector: the sorted palette and the pairwise differences of its colours."""
+    """Seed 000's feature vector: the palette's unweighted mean colour minus the image's mean colour
+    (the share-weighted one: how far the palette leans from what dominates), the sorted palette, and
+    the pairwise differences of its colours."""
     k = palettes.shape[1]
     channels = ["r", "g", "b", "w"]
-    names = [f"color{i}_{ch}" for i in range(k) for ch in channels]
-    parts = [palettes.reshape(len(palettes), -1)]
+    colours, shares = palettes[..., :3], palettes[..., 3:]
+    lean = colours.mean(1) - (colours * shares).sum(1) / np.clip(shares.sum(1), 1e-9, None)
+    names = [f"unweighted_minus_mean_{ch}" for ch in "rgb"] + [f"color{i}_{ch}" for i in range(k) for ch in channels]
+    parts = [lean, palettes.reshape(len(palettes), -1)]
     for i, j in combinations(range(k), 2):
         parts.append(palettes[:, i] - palettes[:, j])
         names += [f"color{i}-{j}_{ch}" for ch in channels]

@@ -18,6 +18,9 @@ from pipelines.features.social import social_features
 from pipelines.settings import FeatureSettings
 
 GROUPS = ("colors", "quality", "faces", "embeddings", "social")
+# Bumped whenever the code changes what a configuration computes, so no cached table of the old code
+# is read: 2 added seed 000's unweighted-minus-mean colour and decoding to ``images.model_side``.
+REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class ImageFeaturizer:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps({**asdict(self), "revision": REVISION}, sort_keys=True).encode()).hexdigest()[:12]
 
     def transform(self, images: list[Image.Image], social: pd.DataFrame | None = None) -> pd.DataFrame:
         parts = []

@@ -59,6 +59,7 @@ class TorchBackend:
     def __init__(self, config: dict, artifacts: dict):
         self.task = config["task"]
         self.px = config["image_px"]
+        self.crop = config.get("crop", "resized")
         self.target_mean = config.get("target_mean", 0.0)
         self.target_std = config.get("target_std", 1.0)
         self.calibration = config.get("calibration")  # Platt scaling of ordinal/ranking outputs
@@ -68,8 +69,8 @@ class TorchBackend:
         self.model.to(vision.device()).eval()
 
     def score(self, images: list[Image.Image], social: pd.DataFrame) -> np.ndarray:
-        pixels = np.stack([to_array(img, self.px) for img in images])
-        raw = cnn.predict(self.model, pixels, self.px)
+        pixels = np.stack([to_array(img, vision.load_px(self.px, self.crop)) for img in images])
+        raw = cnn.predict(self.model, pixels, self.px, self.crop)
         if self.calibration:
             slope, intercept = self.calibration
             raw = slope * raw + intercept

@@ -154,6 +154,7 @@ class FitConfig:
     task: str = "binary"
     head: str = "bce"
     ranking_margin: float = 1.0
+    crop: str = "resized"  # see vision.train_transform
 
 
 @dataclass
@@ -191,7 +192,7 @@ def fit(
     loss_fn = loss_function(cfg.head, train[1], dev, cfg.ranking_margin)
     rank, world = distributed.rank(), distributed.world_size()
     per_rank = max(1, cfg.batch_size // world)
-    dataset = ArrayDataset(*train, train_transform(cfg.image_px), seed=cfg.seed)
+    dataset = ArrayDataset(*train, train_transform(cfg.image_px, cfg.crop), seed=cfg.seed)
     if cfg.head == "ranking":
         sampler = GroupBatches(np.asarray(train[1])[:, 1], cfg.batch_size, cfg.seed, rank, world)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler)
@@ -216,7 +217,7 @@ def fit(
             scaler.update()
             total, count = total + loss.item() * len(y), count + len(y)
         scheduler.step()
-        val_out = predict(model, val[0], cfg.image_px)
+        val_out = predict(model, val[0], cfg.image_px, cfg.crop)
         with torch.no_grad():
             val_loss = float(loss_fn(torch.as_tensor(val_out, device=dev),
                                      torch.as_tensor(val[1], dtype=torch.float32, device=dev)).item())
@@ -237,11 +238,11 @@ def fit(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, pixels: np.ndarray, px: int, batch_size: int = 64) -> np.ndarray:
+def predict(model: nn.Module, pixels: np.ndarray, px: int, crop: str = "resized", batch_size: int = 64) -> np.ndarray:
     """Raw outputs (logits or standardised scores) for an ``N×H×W×3`` uint8 batch."""
     model.eval()
     dev = next(model.parameters()).device
-    transform = eval_transform(px)
+    transform = eval_transform(px, crop)
     outputs = []
     for start in range(0, len(pixels), batch_size):
         x = transform(torch.as_tensor(pixels[start : start + batch_size]).permute(0, 3, 1, 2)).to(dev)

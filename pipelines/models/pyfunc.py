@@ -48,7 +48,9 @@ class PopularityModel(mlflow.pyfunc.PythonModel):
         self.profiler = Profiler.load(profiler) if profiler else Profiler()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        images = [decode(bytes(b), self.limits.max_bytes, self.limits.max_pixels)[0] for b in model_input["image"]]
+        limits = self.limits
+        images = [decode(bytes(b), limits.max_bytes, limits.max_pixels, max_side=limits.model_side)[0]
+                  for b in model_input["image"]]
         social = model_input.reindex(columns=SOCIAL_COLUMNS).astype(float)
         return self.predict_images(images, social)
 

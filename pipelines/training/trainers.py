@@ -125,7 +125,7 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
                         lr=overrides.get("lr", s.lr),
                         head_lr_multiplier=overrides.get("head_lr_multiplier", s.head_lr_multiplier),
                         step_size=s.step_size, patience=s.patience, seed=s.seed, task=data.task, head=head,
-                        ranking_margin=s.ranking_margin)
+                        ranking_margin=s.ranking_margin, crop=s.crop)
     truth_train, truth_val = data.y("train").astype(float), data.y("val").astype(float)
     mean, std = 0.0, 1.0
     if head == "huber":
@@ -148,15 +148,15 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
         if data.log_epochs:
             mlflow.log_metrics(row, step=epoch)
 
-    load_px = int(px * 1.15)
+    load_px = vision.load_px(px, s.crop)
     result = cnn.fit(network, (data.pixels("train", load_px), t_train), (data.pixels("val", load_px), t_val),
                      cfg, val_metric, on_epoch=log_epoch)
     weights = workdir / "weights.pt"
     torch.save(result.model.state_dict(), weights)
-    config = {"kind": "torch", "task": data.task, "backbone": backbone, "image_px": px,
+    config = {"kind": "torch", "task": data.task, "backbone": backbone, "image_px": px, "crop": s.crop,
               "target_mean": mean, "target_std": std}
     if head in ("ordinal", "ranking"):
-        raw = cnn.predict(result.model, data.pixels("val", load_px), px)
+        raw = cnn.predict(result.model, data.pixels("val", load_px), px, s.crop)
         config["calibration"] = _calibration(data.task, raw, truth_val)
     fit_params = {k: v for k, v in asdict(cfg).items() if k != "task"}
     fit_params |= {"backbone": backbone, "pretrained": pretrained, "best_epoch": result.best_epoch,

@@ -77,3 +77,23 @@ def test_batch_writer_counts_what_an_unreachable_store_loses():
 def test_overlapping_claims_on_postgresql_grant_exactly_one(postgres_database):
     """The stack's case: monitor runs on several hosts share one PostgreSQL database."""
     assert overlapping_claims(postgres_database) == [False] * 5 + [True]
+
+
+@pytest.mark.parametrize("backend", ["jsonl", "postgresql"])
+def test_the_monitor_reads_only_the_requests_profiled_for_drift(backend, postgres_database, tmp_path):
+    """Every answer is stored; under load only a sample carries the profile, and only those are a window."""
+    settings = Settings(home=tmp_path / "home")
+    if backend == "postgresql":
+        settings = settings.with_group("store", url=SecretStr(postgres_database))
+    store = open_request_store(settings)
+    records = _records("5", 30, 0.0)
+    for i, record in enumerate(records):
+        if i % 3:
+            record.update(profile_rate=0.5)
+        else:  # answered, not profiled: score and version only
+            del record["brightness"], record["pca_1"]
+    store.append(records)
+    assert len(store.read(version="5")) == 30
+    window = store.read(last=8, version="5", profiled=True)
+    assert list(window["ts"]) == [t for t in range(30) if t % 3][-8:]
+    assert window["brightness"].notna().all() and (window["profile_rate"] == 0.5).all()

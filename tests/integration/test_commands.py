@@ -8,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -79,3 +81,27 @@ def test_flow_commands_reuse_the_prefect_server_that_prefect_up_left_running(tmp
     assert down.returncode == 0 and json.loads(down.stdout.strip().splitlines()[-1])["stopped"] is True
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api}/health", timeout=2)
+
+
+def test_a_flow_command_killed_with_sigkill_leaves_no_prefect_server_behind(tmp_path):
+    """With no server running, `collect` starts a temporary one; SIGKILL of the command stops it too."""
+    env = {**os.environ, "POPULARITY_HOME": str(tmp_path / "home")}
+    for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
+        env.pop(var, None)
+    command = subprocess.Popen([sys.executable, "-m", "flows.cli", "collect", "--source", "demo:3000"], env=env,
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        servers: list[psutil.Process] = []
+        while not servers and time.monotonic() < deadline and command.poll() is None:
+            servers = [p for p in psutil.Process(command.pid).children(recursive=True)
+                       if "server" in p.cmdline() and "prefect" in " ".join(p.cmdline())]
+            time.sleep(0.2)
+        assert servers, "collect started no Prefect server of its own"
+        time.sleep(3)  # the server is up and the flow under way
+        command.kill()
+        command.wait()
+        _, alive = psutil.wait_procs(servers, timeout=30)
+        assert not alive, f"orphaned: {[p.cmdline() for p in alive]}"
+    finally:
+        command.kill()

@@ -41,7 +41,9 @@ def demo_run(tmp_path_factory):
 def test_summary_has_the_documented_keys(demo_run):
     _, _, summary = demo_run
     assert set(summary["collect"]) >= {"snapshot", "path", "items", "rejects", "labels"}
-    assert summary["collect"]["items"] == 200
+    collected = summary["collect"]
+    assert collected["items"] + collected["rejects"] == 200 and collected["items"] >= 150
+    assert set(collected["reject_reasons"]) <= {"filtered_by_label"}  # seed 003's MAD filter on users
     assert set(summary["champion"]) >= {"name", "version", "alias", "family", "metrics", "baseline"}
     assert summary["champion"]["alias"] == "champion"
     assert set(summary["monitor"]) >= {"window", "drifted_share", "drift", "retrain_triggered"}
@@ -100,7 +102,8 @@ def test_the_run_probed_the_service_and_checked_drift(demo_run):
     reference = set(pd.read_parquet(profile).columns) - {"image_id"}
     assert {"dominant_r", "dominant_share", "face_count", "pc1", "score"} <= reference <= set(logged.columns)
     assert logged[sorted(reference)].notna().all().all()
-    assert set(logged.columns) - reference <= {"ts", "version", "label"}
+    assert set(logged.columns) - reference <= {"ts", "version", "label", "profile_rate"}
+    assert (logged["profile_rate"] == 1).all()  # one probe request at a time: every one is profiled
 
 
 def test_service_scores_a_photograph_and_refuses_a_non_image(demo_run, photographs):

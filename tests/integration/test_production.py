@@ -143,7 +143,9 @@ def production(tmp_path_factory):
         POPULARITY_DRIFT__RETRAIN_MODELS='["stats-gb"]', POPULARITY_DRIFT__RETRAIN_QUICK="true",
         POPULARITY_DRIFT__WINDOW=str(WINDOW), POPULARITY_DRIFT__MIN_REQUESTS="100",
         POPULARITY_PROMOTION__MARGIN="-1", POPULARITY_PROMOTION__FLOOR_ROC_AUC="0",
-        POPULARITY_PROMOTION__FLIP_TOLERANCE="100", POPULARITY_PROMOTION__JPEG_TOLERANCE="100")
+        POPULARITY_PROMOTION__FLIP_TOLERANCE="100", POPULARITY_PROMOTION__JPEG_TOLERANCE="100",
+        # every request profiled, so that each window of traffic below is one drift window
+        POPULARITY_SERVING__PROFILE_IN_FLIGHT=str(CLIENTS))
     try:
         up = popularity(["stack", "up", "--json"], env)
         assert up.returncode == 0, up.stderr[-3000:]

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from monitoring.request_log import RequestLog
 from tests.conftest import encode
 from tests.helpers import API_KEY
 
@@ -212,3 +214,93 @@ def test_reload_under_load_drops_no_request(client, jpeg):
 def test_service_stays_up(client):
     assert client.get("/readyz").status_code == 200
 
+
+
+def _sixteen_bit_png(pixels: int) -> bytes:
+    """A smooth 16-bit greyscale PNG of about ``pixels`` pixels: a small file, many decoded bytes."""
+    side = int(pixels**0.5)
+    ramp = np.add.outer(np.arange(side, dtype=np.uint32), np.arange(side, dtype=np.uint32))
+    return _png(Image.fromarray((ramp * 65535 // ramp.max()).astype(np.uint16)))
+
+
+def test_the_serving_pixel_cap_is_below_the_collectors(client):
+    """20 MP would be collected (cap 50 MP) but is not served (cap 16 MP): images are shrunk anyway."""
+    r = client.post("/predict", files={"image": ("big.png", _sixteen_bit_png(20_000_000))})
+    assert r.status_code == 400 and r.json()["error"] == "too_many_pixels" and "16000000" in r.json()["message"]
+    assert client.post("/predict", files={"image": ("ok.png", _sixteen_bit_png(12_000_000))}).status_code == 200
+
+
+def _predictions(client) -> float:
+    lines = client.get("/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("popularity_predictions_total{"))
+
+
+def test_a_client_that_leaves_leaves_no_work_behind(client, service):
+    """The same batch, once waited for and once abandoned after half a second: the abandoned one is
+    cancelled before it is scored, however long one waits after."""
+    files = [("images", (f"{i}.png", _sixteen_bit_png(12_000_000))) for i in range(12)]
+    before = _predictions(client)
+    started = time.monotonic()
+    assert client.post("/predict_batch", files=files).status_code == 200
+    took = time.monotonic() - started
+    assert _predictions(client) == before + 12
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{service.url}/predict_batch", files=files, headers=AUTH, timeout=min(0.5, took / 4))
+    time.sleep(took * 1.5)
+    assert _predictions(client) == before + 12
+    assert client.get("/livez").status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/predict", "/predict_batch", "/compare"])
+def test_image_routes_answer_other_bodies_415_and_fetch_nothing(client, http_server, route):
+    url = http_server.url("/img/1.jpg")
+    bodies = [({"data": {"image": url, "images": url}}, None),
+              ({"content": f"image={url}".encode()}, "application/x-www-form-urlencoded"),
+              ({"content": url.encode()}, "text/plain"), ({"content": b"\xff\xfe\x00bad utf-8 \xc3\x28"}, "text/plain"),
+              ({"content": json.dumps({"image": url}).encode()}, "application/json"),
+              ({"content": np.random.default_rng(0).bytes(4096)}, "application/octet-stream")]
+    for kwargs, kind in bodies:
+        r = client.post(route, **kwargs, headers={"Content-Type": kind} if kind else {})
+        assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type", (kind, r.text)
+    assert http_server.hits["/img/1.jpg"] == 0
+    assert client.get("/livez").status_code == 200
+
+
+def test_under_load_a_sample_is_profiled_for_drift_with_its_rate(client, champion_home, jpeg):
+    """Past ``profile_in_flight`` concurrent requests each is profiled with probability 8 / in flight
+    and its record says so; every request is still scored."""
+    log = RequestLog(champion_home / "monitoring" / "requests", 10**8, 5)
+    before = len(log.read())
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(lambda _: client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code,
+                                 range(96)))
+    assert statuses == [200] * 96
+    time.sleep(3)  # the request writer flushes every second
+    logged = log.read().iloc[before:]
+    profiled = logged[logged["profile_rate"].notna()]
+    assert len(logged) == 96  # every answer is on record, with its score and version
+    assert 0 < len(profiled) < 96 and profiled["profile_rate"].between(0, 1, inclusive="right").all()
+    assert (profiled["profile_rate"] < 1).any() and profiled["brightness"].notna().all()
+
+
+@pytest.mark.parametrize("case", ["unknown_file_field", "non_utf8_field_value", "non_utf8_field_name",
+                                  "filename_over_255_bytes", "non_utf8_filename"])
+def test_odd_multipart_parts_get_a_4xx_or_a_score_never_a_5xx(client, jpeg, case):
+    boundary = "popularityboundary"
+
+    def part(disposition: bytes, body: bytes) -> bytes:
+        return b"--" + boundary.encode() + b"\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n" + body + b"\r\n"
+
+    image = part(b'name="image"; filename="a.jpg"', jpeg)
+    body = {
+        "unknown_file_field": part(b'name="other"; filename="a.jpg"', jpeg),
+        "non_utf8_field_value": image + part(b'name="followers"', b"\xff\xfe\xc3\x28"),
+        "non_utf8_field_name": image + part(b'name="\xff\xfe"', b"1"),
+        "filename_over_255_bytes": part(b'name="image"; filename="' + b"a" * 300 + b'.jpg"', jpeg),
+        "non_utf8_filename": part(b'name="image"; filename="\xff\xfe.jpg"', jpeg),
+    }[case] + b"--" + boundary.encode() + b"--\r\n"
+    r = client.post("/predict", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code < 500, r.text
+    if case.startswith(("unknown", "non_utf8_field")):
+        assert r.status_code == 400, r.text
+    assert client.get("/livez").status_code == 200

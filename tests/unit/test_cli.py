@@ -110,3 +110,18 @@ def test_a_read_only_command_without_a_champion_says_so_without_prefect(tmp_path
     assert _error(done)["kind"] == "not_found" and "no champion yet" in _error(done)["error"]
     assert "prefect" not in _imported(done.stderr)
     assert not (tmp_path / "home" / "prefect").exists()
+
+
+def test_serving_off_loopback_without_an_api_key_is_refused_before_bentoml_starts(tmp_path):
+    done = _cli(tmp_path / "home", "serve", "--host", "0.0.0.0", "--port", "9")
+    assert done.returncode == 2
+    (message,) = _messages(done.stderr)
+    assert "without an API key" in message and "POPULARITY_API_KEY" in message and "--insecure" in message
+    assert "bentoml" not in _imported(done.stderr)
+
+
+def test_only_loopback_addresses_count_as_loopback():
+    from flows.cli import _loopback
+
+    assert all(map(_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
+    assert not any(map(_loopback, ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.com", "localhost.evil.com"]))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,6 @@ from pipelines.data.download import (
     cache_dir,
     download_items,
 )
-from pipelines.data.images import sniff_format
 from pipelines.data.sources import Item, Reject
 from tests.helpers import photo
 
@@ -33,17 +34,17 @@ def test_every_kind_of_answer_ends_as_bytes_or_a_reason(http_server, fast_settin
     got = _downloader(fast_settings, max_bytes=200_000).fetch_all([http_server.url(p) for p in paths])
     result = {p: got[http_server.url(p)] for p in paths}
 
-    assert result["/img/1.jpg"] == photo(1)
+    assert result["/img/1.jpg"].read_bytes() == photo(1)
     assert result["/missing"] == Failure("http_404", "HTTP 404 Not Found")
-    assert result["/flaky/2"] == photo(2) and http_server.hits["/flaky/2"] == 2
-    assert result["/busy/3"] == photo(3) and http_server.hits["/busy/3"] == 2
+    assert result["/flaky/2"].read_bytes() == photo(2) and http_server.hits["/flaky/2"] == 2
+    assert result["/busy/3"].read_bytes() == photo(3) and http_server.hits["/busy/3"] == 2
     assert time.monotonic() - started >= 1.0, "the 429's Retry-After: 1 was not honoured"
     assert result["/slow"].reason == "timeout" and http_server.hits["/slow"] == 3  # 1 try + 2 retries
     assert result["/huge"].reason == "too_large"
     assert result["/huge-declared"].reason == "too_large" and "Content-Length" in result["/huge-declared"].message
     assert result["/text"].reason == "not_an_image" and "image/jpeg" in result["/text"].message
     assert http_server.hits["/text"] == 1 and http_server.hits["/missing"] == 1, "a permanent failure was retried"
-    assert result["/redirect/4"] == photo(4)
+    assert result["/redirect/4"].read_bytes() == photo(4)
     assert result["/loop"].reason == "too_many_redirects"
 
 
@@ -77,7 +78,7 @@ def test_loopback_needs_allow_private(http_server, settings):
     url = http_server.url("/img/1.jpg")
     assert _downloader(settings).fetch_all([url])[url].reason == "private_address"
     assert http_server.hits["/img/1.jpg"] == 0
-    assert _downloader(settings, allow_private=True).fetch_all([url])[url] == photo(1)
+    assert _downloader(settings, allow_private=True).fetch_all([url])[url].read_bytes() == photo(1)
 
 
 @pytest.mark.parametrize("address, blocked", [
@@ -130,7 +131,7 @@ def test_the_checked_address_is_the_one_used_with_allow_private(http_server, set
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: real(
         "127.0.0.1" if host in ("images.test", b"images.test") else host, port, *a, **k))
     url = http_server.url("/img/2.jpg").replace("127.0.0.1", "images.test")
-    assert _downloader(settings, allow_private=True).fetch_all([url])[url] == photo(2)
+    assert _downloader(settings, allow_private=True).fetch_all([url])[url].read_bytes() == photo(2)
 
 
 def test_retry_after_reads_seconds_and_http_dates():
@@ -142,7 +143,7 @@ def test_retry_after_reads_seconds_and_http_dates():
 def test_connections_are_bounded(http_server, fast_settings):
     urls = [http_server.url(f"/slowish/{k}") for k in range(8)]
     got = _downloader(fast_settings, concurrency=2).fetch_all(urls)
-    assert all(isinstance(v, bytes) for v in got.values())
+    assert all(isinstance(v, Path) for v in got.values())
     assert http_server.max_in_flight == 2
 
 
@@ -169,7 +170,7 @@ def test_a_corrupted_cache_entry_is_fetched_again(http_server, fast_settings):
     for blob in (cache_dir(fast_settings) / "blobs").rglob("*"):
         if blob.is_file():
             blob.write_bytes(b"truncated")
-    assert _downloader(fast_settings).fetch_all([url])[url] == photo(1)
+    assert _downloader(fast_settings).fetch_all([url])[url].read_bytes() == photo(1)
     assert http_server.hits["/img/1.jpg"] == 2
 
 
@@ -180,13 +181,36 @@ def test_it_runs_inside_a_running_event_loop(http_server, fast_settings):
     async def inside():
         return _downloader(fast_settings).fetch_all([url])
 
-    assert asyncio.run(inside())[url] == photo(2)
+    assert asyncio.run(inside())[url].read_bytes() == photo(2)
 
 
 def test_download_items_turns_failures_into_rejects(http_server, fast_settings):
     items = [Item(ref="a", url=http_server.url("/img/1.jpg"), fields={"likes": 3}),
              Item(ref="b", url=http_server.url("/missing")), Item(ref="c", data=photo(5)), Reject("d", "x", "y")]
     out = download_items(items, fast_settings, progress=False)
-    assert isinstance(out[0], Item) and sniff_format(out[0].data) == "JPEG" and out[0].fields == {"likes": 3}
+    assert isinstance(out[0], Item) and out[0].fields == {"likes": 3}
+    assert out[0].data is None and out[0].read() == photo(1)  # the body stays on disk until it is needed
     assert out[1] == Reject("b", "http_404", "HTTP 404 Not Found")
     assert out[2] is items[2] and out[3] is items[3]
+
+
+def test_a_server_that_trickles_past_the_deadline_is_not_retried(http_server, fast_settings):
+    url = http_server.url("/trickle")
+    started = time.monotonic()
+    got = _downloader(fast_settings, deadline_s=1.0).fetch_all([url])[url]
+    assert got.reason == "deadline" and "1 s" in got.message
+    assert http_server.hits["/trickle"] == 1 and time.monotonic() - started < 3
+
+
+def test_bodies_stream_to_disk_and_a_killed_runs_leftovers_are_removed(http_server, fast_settings):
+    incoming = cache_dir(fast_settings) / "incoming"
+    incoming.mkdir(parents=True)
+    stale, live = incoming / ".tmp-killed", incoming / ".tmp-live"
+    stale.write_bytes(b"half a body")
+    live.write_bytes(b"another run's download")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    url = http_server.url("/img/3.jpg")
+    got = _downloader(fast_settings, deadline_s=60.0).fetch_all([url])[url]
+    assert got.read_bytes() == photo(3) and got.parent.parent.name == "blobs"
+    assert not stale.exists() and live.exists()
+    assert {p.name for p in incoming.iterdir()} == {live.name}  # the body was renamed out, not copied

@@ -9,10 +9,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipelines.features import embeddings, faces
-from pipelines.features.colors import dominant_colors, small_pixels
+from pipelines.features.colors import dominant_colors, palette_features
 from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.social import NAMES, social_features, social_inputs
-from tests.conftest import encode
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +36,6 @@ def test_dominant_colours_of_a_photograph_match_its_pixels(photos):
     assert palette[:, 3].sum() == pytest.approx(1.0) and np.all(np.diff(palette[:, 3]) <= 0)
     mean = pixels.reshape(-1, 3).mean(0)
     assert np.allclose((palette[:, :3] * palette[:, 3:]).sum(0), mean, atol=1.0)  # centroids average to the mean
-
-
-def test_draft_decoding_keeps_the_colours(photographs):
-    blob = encode(np.asarray(Image.fromarray(photographs["astronaut"]).resize((1080, 1080))), quality=90)
-    small = small_pixels(blob, 64)
-    assert small.shape == (64, 64, 3)
-    assert np.abs(small.reshape(-1, 3).mean(0) - photographs["astronaut"].reshape(-1, 3).mean(0)).max() < 6
 
 
 def test_embeddings_are_penultimate_and_flip_invariant(photos):
@@ -90,3 +82,34 @@ def test_drift_profile_projects_like_its_saved_copy_and_sees_greyscale(photos, t
     assert np.allclose(grey["dominant_r"], grey["dominant_g"], atol=1)
     assert np.allclose(grey["dominant_g"], grey["dominant_b"], atol=1)
     assert not np.allclose(grey[["pc1", "pc2", "pc3"]], table[["pc1", "pc2", "pc3"]], atol=0.1)
+
+
+def test_seed_000s_palette_lean_is_the_unweighted_mean_minus_the_weighted_one():
+    palettes = np.array([[[200, 0, 0, 0.75], [0, 0, 200, 0.25]]], dtype=float)  # mostly red, some blue
+    values, names = palette_features(palettes)
+    lean = dict(zip(names, values[0]))
+    # unweighted mean (100, 0, 100) minus the share-weighted mean (150, 0, 50)
+    assert (lean["unweighted_minus_mean_r"], lean["unweighted_minus_mean_g"], lean["unweighted_minus_mean_b"]) == (
+        -50, 0, 50)
+    assert lean["color0-1_r"] == 200 and len(names) == len(set(names)) == 3 + 2 * 4 + 4
+
+
+def test_seed_001s_crops_are_227_of_256():
+    import torch
+
+    from pipelines import vision
+
+    assert vision.load_px(227, "seed-001") == 256
+    square = torch.arange(256 * 256, dtype=torch.int64).reshape(1, 256, 256).expand(3, -1, -1)
+    view = vision.eval_transform(227, "seed-001").transforms[:1]
+    centre = torch.nn.Sequential(*view)(square)
+    assert centre.shape == (3, 227, 227) and centre[0, 0, 0] == 14 * 256 + 14  # the centre crop, not a resize
+    crop = vision.train_transform(227, "seed-001").transforms[:2]
+    corners = {int(torch.nn.Sequential(*crop)(square)[0].min()) for _ in range(20)}
+    assert len(corners) > 5  # the crops move
+    for _ in range(20):  # each is a 227 window of the square, maybe mirrored: never resampled
+        window = torch.nn.Sequential(*crop)(square)[0]
+        top_left = int(window.min())
+        y, x = divmod(top_left, 256)
+        expected = square[0, y:y + 227, x:x + 227]
+        assert torch.equal(window, expected) or torch.equal(window, expected.flip(-1))

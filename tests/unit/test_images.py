@@ -110,3 +110,19 @@ def test_minimum_side_is_enforced():
 def test_to_array_is_a_centre_crop_of_the_requested_size(photographs):
     arr = to_array(Image.fromarray(photographs["chelsea"]), 64)
     assert arr.shape == (64, 64, 3) and arr.dtype == np.uint8
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "JPEG"), ("CMYK", "JPEG"), ("L", "PNG"), ("P", "PNG"),
+                                           ("RGBA", "PNG"), ("I;16", "PNG"), ("RGB", "WEBP")])
+def test_the_services_decode_is_the_full_decode_shrunk(photographs, mode, fmt):
+    """``max_side`` (JPEG draft decoding, shrinking before the RGB copy) changes memory, not the picture."""
+    base = Image.fromarray(photographs["astronaut"]).resize((1600, 1200))
+    source = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257) if mode == "I;16" else base.convert(mode)
+    buffer = io.BytesIO()
+    source.save(buffer, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    full, _ = _decode(buffer.getvalue())
+    small, info = decode(buffer.getvalue(), 20 * MB, 50_000_000, max_side=256)
+    assert small.mode == "RGB" and max(small.size) == 256 and info.format == fmt
+    full.thumbnail((256, 256))
+    assert small.size == full.size
+    assert np.abs(np.asarray(small, dtype=float) - np.asarray(full, dtype=float)).mean() < 4

@@ -41,6 +41,20 @@ def test_median_split_is_balanced_and_filters_follower_outliers():
     assert (out["label"] == (ratio > ratio.median())).all() and "score" in out
 
 
+def test_the_mad_filter_counts_each_user_once():
+    """Seed 003 filtered users: a user with many photos must not drag the median and MAD towards itself."""
+    prolific = pd.DataFrame({"source_ref": [f"p{i}" for i in range(30)], "user_id": "prolific",
+                             "followers": 50_000, "likes": 10})
+    others = pd.DataFrame({"source_ref": [f"u{i}" for i in range(20)], "user_id": [f"u{i}" for i in range(20)],
+                           "followers": np.linspace(900, 1100, 20).round(), "likes": 5})
+    frame = pd.concat([prolific, others], ignore_index=True)
+    out, dropped = labels.apply("median-split", frame)
+    # per image, the prolific user's 30 rows are the majority and would set the median themselves
+    assert labels.mad_filter(frame["followers"].astype(float))[:30].all()
+    assert set(dropped["source_ref"]) == {f"p{i}" for i in range(30)} and len(out) == 20
+    assert "MAD of users" in dropped["drop_reason"].iloc[0]
+
+
 def test_favorited_is_at_least_one_favorite():
     out, _ = labels.apply("favorited", _frame())
     assert (out["label"] == (out["favorites"] >= 1)).all()
@@ -78,6 +92,18 @@ def test_six_sigma_outliers_are_dropped_first():
     out, dropped = labels.apply("deciles", frame, drop_outliers=True)
     assert dropped["source_ref"].tolist() == ["r3"] and "6 SD" in dropped["drop_reason"].iloc[0]
     assert len(out) == 199
+
+
+def test_six_sigma_filters_every_engagement_count():
+    frame = _frame(200)
+    frame.loc[3, "views"], frame.loc[5, "favorites"], frame.loc[7, "likes"] = 10**9, 10**6, 10**8
+    out, dropped = labels.apply("likes", frame, drop_outliers=True)
+    assert dict(zip(dropped["source_ref"], dropped["drop_reason"])) == {
+        "r3": "views more than 6 SD above the mean", "r5": "favorites more than 6 SD above the mean",
+        "r7": "likes more than 6 SD above the mean"}
+    assert len(out) == 197
+    with pytest.raises(labels.LabelError, match="engagement count"):
+        labels.apply("given", pd.DataFrame({"label": [1, 0]}), drop_outliers=True)
 
 
 def test_missing_values_and_columns():

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.data.collect import collect
 from pipelines.data.sources import Item, Reject, SpecError, parse_spec, read_file
+from pipelines.data.sources.demo import DemoSource
 from pipelines.data.sources.grubhub import GrubhubSource
 from pipelines.features.social import social_features, social_inputs
 from pipelines.models.classical import RECIPES
@@ -326,3 +327,12 @@ def test_collection_flags_widen_the_settings_and_never_narrow_them():
     flagged = Settings().for_collection(allow_private=True, allow_outside_paths=True)
     assert flagged.download.allow_private and flagged.sources.allow_outside_paths
     assert not Settings().for_collection().download.allow_private
+
+
+def test_the_demo_city_variant_is_a_new_category_and_nothing_else_is_accepted():
+    default, city = (list(DemoSource(n=5, seed=3, size=64, users=10, variant=v).items()) for v in (None, "city"))
+    assert {i.fields["category"] for i in city} == {"city"} and "city" not in {i.fields["category"] for i in default}
+    assert not {i.ref for i in city} & {i.ref for i in default}
+    assert city[0].data != default[0].data
+    with pytest.raises(SpecError, match="variant"):
+        DemoSource(n=5, seed=3, size=64, users=10, variant="moon")

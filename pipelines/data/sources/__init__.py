@@ -25,9 +25,11 @@ class SpecError(ValueError):
 
 @dataclass
 class Item:
-    """One image with its engagement and social fields; ``data`` or ``url`` gives the bytes.
+    """One image with its engagement and social fields; ``data``, ``path`` or ``url`` gives the bytes.
 
-    ``info`` is set once the bytes have been decoded, so a batch checked on a worker is not decoded twice.
+    ``path`` is a downloaded body in the cache, read when needed so that a batch does not hold its
+    bodies in memory. ``info`` is set once the bytes have been decoded, so a batch checked on a worker
+    is not decoded twice.
     """
 
     ref: str
@@ -36,6 +38,12 @@ class Item:
     url: str | None = None
     oracle: dict | None = None
     info: ImageInfo | None = None
+    path: Path | None = None
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        return self.path.read_bytes() if self.path is not None else b""
 
 
 @dataclass

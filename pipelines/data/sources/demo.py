@@ -23,6 +23,8 @@ from pipelines.data.sources import Item, SpecError
 from pipelines.settings import Settings
 
 CATEGORIES = ["food", "travel", "pets", "portrait", "nature"]
+# Scene categories the default data set never draws: a shift for the drift monitor to be tested on.
+VARIANTS = ("city",)
 DAYS = 30
 
 
@@ -44,6 +46,7 @@ class DemoSource:
     seed: int
     size: int
     users: int
+    variant: str | None = None  # None: the default scenes; "city": a skyline behind every subject
 
     kind = "demo"
     default_label = "median-split"
@@ -56,8 +59,13 @@ class DemoSource:
         n = int(location) if location else cfg.size
         return cls(n=n, seed=cfg.seed, size=cfg.image_px, users=min(cfg.users, max(10, n // 10)))
 
+    def __post_init__(self) -> None:
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise SpecError(f"demo variant must be one of {list(VARIANTS)}, not {self.variant!r}")
+
     def describe(self) -> dict:
-        return {"kind": self.kind, "n": self.n, "seed": self.seed, "size": self.size, "users": self.users}
+        variant = {"variant": self.variant} if self.variant else {}
+        return {"kind": self.kind, "n": self.n, "seed": self.seed, "size": self.size, "users": self.users, **variant}
 
     def items(self) -> Iterator[Item]:
         rng = np.random.default_rng(self.seed)
@@ -93,7 +101,7 @@ class DemoSource:
             fields = {
                 "user_id": f"u{user:04d}",
                 "group": f"u{user:04d}",
-                "category": CATEGORIES[i % len(CATEGORIES)],
+                "category": self.variant or CATEGORIES[i % len(CATEGORIES)],
                 "followers": int(followers),
                 "account_age_days": int(users["age"][user]),
                 "posts_per_week": float(users["posts_per_week"][user]),
@@ -111,7 +119,8 @@ class DemoSource:
                       "expected_log_likes": float(social + 0.8 * appeal - 1.0),
                       "expected_log_views": float(expected_log_views),
                       "expected_log_favorites": float(np.log(0.002) + expected_log_views + 0.5 * appeal)}
-            yield Item(ref=f"demo://{self.seed}/{i}", fields=fields, data=to_jpeg(image), oracle={**oracle, **attrs})
+            ref = f"demo://{self.seed}/{i}" if self.variant is None else f"demo://{self.variant}/{self.seed}/{i}"
+            yield Item(ref=ref, fields=fields, data=to_jpeg(image), oracle={**oracle, **attrs})
 
     def _users(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return {
@@ -138,6 +147,8 @@ class DemoSource:
             x, y, r = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(s * 0.03, s * 0.1)
             colour = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(rng.uniform(0, 1), sat * 0.8, value))
             draw.rectangle([x - r, y - r, x + r, y + r], fill=colour)
+        if self.variant == "city":
+            self._skyline(rng, draw, value)
         # The subject: its luminance differs from the background by the contrast attribute.
         direction = 1 if value < 0.55 else -1
         subject_value = float(np.clip(value + direction * (0.1 + 0.8 * attrs["contrast"]), 0, 1))
@@ -152,4 +163,18 @@ class DemoSource:
         else:
             draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=colour)
         return img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0, 0.8))))
+
+    def _skyline(self, rng: np.random.Generator, draw: ImageDraw.ImageDraw, value: float) -> None:
+        """Dark grey buildings with lit windows along the bottom: hard vertical edges no default scene has."""
+        s, count = self.size, int(rng.integers(4, 9))
+        for k in range(count):
+            left, right = k * s / count, (k + 1) * s / count - 1
+            top = s * (1 - rng.uniform(0.3, 0.8))
+            grey = int(255 * value * rng.uniform(0.2, 0.5))
+            draw.rectangle([left, top, right, s], fill=(grey, grey, int(grey * 1.1)))
+            step = max(3, s // 24)
+            for wy in np.arange(top + step, s - step, 2 * step):
+                for wx in np.arange(left + step / 2, right - step, 2 * step):
+                    if rng.uniform() < 0.5:
+                        draw.rectangle([wx, wy, wx + step / 2, wy + step / 2], fill=(250, 220, 120))
 
