@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+STARTING = "the scorer has not answered yet"
+
 
 @dataclass
 class ServingStatus:
@@ -16,7 +18,7 @@ class ServingStatus:
 
     ready: bool = False
     version: str | None = None
-    problem: str | None = "the scorer has not answered yet"
+    problem: str | None = STARTING
     load_failures: int = 0
 
     def update(self, status: dict) -> None:

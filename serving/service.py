@@ -213,6 +213,9 @@ class Popularity:
         self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
+        # BentoML runs startup hooks before it connects the scorer's proxy, which gains its methods then
+        while not hasattr(self.scorer.to_async, "refresh"):
+            await asyncio.sleep(0.05)
         while True:
             reached = await self._refresh()
             if reached and SERVING.watch_interval_s <= 0:

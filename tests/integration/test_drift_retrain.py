@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import mlflow
 import pandas as pd
@@ -55,14 +56,15 @@ def _reference(home) -> pd.DataFrame:
 
 
 def _serve_window(home, reference: pd.DataFrame, seed: int, darken: float = 1.0) -> None:
-    """Log a window of requests like the service does: resampled reference rows, optionally darkened."""
+    """Log a window of profiled requests like the service does: resampled reference rows, optionally darkened."""
     rows = reference.sample(WINDOW, replace=True, random_state=seed)
     for column in ("brightness", "contrast", "colourfulness", "dominant_r", "dominant_g", "dominant_b"):
         rows[column] *= darken
     log = RequestLog(home / "monitoring" / "requests", 10 * 1024 * 1024, 5)
     version = _champion(home).version
-    log.append([{"ts": 0.0, "version": version, "label": int(r["score"] > 0.5), **r} for r in
-                rows.drop(columns="image_id", errors="ignore").to_dict(orient="records")])
+    records = rows.drop(columns="image_id", errors="ignore").to_dict(orient="records")
+    log.append([{"ts": time.time(), "version": version, "label": int(r["score"] > 0.5), "profile_rate": 1.0, **r}
+                for r in records])
 
 
 def _monitor(env) -> dict:

@@ -29,6 +29,7 @@ from PIL import Image, ImageEnhance
 from flows.processes import REPO, free_port
 from monitoring.request_store import SqlRequestStore
 from pipelines.data.sources.demo import DemoSource
+from serving.readiness import STARTING
 from tests import postgres
 from tests.helpers import API_KEY
 from tests.integration.stack import clean_env
@@ -194,7 +195,9 @@ def test_the_stack_is_up_and_the_service_waits_for_a_champion(production):
     assert set(production.urls) == {"mlflow", "prefect", "worker", "service"}
     service = production.urls["service"]
     assert httpx.get(f"{service}/livez").status_code == 200
-    not_ready = httpx.get(f"{service}/readyz")
+    # the service asks the scorer about the registry as it starts; wait for that first answer
+    not_ready = _wait(lambda: (r := httpx.get(f"{service}/readyz")).json().get("message") != STARTING and r, 30,
+                      "the scorer's first answer")
     assert not_ready.status_code == 503 and "no champion yet" in not_ready.json()["message"]
     refused = httpx.post(f"{service}/predict", files={"image": ("p.jpg", (production.source / "s11-0000.jpg")
                                                                .read_bytes())}, headers={"X-API-Key": API_KEY})

@@ -177,7 +177,9 @@ def test_api_key_guards_everything_but_health_and_metrics(service, jpeg):
             assert anonymous.get(path).status_code == 200, path
 
 
-def test_metrics_expose_predictions_scores_rejections_and_drift(client, champion_home):
+def test_metrics_expose_predictions_scores_rejections_and_drift(client, champion_home, jpeg):
+    assert client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code == 200
+    assert client.post("/predict", files={"image": ("a.jpg", b"not an image")}).status_code == 400
     latest = champion_home / "monitoring" / "latest.json"
     latest.parent.mkdir(parents=True, exist_ok=True)
     latest.write_text(json.dumps({"drifted_share": 0.4, "drift": True}))
