@@ -1,5 +1,6 @@
-"""The request store: each served request's score, model version and time, with the monitored features
-of those profiled for drift.
+"""The request store: each served request's prediction id, the caller's post id, score, model version
+and time, with the monitored features of those profiled for drift. The ids let realized engagement,
+known days later, be joined back to what was predicted.
 
 One interface, two places: the JSON Lines log under the home (one machine, the default) and a SQL
 table (``POPULARITY_STORE__URL``, the stack's PostgreSQL) that every replica writes and the monitor
@@ -23,7 +24,8 @@ from monitoring.request_log import RequestLog
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-COLUMNS = ("ts", "version", "score", "label")
+COLUMNS = ("ts", "version", "score", "label", "prediction_id", "post_id")
+POST_ID_CHARS = 128  # the longest caller id the table holds
 
 metadata = sa.MetaData()
 served = sa.Table(
@@ -33,8 +35,11 @@ served = sa.Table(
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("score", sa.Float),
     sa.Column("label", sa.Integer),
+    sa.Column("prediction_id", sa.String(32)),
+    sa.Column("post_id", sa.String(POST_ID_CHARS), index=True),
     sa.Column("features", sa.JSON, nullable=False),
     sa.Index("ix_served_requests_version_id", "version", "id"),
+    sa.Index("ux_served_requests_prediction_id", "prediction_id", unique=True),
 )
 
 
@@ -56,7 +61,8 @@ def engine(url: str) -> sa.Engine:
 
 
 def create_tables(tables: sa.MetaData, bind: sa.Engine) -> None:
-    """Create the missing tables and indexes, also when several replicas start at once.
+    """Create the missing tables, columns and indexes, also when several replicas start at once; a
+    table made by an older version gains the columns added since (all nullable).
 
     ``IF NOT EXISTS`` makes each statement idempotent where another process wins the race (SQLite);
     PostgreSQL's still races on its catalogue (a unique violation on ``pg_type``), so there a
@@ -67,6 +73,11 @@ def create_tables(tables: sa.MetaData, bind: sa.Engine) -> None:
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('popularity-create-tables'))"))
         for table in tables.sorted_tables:
             connection.execute(CreateTable(table, if_not_exists=True))
+            present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(connection.dialect)
+                    connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
             for index in table.indexes:
                 connection.execute(CreateIndex(index, if_not_exists=True))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,10 +33,10 @@ from bentoml.validators import ContentType
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StringConstraints
 from starlette.responses import JSONResponse
 
-from monitoring.request_store import BatchWriter, open_request_store
+from monitoring.request_store import POST_ID_CHARS, BatchWriter, open_request_store
 from pipelines.data.images import ImageError, decode
 from pipelines.models.pyfunc import SOCIAL_COLUMNS
 from pipelines.settings import load_settings
@@ -48,6 +49,16 @@ SERVING = settings.serving
 STATIC = Path(__file__).with_name("static")
 Upload = Annotated[Path, ContentType("*/*")]
 Count = Annotated[float | None, Field(ge=0, le=1e12, allow_inf_nan=False)]
+
+
+def _integer_as_text(value: Any) -> Any:
+    """BentoML reads a form field as JSON when it can, so a numeric post id arrives as an int."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# The caller's own id for a post, stored with the prediction so that its engagement can be joined later.
+PostId = Annotated[str, BeforeValidator(_integer_as_text),
+                   StringConstraints(min_length=1, max_length=POST_ID_CHARS, pattern=r"^[\x21-\x7e]+$")]
 
 web = FastAPI(title="popularity web page")
 web.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -244,15 +255,19 @@ class Popularity:
             raise Rejected(exc.reason, str(exc), 413 if exc.reason == "too_large" else 400) from exc
         return img
 
-    async def _score(self, paths: list[Path], social: dict | None = None) -> list[dict]:
-        """One result per upload, in order: a prediction, or an ``error`` entry for a bad image."""
+    async def _score(self, paths: list[Path], social: dict | None = None,
+                     post_ids: list[str] | None = None) -> list[dict]:
+        """One result per upload, in order: a prediction with its ``prediction_id`` (and the caller's
+        ``post_id``), or an ``error`` entry for a bad image."""
         self.in_flight += 1
         try:
-            return await self._score_uploads(paths, social, min(1.0, SERVING.profile_in_flight / self.in_flight))
+            return await self._score_uploads(paths, social, post_ids or [None] * len(paths),
+                                             min(1.0, SERVING.profile_in_flight / self.in_flight))
         finally:
             self.in_flight -= 1
 
-    async def _score_uploads(self, paths: list[Path], social: dict | None, profile_rate: float) -> list[dict]:
+    async def _score_uploads(self, paths: list[Path], social: dict | None, post_ids: list[str | None],
+                             profile_rate: float) -> list[dict]:
         prepared: list[Any] = []
         for path in paths:
             try:
@@ -278,10 +293,11 @@ class Popularity:
                 continue
             profile = r.pop("profile")
             self.metrics.observe(r["score"], r["label"], r["version"])
+            ids = {"prediction_id": uuid.uuid4().hex, **({"post_id": post_ids[i]} if post_ids[i] else {})}
             drift_profile = {"profile_rate": profile_rate, **profile} if profile is not None else {}
             records.append({"ts": time.time(), "version": r["version"], "score": r["score"], "label": r["label"],
-                            **drift_profile})
-            results.append({**r, "model_version": r["version"]})
+                            **ids, **drift_profile})
+            results.append({**r, "model_version": r["version"], **ids})
         self.requests.submit(records)
         return results
 
@@ -304,43 +320,49 @@ class Popularity:
         self.metrics.reject(reason)
         return JSONResponse({"error": reason, "message": message}, status_code=status)
 
-    def _count_ok(self, images: list[Path], low: int, high: int) -> JSONResponse | None:
+    def _count_ok(self, images: list[Path], low: int, high: int, post_ids: list[str] | None) -> JSONResponse | None:
         if not low <= len(images) <= high:
             return self._refuse("image_count", f"send between {low} and {high} images; got {len(images)}")
+        if post_ids is not None and len(post_ids) != len(images):
+            return self._refuse("post_ids", f"send one post id per image, in order: {len(post_ids)} ids for "
+                                            f"{len(images)} images")
         return None
 
     @bentoml.api
     async def predict(self, image: Upload, followers: Count = None, account_age_days: Count = None,
                       posts_per_week: Count = None, tags: Count = None, user_contacts: Count = None,
-                      user_groups: Count = None, user_mean_views: Count = None, photo_count: Count = None) -> dict:
+                      user_groups: Count = None, user_mean_views: Count = None, photo_count: Count = None,
+                      post_id: PostId | None = None) -> dict:
         """Score one photo (multipart field ``image``), with optional social context (seed 002's user
-        columns included)."""
+        columns included) and the caller's ``post_id``; the answer's ``prediction_id`` names it."""
         start = time.perf_counter()
         social = {"followers": followers, "account_age_days": account_age_days, "posts_per_week": posts_per_week,
                   "tags": tags, "user_contacts": user_contacts, "user_groups": user_groups,
                   "user_mean_views": user_mean_views, "photo_count": photo_count}
-        (result,) = await self._score([image], social)
+        (result,) = await self._score([image], social, [post_id] if post_id else None)
         if "error" in result:
             return JSONResponse({"error": result["error"], "message": result["message"]},
                                 status_code=result["status"])
         return {**result, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     @bentoml.api
-    async def predict_batch(self, images: list[Upload]) -> dict:
-        """Score up to 64 photos (repeated field ``images``): one result each, in order."""
+    async def predict_batch(self, images: list[Upload], post_ids: list[PostId] | None = None) -> dict:
+        """Score up to 64 photos (repeated field ``images``): one result each, in order; ``post_ids`` is
+        an optional JSON array of the caller's ids, one per image."""
         start = time.perf_counter()
-        if refused := self._count_ok(images, 1, SERVING.max_batch_images):
+        if refused := self._count_ok(images, 1, SERVING.max_batch_images, post_ids):
             return refused
-        results = await self._score(images)
+        results = await self._score(images, post_ids=post_ids)
         return {"results": results, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     @bentoml.api
-    async def compare(self, images: list[Upload]) -> dict:
-        """Rank 2–10 photos best first: "which photo should I post?". Ties keep upload order."""
+    async def compare(self, images: list[Upload], post_ids: list[PostId] | None = None) -> dict:
+        """Rank 2–10 photos best first: "which photo should I post?". Ties keep upload order;
+        ``post_ids`` as for ``predict_batch``."""
         start = time.perf_counter()
-        if refused := self._count_ok(images, 2, SERVING.compare_max_images):
+        if refused := self._count_ok(images, 2, SERVING.compare_max_images, post_ids):
             return refused
-        results = await self._score(images)
+        results = await self._score(images, post_ids=post_ids)
         bad = [{"index": i, **r} for i, r in enumerate(results) if "error" in r]
         if bad:
             return JSONResponse({"error": "bad_images", "message": "every image must be valid to rank them",

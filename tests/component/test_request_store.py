@@ -7,6 +7,7 @@ import time
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
 
 from monitoring.request_log import RequestLog
@@ -45,6 +46,27 @@ def test_both_stores_answer_the_same_query_alike(backend, postgres_database, tmp
     assert list(frame["ts"]) == [15.0 + i for i in range(25)]
     pd.testing.assert_series_equal(frame["brightness"], pd.Series([0.1 * (15 + i) for i in range(25)]),
                                    check_names=False)
+
+
+def test_a_table_from_before_the_ids_gains_them_and_refuses_a_repeated_prediction_id(postgres_database):
+    """Replicas of a newer version start against the table an older one made: it gains the id columns."""
+    before = sa.MetaData()
+    sa.Table("served_requests", before,
+             sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+             sa.Column("ts", sa.Float, nullable=False), sa.Column("version", sa.String(64), nullable=False),
+             sa.Column("score", sa.Float), sa.Column("label", sa.Integer), sa.Column("features", sa.JSON, nullable=False))
+    old = sa.create_engine(postgres_database)
+    before.create_all(old)
+    with old.begin() as connection:
+        connection.execute(sa.text("INSERT INTO served_requests (ts, version, score, label, features) "
+                                   "VALUES (1.0, '1', 0.5, 1, '{}')"))
+    old.dispose()
+    store = SqlRequestStore(postgres_database)
+    store.append([{**_records("1", 1, 2.0)[0], "prediction_id": "a" * 32, "post_id": "post-7"}])
+    frame = store.read()
+    assert frame["prediction_id"].isna().tolist() == [True, False] and frame["post_id"].iloc[1] == "post-7"
+    with pytest.raises(sa.exc.IntegrityError):
+        store.append([{**_records("1", 1, 3.0)[0], "prediction_id": "a" * 32}])
 
 
 def test_batch_writer_keeps_the_request_path_free_and_writes_everything(postgres_database):

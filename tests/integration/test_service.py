@@ -132,6 +132,37 @@ def test_compare_ranks_best_first(client, photographs):
     assert one.status_code == 400 and "between 2 and 10" in one.json()["message"]
 
 
+def test_predictions_carry_ids_stored_with_them_for_joining_outcomes_later(client, champion_home, photographs):
+    good = [encode(p) for p in photographs.values()]
+    one = client.post("/predict", files={"image": ("a.jpg", good[0])}, data={"post_id": "12345"})
+    assert one.status_code == 200, one.text
+    assert one.json()["post_id"] == "12345" and len(one.json()["prediction_id"]) == 32
+    files = [("images", (f"{i}.jpg", b)) for i, b in enumerate([good[1], b"junk", good[2]])]
+    batch = client.post("/predict_batch", files=files, data={"post_ids": json.dumps(["p-1", "p-2", "p-3"])})
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert [r.get("post_id") for r in results] == ["p-1", None, "p-3"] and "prediction_id" not in results[1]
+    ranked = client.post("/compare", files=[files[0], files[2]], data={"post_ids": '["a", "b"]'}).json()["ranking"]
+    assert {r["index"]: r["post_id"] for r in ranked} == {0: "a", 1: "b"}
+    answered = {r["prediction_id"]: r.get("post_id") for r in [one.json(), results[0], results[2], *ranked]}
+    assert len(answered) == 5  # one id per answered image, never reused
+
+    log = RequestLog(champion_home / "monitoring" / "requests", 10 * 1024 * 1024, 5)
+    deadline = time.monotonic() + 30
+    while not set(answered) <= set(stored := log.read()["prediction_id"].dropna()) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the service writes its records in batches, off the request path
+    assert set(answered) <= set(stored)
+    frame = log.read().set_index("prediction_id")
+    assert {p: frame.loc[p, "post_id"] if isinstance(frame.loc[p, "post_id"], str) else None
+            for p in answered} == answered
+
+    mismatched = client.post("/predict_batch", files=files, data={"post_ids": '["only-one"]'})
+    assert mismatched.status_code == 400 and mismatched.json()["error"] == "post_ids"
+    for bad in ("has space", "x" * 129, "1.5"):
+        r = client.post("/predict", files={"image": ("a.jpg", good[0])}, data={"post_id": bad})
+        assert r.status_code == 400, (bad, r.text)
+
+
 def test_model_describes_the_champion(client):
     r = client.get("/model")
     assert r.status_code == 200
