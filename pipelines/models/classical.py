@@ -146,12 +146,16 @@ def _spearman(y, pred) -> float:
     return float(spearmanr(y, pred).statistic) if np.std(pred) > 0 else 0.0
 
 
+def grouped_folds(groups, folds: int) -> GroupKFold:
+    """``folds`` folds grouped by ``groups`` (one user's photos never on both sides), at most one per group."""
+    return GroupKFold(n_splits=max(2, min(folds, len(np.unique(groups)))))
+
+
 def grouped_search(estimator: BaseEstimator, grid: dict, x, y, groups, task: str, folds: int):
     """Sweep ``grid`` with folds grouped by ``groups``; returns the refitted search."""
-    n_groups = len(np.unique(groups))
     search = GridSearchCV(
         estimator, {grid_key(estimator, k): v for k, v in grid.items()},
-        cv=GroupKFold(n_splits=max(2, min(folds, n_groups))),
+        cv=grouped_folds(groups, folds),
         scoring="roc_auc" if task == "binary" else make_scorer(_spearman),
         n_jobs=1, error_score=np.nan,
     )

@@ -41,8 +41,10 @@ def fit_recipe(data: TrainingData, workdir: Path, quick: bool, params: dict | No
     featurizer = data.featurizer(recipe.groups)
     x, y = data.x("train", featurizer), data.y("train")
     chosen = recipe.defaults(s, quick) | (params or {})
-    if "pca_components" in chosen:  # no more components than a grouped fold has rows
-        chosen["pca_components"] = max(1, min(chosen["pca_components"], len(x) * (s.cv_folds - 1) // s.cv_folds - 1))
+    if "pca_components" in chosen:  # no more components than the smallest grouped training fold has rows
+        groups = data.groups("train")
+        rows = min(len(train) for train, _ in classical.grouped_folds(groups, s.cv_folds).split(x, y, groups))
+        chosen["pca_components"] = max(1, min(chosen["pca_components"], rows))
     estimator = recipe.build(data.task, chosen, s)
     metrics = {}
     if recipe.grid and not params:

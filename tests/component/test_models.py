@@ -18,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("tracking")
 
 
 @pytest.mark.parametrize("name", CLASSICAL)
+@pytest.mark.filterwarnings("error::sklearn.exceptions.FitFailedWarning")  # every grid point is scored, on small data too
 def test_candidate_logs_a_loadable_pyfunc(binary, name):
     data, parent = binary
     candidate = train_candidate(name, data, parent, quick=True)
