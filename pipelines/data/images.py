@@ -94,7 +94,7 @@ def decode(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 1,
             if max_side and fmt == "JPEG":
                 img.draft("RGB", (max_side, max_side))
             img.load()
-        img = ImageOps.exif_transpose(img) or img
+        ImageOps.exif_transpose(img, in_place=True)
         if max_side and img.mode not in ("P", "PA", "1"):  # palette indices would shrink by nearest neighbour
             img.thumbnail((max_side, max_side), reducing_gap=None if img.mode.startswith("I") else 2.0)  # no 16-bit reduce()
         rgb = _to_rgb(img)
