@@ -29,6 +29,7 @@ from PIL import Image, ImageEnhance
 from flows.processes import REPO, free_port
 from monitoring.request_store import SqlRequestStore
 from pipelines.data.sources.demo import DemoSource
+from pipelines.settings import Settings
 from serving.readiness import STARTING
 from tests import postgres
 from tests.helpers import API_KEY
@@ -73,18 +74,20 @@ class Traffic:
     answers: list[tuple[int, str | None]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def _client(self, k: int, limit: int | None) -> None:
+    def _client(self, k: int, limit: int | None, clients: int = CLIENTS) -> None:
         with httpx.Client(base_url=self.url, headers={"X-API-Key": API_KEY}, timeout=120) as client:
             i = k
             while not self._stop.is_set() and (limit is None or i < limit):
                 response = client.post("/predict", files={"image": ("p.jpg", self.photos[i % len(self.photos)])})
                 self.answers.append((response.status_code, response.json().get("version")
                                      if response.status_code == 200 else response.text[:200]))
-                i += CLIENTS
+                i += clients
 
     def send(self, n: int) -> None:
-        """``n`` requests spread over the clients, waited for."""
-        threads = [threading.Thread(target=self._client, args=(k, n)) for k in range(CLIENTS)]
+        """``n`` requests spread over as many clients as the service profiles every request of, waited
+        for: each window sent is one drift window."""
+        clients = Settings().serving.profile_in_flight
+        threads = [threading.Thread(target=self._client, args=(k, n, clients)) for k in range(clients)]
         for t in threads:
             t.start()
         for t in threads:
@@ -144,9 +147,7 @@ def production(tmp_path_factory):
         POPULARITY_DRIFT__RETRAIN_MODELS='["stats-gb"]', POPULARITY_DRIFT__RETRAIN_QUICK="true",
         POPULARITY_DRIFT__WINDOW=str(WINDOW), POPULARITY_DRIFT__MIN_REQUESTS="100",
         POPULARITY_PROMOTION__MARGIN="-1", POPULARITY_PROMOTION__FLOOR_ROC_AUC="0",
-        POPULARITY_PROMOTION__FLIP_TOLERANCE="100", POPULARITY_PROMOTION__JPEG_TOLERANCE="100",
-        # every request profiled, so that each window of traffic below is one drift window
-        POPULARITY_SERVING__PROFILE_IN_FLIGHT=str(CLIENTS))
+        POPULARITY_PROMOTION__FLIP_TOLERANCE="100", POPULARITY_PROMOTION__JPEG_TOLERANCE="100")
     try:
         up = popularity(["stack", "up", "--json"], env)
         assert up.returncode == 0, up.stderr[-3000:]
