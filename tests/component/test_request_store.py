@@ -21,6 +21,14 @@ def _records(version: str, n: int, start: float) -> list[dict]:
              "pca_1": -1.0 * i} for i in range(n)]
 
 
+def _store(backend: str, postgres_database: str, tmp_path):
+    """The store the settings open: the JSON Lines log under the home, or the PostgreSQL table."""
+    settings = Settings(home=tmp_path / "home")
+    if backend == "postgresql":
+        settings = settings.with_group("store", url=SecretStr(postgres_database))
+    return open_request_store(settings)
+
+
 def test_sql_store_reads_windows_by_version_and_time(postgres_database):
     store = SqlRequestStore(postgres_database)
     store.append(_records("1", 30, 1000.0))
@@ -36,10 +44,7 @@ def test_sql_store_reads_windows_by_version_and_time(postgres_database):
 
 @pytest.mark.parametrize("backend", ["jsonl", "postgresql"])
 def test_both_stores_answer_the_same_query_alike(backend, postgres_database, tmp_path):
-    settings = Settings(home=tmp_path / "home")
-    if backend == "postgresql":
-        settings = settings.with_group("store", url=SecretStr(postgres_database))
-    store = open_request_store(settings)
+    store = _store(backend, postgres_database, tmp_path)
     assert isinstance(store, SqlRequestStore if backend == "postgresql" else RequestLog)
     store.append(_records("3", 40, 0.0) + _records("4", 5, 100.0))
     frame = store.read(last=25, version="3", since=10.0)
@@ -104,10 +109,7 @@ def test_overlapping_claims_on_postgresql_grant_exactly_one(postgres_database):
 @pytest.mark.parametrize("backend", ["jsonl", "postgresql"])
 def test_the_monitor_reads_only_the_requests_profiled_for_drift(backend, postgres_database, tmp_path):
     """Every answer is stored; under load only a sample carries the profile, and only those are a window."""
-    settings = Settings(home=tmp_path / "home")
-    if backend == "postgresql":
-        settings = settings.with_group("store", url=SecretStr(postgres_database))
-    store = open_request_store(settings)
+    store = _store(backend, postgres_database, tmp_path)
     records = _records("5", 30, 0.0)
     for i, record in enumerate(records):
         if i % 3:
