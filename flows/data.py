@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.scaleout import fetch_items
 from pipelines.data.collect import collect
 from pipelines.data.snapshots import Snapshot
-from pipelines.data.sources import parse_spec
+from pipelines.data.sources import Combined, parse_spec
 from pipelines.data.verdicts import FailedValidation
 from pipelines.settings import load_settings
 from validation import validate_snapshot
@@ -20,9 +20,14 @@ from validation import validate_snapshot
 
 @task(cache_policy=NO_CACHE)
 def collect_snapshot(source: str, name: str | None, label: str | None, drop_outliers: bool,
-                     runner: str = "local", allow_private: bool = False, allow_outside_paths: bool = False) -> str:
+                     runner: str = "local", allow_private: bool = False, allow_outside_paths: bool = False,
+                     also: list[str] | None = None) -> str:
+    """Collect ``source`` (and, after it, the ``also`` sources: feedback rows, say) into one snapshot."""
     settings = load_settings().for_collection(allow_private, allow_outside_paths)
     spec = parse_spec(source, settings)
+    if also:
+        spec = Combined([spec, *(parse_spec(extra, settings) for extra in also)])
+        runner = "local"
     items = fetch_items(source, runner, allow_private, allow_outside_paths) if runner != "local" else None
     return str(collect(spec, settings, name=name, label=label, drop_outliers=drop_outliers, items=items).path)
 

@@ -1,5 +1,6 @@
-"""The monitoring flows: check the latest request window for drift, and retrain (collect fresh data,
-validate, train, promote) when drift or the schedule says so, at most once per cooldown."""
+"""The monitoring flows: check the latest request window for input drift and the outcomes that came
+back for decay, and retrain (collect fresh data and the feedback rows, validate, train, promote) when
+either, or the schedule, says so, at most once per cooldown."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.data import check_snapshot, collect_snapshot
 from flows.training import open_parent_run, promote_flow, train_flow
-from monitoring import monitor
+from monitoring import feedback, monitor
 from monitoring.cooldown import Cooldown
 from pipelines import registry
 from pipelines.settings import Settings, load_settings
+
+MONITOR_TRIGGERS = ("drift", "decay")  # retrainings that hold a claim on the cooldown
 
 
 def retrain_deployment(task: str) -> str:
@@ -44,8 +47,9 @@ def retrain_flow(task: str = "binary", source: str | None = None, models: list[s
     """Collect fresh data from the source, validate, train and promote.
 
     Unset arguments come from the drift settings, so a drift-started run is as cheap as configured.
-    A failure leaves production as it was: the champion stays, the parent MLflow run is marked
-    FAILED and a drift claim on the cooldown is given back.
+    The feedback rows that came back with their images join the fresh data
+    (``performance.retrain_with_feedback``). A failure leaves production as it was: the champion
+    stays, the parent MLflow run is marked FAILED and a monitor's claim on the cooldown is given back.
     """
     settings = load_settings()
     d = settings.drift
@@ -57,7 +61,9 @@ def retrain_flow(task: str = "binary", source: str | None = None, models: list[s
     parent = open_parent_run(settings, f"retrain-{task}", {"trigger": trigger, "reason": reason[:500], "task": task,
                                                           "source": source})
     try:
-        snapshot_path = collect_snapshot(source, None, None, False)
+        returned = feedback.export_manifest(settings) if settings.performance.retrain_with_feedback else None
+        also = [f"manifest:{returned}"] if returned else None
+        snapshot_path = collect_snapshot(source, None, None, False, also=also)
         _refuse_stale(Path(snapshot_path).name, task, settings)
         validation = check_snapshot(snapshot_path, parent)
         trained = train_flow(snapshot=snapshot_path, task=task, models=models or d.retrain_models, quick=quick,
@@ -66,14 +72,14 @@ def retrain_flow(task: str = "binary", source: str | None = None, models: list[s
     except BaseException as exc:
         MlflowClient().set_terminated(parent, "FAILED")
         MlflowClient().set_tag(parent, "error", f"{type(exc).__name__}: {exc}"[:500])
-        if trigger == "drift":
+        if trigger in MONITOR_TRIGGERS:
             Cooldown.for_task(task, settings).release()
         raise
     return {"mlflow_run_id": parent, "snapshot": Path(snapshot_path).name, "trigger": trigger,
-            "validation": validation, "registered": trained["registered"], "promotion": promoted}
+            "feedback_rows": bool(also), "validation": validation, "registered": trained["registered"], "promotion": promoted}
 
 
-def _start_retraining(task: str, settings: Settings, reason: str) -> dict:
+def _start_retraining(task: str, settings: Settings, reason: str, trigger: str) -> dict:
     """Start one retraining per cooldown: on the served deployment when one is registered, else here."""
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
@@ -83,7 +89,7 @@ def _start_retraining(task: str, settings: Settings, reason: str) -> dict:
     print(message)
     if not claimed:
         return {"started": False, "message": message}
-    parameters = {"task": task, "trigger": "drift", "reason": reason}
+    parameters = {"task": task, "trigger": trigger, "reason": reason}
     try:
         run = run_deployment(retrain_deployment(task), parameters=parameters, timeout=0, as_subflow=False)
     except ObjectNotFound:
@@ -96,19 +102,27 @@ def _start_retraining(task: str, settings: Settings, reason: str) -> dict:
 
 @flow(name="monitor", log_prints=True)
 def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
-    """Compare the latest window of served requests with the champion's reference; drift may retrain."""
+    """Compare the latest window of served requests with the champion's reference, and its predictions
+    with the outcomes that came back; drift or decay may retrain (one retraining per cooldown)."""
     from prefect.events import emit_event
 
     settings = load_settings()
-    result, report_path = monitor.run(task, settings)
-    print(result.message)
-    create_markdown_artifact(key="drift", markdown=f"## Drift\n\n{result.message}\n\nReport: `{report_path}`")
+    drift, realized, report_path = monitor.run(task, settings)
+    print(drift.message)
+    print(realized.message)
+    create_markdown_artifact(key="monitor", markdown=f"## Input drift\n\n{drift.message}\n\n## Realized performance"
+                                                     f"\n\n{realized.message}\n\nReport: `{report_path}`")
+    resource = {"prefect.resource.id": f"popularity.model.{settings.model_name(task)}"}
+    if drift.drift:
+        emit_event("popularity.drift.detected", resource=resource,
+                   payload={"drifted_share": drift.drifted_share, "window": drift.window, "message": drift.message})
+    if realized.decay:
+        emit_event("popularity.decay.detected", resource=resource, payload=realized.summary())
     retraining = None
-    if result.drift:
-        emit_event("popularity.drift.detected",
-                   resource={"prefect.resource.id": f"popularity.model.{settings.model_name(task)}"},
-                   payload={"drifted_share": result.drifted_share, "window": result.window, "message": result.message})
-        if retrain:
-            retraining = _start_retraining(task, settings, result.message)
-    return {**result.summary(), "report": str(report_path) if report_path else None,
+    if retrain and (drift.drift or realized.decay):
+        trigger = "drift" if drift.drift else "decay"
+        reason = "; ".join(r.message for r, hit in ((drift, drift.drift), (realized, realized.decay)) if hit)
+        retraining = _start_retraining(task, settings, reason, trigger)
+    return {**drift.summary(), "performance": realized.summary(),
+            "report": str(report_path) if report_path else None,
             "retrain_triggered": bool(retraining and retraining["started"]), "retraining": retraining}

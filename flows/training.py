@@ -37,7 +37,7 @@ def candidate_run(name: str, data: TrainingData, parent_run_id: str, quick: bool
 def register_best(report: dict, task_name: str) -> dict:
     best = Candidate(**report["best"])
     version = registry.register_challenger(best, task_name, report["snapshot"], report["baseline"], report["oracle"],
-                                           load_settings())
+                                           load_settings(), report.get("label"))
     return {"name": version.name, "version": version.version, "candidate": best.name}
 
 

@@ -1,5 +1,6 @@
-"""The monitoring job: the latest window of served requests against the champion's reference, with the
-report written under the home and the verdict logged to MLflow's ``monitoring`` experiment."""
+"""The monitoring job: the latest window of served requests against the champion's reference (input
+drift), and the outcomes that came back against what was predicted (decay), with one report under the
+home and the verdicts logged to MLflow's ``monitoring`` experiment."""
 
 from __future__ import annotations
 
@@ -9,13 +10,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
+from monitoring import feedback, performance
 from monitoring.drift import DriftResult, check_drift
+from monitoring.performance import PerformanceResult
 from monitoring.report import write_report
 from monitoring.request_store import open_request_store
 from pipelines import registry, tracking
 from pipelines.settings import Settings
+from pipelines.tasks import PRIMARY
+
+# The realized figures logged per check (``realized_<name>``), each the value or a bound of its interval.
+REALIZED = ("value", "low", "high", "share", "share_low", "share_high", "brier", "brier_low", "brier_high",
+            "outcomes")
 
 
 def reference_profile(champion: dict) -> pd.DataFrame:
@@ -24,12 +33,8 @@ def reference_profile(champion: dict) -> pd.DataFrame:
         run_id=champion["run_id"], artifact_path="reference/profile.parquet"))
 
 
-def run(task: str, settings: Settings) -> tuple[DriftResult, Path | None]:
-    """Check the latest window against the champion's reference; report under the home and in MLflow."""
-    try:
-        champion = registry.champion_summary(task, settings)
-    except LookupError as exc:
-        return DriftResult(window=0, enough_data=False, message=f"{exc}; no decision"), None
+def _drift(champion: dict, settings: Settings) -> tuple[DriftResult, pd.DataFrame, pd.DataFrame]:
+    """The latest window of the champion's profiled requests against its reference."""
     reference = reference_profile(champion)
     d = settings.drift
     store = open_request_store(settings)
@@ -43,16 +48,44 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, Path | None]:
         result.message += f" ({len(current)} profiled requests standing for about {served:.0f} served)"
     if store.skipped:
         result.message += f" ({store.skipped} torn or invalid request log lines skipped)"
-    if not result.enough_data:
-        return result, None
+    return result, reference, current
+
+
+def _performance(champion: dict, task: str, settings: Settings) -> PerformanceResult:
+    """The champion's predictions against the outcomes that came back as feedback."""
+    observed = feedback.latest(feedback.open_feedback_store(settings).read())
+    predictions = open_request_store(settings).read() if len(observed) else pd.DataFrame()
+    return performance.evaluate(predictions, observed, champion, task, settings.performance)
+
+
+def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, Path | None]:
+    """Check the latest window for input drift and the outcomes that came back for decay; report both
+    under the home and in MLflow's ``monitoring`` experiment."""
+    try:
+        champion = registry.champion_summary(task, settings)
+    except LookupError as exc:
+        message = f"{exc}; no decision"
+        return (DriftResult(window=0, enough_data=False, message=message),
+                PerformanceResult(version=None, metric=PRIMARY[task], message=message), None)
+    drift, reference, current = _drift(champion, settings)
+    realized = _performance(champion, task, settings)
+    if not drift.enough_data and not realized.enough_data:
+        return drift, realized, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    report = write_report(result, reference, current, out)
-    (settings.monitoring_dir / "latest.json").write_text(json.dumps(result.summary(), indent=2))
-    with mlflow.start_run(experiment_id=tracking.experiment(settings, "monitoring"), run_name="drift-check"):
+    report = write_report(drift, reference, current, out, realized, settings.performance.decay_margin)
+    if drift.enough_data:
+        (settings.monitoring_dir / "latest.json").write_text(json.dumps(drift.summary(), indent=2))
+    if realized.enough_data:
+        (settings.monitoring_dir / "performance.json").write_text(json.dumps(realized.summary(), indent=2))
+    with mlflow.start_run(experiment_id=tracking.experiment(settings, "monitoring"), run_name="monitor-check"):
         mlflow.set_tags({"model": champion["name"], "version": champion["version"]})
-        per_feature = {f"{row.feature}_{name}": float(getattr(row, name))
-                       for row in result.features.itertuples() for name in ("statistic", "p_value")}
-        mlflow.log_metrics({"drifted_share": result.drifted_share, "drift": float(result.drift),
-                            "window": result.window, **per_feature})
+        if drift.enough_data:
+            per_feature = {f"{row.feature}_{name}": float(getattr(row, name))
+                           for row in drift.features.itertuples() for name in ("statistic", "p_value")}
+            mlflow.log_metrics({"drifted_share": drift.drifted_share, "drift": float(drift.drift),
+                                "window": drift.window, **per_feature})
+        if realized.enough_data:
+            mlflow.log_metrics({f"realized_{k}": float(getattr(realized, k)) for k in REALIZED
+                                if np.isfinite(getattr(realized, k))} | {"decay": float(realized.decay)})
         mlflow.log_artifacts(str(out), "report")
-    return result, report
+    return drift, realized, report

@@ -46,7 +46,7 @@ def client(settings: Settings) -> MlflowClient:
 
 
 def register_challenger(candidate, task: str, snapshot_id: str, baseline: dict, oracle: dict,
-                        settings: Settings):
+                        settings: Settings, label: str | None = None):
     """Register ``candidate`` and alias it ``challenger``; a failure midway removes the version."""
     c = client(settings)
     name = settings.model_name(task)
@@ -61,7 +61,7 @@ def register_challenger(candidate, task: str, snapshot_id: str, baseline: dict, 
             "run_id": candidate.run_id, "metrics": json.dumps(candidate.metrics),
             "selection": json.dumps({"split": "validation", "metric": PRIMARY[task],
                                      "value": candidate.validation.get(PRIMARY[task])}),
-            "baseline": json.dumps(baseline), "oracle": json.dumps(oracle),
+            "baseline": json.dumps(baseline), "oracle": json.dumps(oracle), "label": label or "",
             "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
             # the gate rebuilds the same test split from these
             "split": str(candidate.params.get("split", "group")),
@@ -120,4 +120,5 @@ def champion_summary(task: str, settings: Settings) -> dict:
         "metrics": json.loads(tags.get("metrics", "{}")), "selection": json.loads(tags.get("selection", "null")),
         "baseline": json.loads(tags.get("baseline", "{}")),
         "oracle": json.loads(tags.get("oracle", "{}")), "gate_reason": tags.get("gate_reason"),
+        "label": tags.get("label") or None,
     }

@@ -1,9 +1,11 @@
-"""The service's own Prometheus series, beside BentoML's: predictions, scores, rejections, drift.
+"""The service's own Prometheus series, beside BentoML's: predictions, scores, rejections, drift and
+realized performance.
 
 ``prometheus_client`` is imported when :class:`ServiceMetrics` is built, inside the worker: BentoML sets
 ``PROMETHEUS_MULTIPROC_DIR`` after importing the service module, and series created before that
 would never reach ``/metrics``. The drift gauge is read from the monitor's verdict file at scrape
-time, so it is current without a background task and never double-counted across workers.
+time, so it is current without a background task and never double-counted across workers; so are
+the realized-performance gauges, from the monitor's ``performance.json``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,37 @@ class ServiceMetrics:
             "# HELP popularity_drift 1 when the monitor's last verdict was drift\n"
             "# TYPE popularity_drift gauge\n"
             f"popularity_drift {drift}\n"
+        )
+
+    @staticmethod
+    def performance_lines(check_file: Path) -> str:
+        """Exposition text of the realized-performance gauges from the monitor's last check (its
+        ``performance.json``); NaN until one had enough outcomes."""
+        try:
+            check = json.loads(check_file.read_text())
+            version, metric = str(check["version"]), str(check["metric"])
+            values = [float(check[k] if check[k] is not None else "nan") for k in ("value", "low", "high", "share")]
+            decay = float(bool(check["decay"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            version, metric, values, decay = "", "", [float("nan")] * 4, float("nan")
+        labels = f'{{version="{version}",metric="{metric}"}}'
+        value, low, high, share = values
+        return (
+            "# HELP popularity_realized_metric The champion's realized metric on outcomes that came back\n"
+            "# TYPE popularity_realized_metric gauge\n"
+            f"popularity_realized_metric{labels} {value}\n"
+            "# HELP popularity_realized_metric_low Lower bound of its bootstrap interval\n"
+            "# TYPE popularity_realized_metric_low gauge\n"
+            f"popularity_realized_metric_low{labels} {low}\n"
+            "# HELP popularity_realized_metric_high Upper bound of its bootstrap interval\n"
+            "# TYPE popularity_realized_metric_high gauge\n"
+            f"popularity_realized_metric_high{labels} {high}\n"
+            "# HELP popularity_outcome_share Share of the window's predictions with an outcome\n"
+            "# TYPE popularity_outcome_share gauge\n"
+            f"popularity_outcome_share{labels} {share}\n"
+            "# HELP popularity_decay 1 when the monitor's last verdict was decay\n"
+            "# TYPE popularity_decay gauge\n"
+            f"popularity_decay {decay}\n"
         )
 
     @staticmethod

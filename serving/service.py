@@ -22,6 +22,7 @@ import random
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,9 +34,10 @@ from bentoml.validators import ContentType
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BeforeValidator, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from starlette.responses import JSONResponse
 
+from monitoring import feedback
 from monitoring.request_store import POST_ID_CHARS, BatchWriter, open_request_store
 from pipelines.data.images import ImageError, decode
 from pipelines.models.pyfunc import SOCIAL_COLUMNS
@@ -49,6 +51,7 @@ SERVING = settings.serving
 STATIC = Path(__file__).with_name("static")
 Upload = Annotated[Path, ContentType("*/*")]
 Count = Annotated[float | None, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Finite = Annotated[float | None, Field(allow_inf_nan=False)]
 
 
 def _integer_as_text(value: Any) -> Any:
@@ -59,6 +62,34 @@ def _integer_as_text(value: Any) -> Any:
 # The caller's own id for a post, stored with the prediction so that its engagement can be joined later.
 PostId = Annotated[str, BeforeValidator(_integer_as_text),
                    StringConstraints(min_length=1, max_length=POST_ID_CHARS, pattern=r"^[\x21-\x7e]+$")]
+
+class Outcome(BaseModel):
+    """One post's engagement so far, naming its prediction by ``prediction_id`` or the caller's ``post_id``.
+    Counts are not range-checked here: the feedback suite rejects a bad row with its reasons."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    post_id: PostId | None = None
+    observed_at: datetime | None = None
+    posted_at: datetime | None = None
+    likes: Finite = None
+    views: Finite = None
+    favorites: Finite = None
+    comments: Finite = None
+    followers: Finite = None
+    daily_views: Annotated[list[float], Field(max_length=30)] | None = None  # views_d1, views_d2, … so far
+
+    @model_validator(mode="after")
+    def _names_a_prediction(self) -> Outcome:
+        if self.prediction_id is None and self.post_id is None:
+            raise ValueError("each row needs a prediction_id or a post_id")
+        return self
+
+    def fields(self) -> dict:
+        daily = {f"views_d{d}": v for d, v in enumerate(self.daily_views or [], start=1)}
+        return {**self.model_dump(exclude={"daily_views"}, exclude_none=True), **daily}
+
 
 web = FastAPI(title="popularity web page")
 web.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -213,10 +244,12 @@ class Popularity:
         self.requests = BatchWriter(open_request_store(settings), store.flush_rows, store.flush_interval_s,
                                     store.queue_max_rows)
         self.decoding = asyncio.Semaphore(SERVING.decode_concurrency)
+        self.recording = asyncio.Lock()  # one feedback batch at a time: its checks read what the last one stored
         self.in_flight = 0
 
     def __metrics__(self, content: str) -> str:
-        return content + self.metrics.drift_lines() + self.metrics.model_lines(STATUS, self.requests.dropped)
+        return (content + self.metrics.drift_lines() + self.metrics.performance_lines(settings.monitoring_dir / "performance.json")
+                + self.metrics.model_lines(STATUS, self.requests.dropped))
 
     @bentoml.on_startup
     async def follow_the_champion(self) -> None:
@@ -372,6 +405,20 @@ class Popularity:
                    for rank, i in enumerate(order, 1)]
         return {"ranking": ranking, "best": order[0], "model": results[0]["model"],
                 "version": results[0]["version"], "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+
+    @bentoml.api
+    async def feedback(self, rows: Annotated[list[Outcome], Field(min_length=1, max_length=SERVING.max_feedback_rows)]
+                       ) -> dict:
+        """Record realized engagement (JSON ``{"rows": [...]}``) against the predictions it belongs to;
+        each rejected row comes back with its reasons, and 422 when none was accepted."""
+        await anyio.to_thread.run_sync(self.requests.flush, 10.0)  # answered predictions are known
+        frame = pd.DataFrame([row.fields() for row in rows])
+        async with self.recording:
+            result = await anyio.to_thread.run_sync(feedback.record, frame, settings)
+        body = result.summary()
+        if not result.accepted:
+            return JSONResponse({"error": "feedback_rejected", **body}, status_code=422)
+        return body
 
     @bentoml.api
     async def reload(self) -> dict:

@@ -237,3 +237,16 @@ def validate_predictions(scores: pd.Series | np.ndarray, task: str, settings: Se
     report, _ = _run(frame, "predictions", [suites.predictions_suite(task)], settings, mode,
                      run_name=f"predictions-{task}-{_stamp()}", quarantine=False)
     return report
+
+
+def validate_feedback(rows: pd.DataFrame, prior: pd.DataFrame, now: float, settings: Settings,
+                      mode: str = "file") -> tuple[ValidationReport, dict[int, list[str]]]:
+    """The feedback suite on a batch (``prior``: the stored observations of the same predictions);
+    returns the report and each failing row's reasons. Bad rows are rejected, not a reason to refuse
+    the batch, so the quarantine share does not apply."""
+    from validation import suites
+
+    frame = suites.feedback_frame(rows, prior, now)
+    return _run(frame, "feedback", [suites.feedback_suite(list(frame.columns))],
+                settings.with_group("validation", max_quarantine_share=1.0), mode,
+                run_name=f"feedback-{_stamp()}", quarantine=True)

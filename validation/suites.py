@@ -43,6 +43,8 @@ REQUIRED = ["image_id", "image_path", "source", "width", "height", "format", "mo
 # PIL modes that pipelines.data.images converts to RGB.
 RGB_MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F"]
 FLOAT_MAX = sys.float_info.max
+ENGAGEMENT = ["likes", "views", "favorites", "comments"]  # counts that only grow as a post ages
+FUTURE_TOLERANCE_S = 300.0  # clocks disagree; an observation further ahead than this is a mistake
 
 
 def _expect(kind: type[gxe.Expectation], check: str, severity: FailureSeverity, quarantine: bool, **kwargs):
@@ -201,3 +203,49 @@ def predictions_suite(task: str) -> gx.ExpectationSuite:
         expectations.append(critical(gxe.ExpectColumnValuesToBeBetween, "score_finite", column="score",
                                      min_value=-FLOAT_MAX, max_value=FLOAT_MAX))
     return gx.ExpectationSuite(name="predictions", expectations=expectations)
+
+
+def feedback_frame(rows: pd.DataFrame, prior: pd.DataFrame, now: float) -> pd.DataFrame:
+    """Feedback rows plus what their suite checks: a count below an earlier observation of the same
+    prediction (stored or earlier in the batch), a repeat of an observation, the time order."""
+    frame = rows.reset_index(drop=True)
+    counts = [c for c in ENGAGEMENT if c in frame]
+    both = pd.concat([prior.assign(batch_row=-1), frame.assign(batch_row=frame.index)], ignore_index=True)
+    both = both.sort_values(["observed_at", "batch_row"], kind="stable")
+    ids = both["prediction_id"]
+    decreases = pd.Series(0, index=both.index)
+    for c in [c for c in counts if c in both]:
+        highest = both[c].astype(float).groupby(ids).cummax().groupby(ids).ffill()
+        decreases += (both[c].astype(float) < highest.groupby(ids).shift()).astype(int)
+    repeats = both.duplicated(["prediction_id", "observed_at"], keep="first") & ids.notna()
+    mine = both["batch_row"] >= 0
+    by_row = pd.DataFrame({"decreases": decreases[mine].to_numpy(), "repeats": repeats[mine].astype(int).to_numpy()},
+                          index=both.loc[mine, "batch_row"].astype(int)).sort_index()
+    days = [c for c in frame if c.startswith("views_d")]
+    derived = {
+        "counts_given": frame[counts + days].notna().sum(axis=1) if counts or days else 0,
+        "count_decreases": by_row["decreases"] + ((frame[days].diff(axis=1) < 0).sum(axis=1) if days else 0),
+        "repeats": by_row["repeats"],
+        "after_prediction_s": frame["observed_at"] - frame["predicted_at"],
+        "before_now_s": now - frame["observed_at"],
+    }
+    return frame.assign(**derived)
+
+
+def feedback_suite(columns: list[str]) -> gx.ExpectationSuite:
+    """Every row: a known prediction, engagement counted, no negative or falling count, no repeat, observed
+    after the prediction and not in the future."""
+    expectations = [
+        row(gxe.ExpectColumnValuesToNotBeNull, "id_known", column="prediction_id"),
+        row(gxe.ExpectColumnValuesToNotBeNull, "observed_at_readable", column="observed_at"),
+        row(gxe.ExpectColumnValuesToBeBetween, "engagement_given", column="counts_given", min_value=1),
+        row(gxe.ExpectColumnValuesToBeBetween, "counts_non_decreasing", column="count_decreases", max_value=0),
+        row(gxe.ExpectColumnValuesToBeBetween, "no_duplicate", column="repeats", max_value=0),
+        row(gxe.ExpectColumnValuesToBeBetween, "observed_after_prediction", column="after_prediction_s",
+            min_value=0),
+        row(gxe.ExpectColumnValuesToBeBetween, "observed_not_in_future", column="before_now_s",
+            min_value=-FUTURE_TOLERANCE_S),
+    ]
+    expectations += [row(gxe.ExpectColumnValuesToBeBetween, f"{c}_non_negative", column=c, min_value=0)
+                     for c in columns if c in ENGAGEMENT or c.startswith("views_d") or c == "followers"]
+    return gx.ExpectationSuite(name="feedback", expectations=expectations)

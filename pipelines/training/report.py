@@ -90,6 +90,7 @@ class TrainReport:
     table: pd.DataFrame
     rows: dict[str, int]
     stable: list[str]  # candidates within the promotion gate's flip and JPEG tolerances on validation
+    label: str | None = None  # the snapshot's label scheme, which realized outcomes are labelled with too
 
     @property
     def best(self) -> Candidate:
@@ -110,7 +111,7 @@ class TrainReport:
     def summary(self) -> dict:
         return {"task": self.task, "snapshot": self.snapshot, "parent_run_id": self.parent_run_id,
                 "best": asdict(self.best), "selection": self.selection, "baseline": self.baseline,
-                "oracle": self.oracle, "rows": self.rows, "table": self.table.to_dict(orient="records")}
+                "oracle": self.oracle, "rows": self.rows, "label": self.label, "table": self.table.to_dict(orient="records")}
 
 
 def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: str) -> TrainReport:
@@ -130,4 +131,4 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
         mlflow.log_text(table.to_markdown(index=False, floatfmt=".3f"), "comparison.md")
         mlflow.log_text(table.to_html(index=False, float_format="%.3f"), "comparison.html")
     return TrainReport(data.task, data.snapshot.id, parent_run_id, candidates, base, oracle, table, data.row_counts,
-                       stable)
+                       stable, data.snapshot.meta.get("label"))

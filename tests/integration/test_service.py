@@ -208,6 +208,28 @@ def test_api_key_guards_everything_but_health_and_metrics(service, jpeg):
             assert anonymous.get(path).status_code == 200, path
 
 
+def test_feedback_records_outcomes_of_answered_predictions_and_rejects_bad_rows_with_reasons(client, jpeg):
+    answered = client.post("/predict", files={"image": ("a.jpg", jpeg)}, data={"post_id": "feedback-1"}).json()
+    second = client.post("/predict", files={"image": ("b.jpg", jpeg)}).json()
+    seen = {"prediction_id": second["prediction_id"], "daily_views": [3, 9, 12], "observed_at": time.time()}
+    rows = [{"post_id": "feedback-1", "likes": 40, "followers": 900, "observed_at": "2030-01-01T00:00:00Z"}, seen,
+            {"prediction_id": "0" * 32, "likes": 1},
+            {"prediction_id": second["prediction_id"], "likes": -5, "observed_at": time.time() - 1}]
+    recorded = client.post("/feedback", json={"rows": rows})
+    assert recorded.status_code == 200, recorded.text
+    body = recorded.json()
+    assert body["accepted"] == 1 and body["rejected"] == 3
+    assert {r["index"]: r["reasons"] for r in body["rejected_rows"]} == {
+        0: ["observed_not_in_future"], 2: ["id_known"], 3: ["likes_non_negative"]}
+    assert answered["prediction_id"] != second["prediction_id"]
+
+    again = client.post("/feedback", json={"rows": [seen]})
+    assert again.status_code == 422 and again.json()["rejected_rows"] == [{"index": 0, "reasons": ["no_duplicate"]}]
+    for bad in ({"rows": []}, {"rows": [{"likes": 3}]}, {"rows": [{"post_id": "x", "likes": 1, "shares": 2}]}):
+        assert client.post("/feedback", json=bad).status_code == 400, bad
+    assert client.get("/livez").status_code == 200
+
+
 def test_metrics_expose_predictions_scores_rejections_and_drift(client, champion_home, jpeg):
     assert client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code == 200
     assert client.post("/predict", files={"image": ("a.jpg", b"not an image")}).status_code == 400

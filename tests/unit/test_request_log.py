@@ -101,5 +101,5 @@ def test_the_monitor_message_counts_skipped_lines(tmp_path, settings, monkeypatc
     log.append([{"version": 1, "brightness": 0.5}])
     with open(log.path, "ab") as handle:
         handle.write(b'{"version": 1, "bri')
-    result, report = monitor.run("binary", settings)
+    result, _, report = monitor.run("binary", settings)
     assert report is None and "1 torn or invalid request log lines skipped" in result.message

@@ -336,3 +336,18 @@ def test_the_demo_city_variant_is_a_new_category_and_nothing_else_is_accepted():
     assert city[0].data != default[0].data
     with pytest.raises(SpecError, match="variant"):
         DemoSource(n=5, seed=3, size=64, users=10, variant="moon")
+
+
+def test_the_shifted_demo_rule_keeps_every_image_and_user_and_changes_what_is_popular(settings):
+    default = list(parse_spec("demo:300?seed=5", settings).items())
+    shifted = list(parse_spec("demo:300?seed=5&rule=shifted", settings).items())
+    assert [i.data for i in default] == [i.data for i in shifted]
+    assert [i.fields["post_id"] for i in default] == [i.fields["post_id"] for i in shifted] == \
+        [f"demo-5-{k}" for k in range(300)]
+    assert [i.fields["followers"] for i in default] == [i.fields["followers"] for i in shifted]
+    before, after = (np.array([i.oracle["appeal"] for i in items]) for items in (default, shifted))
+    assert np.corrcoef(before, after)[0, 1] < -0.3  # what was liked is now disliked
+    assert abs(after.mean()) < 0.3 and 0.7 < after.std() < 1.3  # on the default rule's scale
+    for spec in ("demo:300?rule=moon", "demo:300?seed=x", "demo:300?colour=red"):
+        with pytest.raises(SpecError, match="demo"):
+            parse_spec(spec, settings)

@@ -62,6 +62,29 @@ class Source(Protocol):
     def describe(self) -> dict: ...
 
 
+@dataclass
+class Combined:
+    """Several sources collected as one, in order; the first names the kind and the default label
+    (retraining: fresh data plus the feedback rows that came back with their images)."""
+
+    sources: list
+
+    @property
+    def kind(self) -> str:
+        return self.sources[0].kind
+
+    @property
+    def default_label(self) -> str:
+        return self.sources[0].default_label
+
+    def items(self) -> Iterator[Item | Reject]:
+        for source in self.sources:
+            yield from source.items()
+
+    def describe(self) -> dict:
+        return {"kind": "combined", "sources": [source.describe() for source in self.sources]}
+
+
 def read_file(path: Path, fields: dict, max_bytes: int, within: Path | None = None) -> Item | Reject:
     """A local image as an item; reads at most one byte past the cap so a huge file costs nothing.
 

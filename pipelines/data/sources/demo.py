@@ -14,6 +14,7 @@ import colorsys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -25,6 +26,9 @@ from pipelines.settings import Settings
 CATEGORIES = ["food", "travel", "pets", "portrait", "nature"]
 # Scene categories the default data set never draws: a shift for the drift monitor to be tested on.
 VARIANTS = ("city",)
+# How appeal makes engagement: "shifted" keeps every image and user and changes what the audience likes
+# (muted, dark, off-centre photos), a decay that only realized outcomes can reveal.
+RULES = ("default", "shifted")
 DAYS = 30
 
 
@@ -40,6 +44,17 @@ def _shape_prototypes() -> np.ndarray:
     return np.stack([c / c[-1] for c in curves])
 
 
+def _appeal(attrs: dict, rule: str) -> float:
+    """The visual appeal, standardised to about zero mean and unit spread over the attributes' ranges."""
+    if rule == "shifted":
+        raw = (-1.3 * attrs["colourfulness"] + 0.3 * attrs["contrast"] - 2.5 * (attrs["brightness"] - 0.3) ** 2
+               - 0.4 * attrs["centred"] - 0.6 * attrs["subject_size"])
+        return (raw + 1.17) / 0.51
+    raw = (1.3 * attrs["colourfulness"] + 1.0 * attrs["contrast"] - 2.5 * (attrs["brightness"] - 0.6) ** 2
+           + 0.4 * attrs["centred"] + 0.6 * attrs["subject_size"])
+    return (raw - 1.25) / 0.5
+
+
 @dataclass
 class DemoSource:
     n: int
@@ -47,25 +62,37 @@ class DemoSource:
     size: int
     users: int
     variant: str | None = None  # None: the default scenes; "city": a skyline behind every subject
+    rule: str = "default"
 
     kind = "demo"
     default_label = "median-split"
 
     @classmethod
     def from_location(cls, location: str, settings: Settings) -> DemoSource:
+        """``demo[:N][?seed=S&rule=R]``: N images (default ``demo.size``) of generator seed S."""
         cfg = settings.demo
-        if location and (not location.isdigit() or int(location) < 10):
-            raise SpecError(f"demo takes a count of at least 10 (demo:N), not {location!r}")
-        n = int(location) if location else cfg.size
-        return cls(n=n, seed=cfg.seed, size=cfg.image_px, users=min(cfg.users, max(10, n // 10)))
+        count, _, query = location.partition("?")
+        if count and (not count.isdigit() or int(count) < 10):
+            raise SpecError(f"demo takes a count of at least 10 (demo:N), not {count!r}")
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = set(options) - {"seed", "rule"}
+        if unknown or not options.get("seed", "0").isdigit():
+            raise SpecError(f"demo options are seed=INT and rule={'|'.join(RULES)}, not {query!r}")
+        n = int(count) if count else cfg.size
+        return cls(n=n, seed=int(options.get("seed", cfg.seed)), size=cfg.image_px,
+                   users=min(cfg.users, max(10, n // 10)), rule=options.get("rule", "default"))
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
             raise SpecError(f"demo variant must be one of {list(VARIANTS)}, not {self.variant!r}")
+        if self.rule not in RULES:
+            raise SpecError(f"demo rule must be one of {list(RULES)}, not {self.rule!r}")
 
     def describe(self) -> dict:
         variant = {"variant": self.variant} if self.variant else {}
-        return {"kind": self.kind, "n": self.n, "seed": self.seed, "size": self.size, "users": self.users, **variant}
+        rule = {"rule": self.rule} if self.rule != "default" else {}
+        return {"kind": self.kind, "n": self.n, "seed": self.seed, "size": self.size, "users": self.users,
+                **variant, **rule}
 
     def items(self) -> Iterator[Item]:
         rng = np.random.default_rng(self.seed)
@@ -82,23 +109,20 @@ class DemoSource:
                 "centred": rng.uniform(0, 1),
             }
             image = self._render(rng, attrs)
-            appeal = (
-                1.3 * attrs["colourfulness"]
-                + 1.0 * attrs["contrast"]
-                - 2.5 * (attrs["brightness"] - 0.6) ** 2
-                + 0.4 * attrs["centred"]
-                + 0.6 * attrs["subject_size"]
-            )
-            appeal = (appeal - 1.25) / 0.5
+            posted_at = start + timedelta(hours=float(rng.uniform(0, 24 * 300)))
+            tags = int(rng.integers(0, 15))
+            # the outcome's own draws, apart from the inputs': a new rule changes outcomes, never an image
+            chance = np.random.default_rng((self.seed, i))
+            appeal = _appeal(attrs, self.rule)
             followers = users["followers"][user]
             social = 0.9 * np.log(followers) + 0.15 * users["activity"][user]
-            log_likes = social + 0.8 * appeal + rng.normal(0, 0.45) - 1.0
+            log_likes = social + 0.8 * appeal + chance.normal(0, 0.45) - 1.0
             likes = int(np.round(np.exp(log_likes)))
-            scale = float(np.exp(social + 0.6 * appeal + rng.normal(0, 0.4) + 1.5))
-            shape = prototypes[int(rng.integers(len(prototypes)))]
-            daily = np.maximum.accumulate(np.round(scale * shape * rng.uniform(0.97, 1.03, DAYS)))
-            posted_at = start + timedelta(hours=float(rng.uniform(0, 24 * 300)))
+            scale = float(np.exp(social + 0.6 * appeal + chance.normal(0, 0.4) + 1.5))
+            shape = prototypes[int(chance.integers(len(prototypes)))]
+            daily = np.maximum.accumulate(np.round(scale * shape * chance.uniform(0.97, 1.03, DAYS)))
             fields = {
+                "post_id": f"demo-{self.seed}-{i}",
                 "user_id": f"u{user:04d}",
                 "group": f"u{user:04d}",
                 "category": self.variant or CATEGORIES[i % len(CATEGORIES)],
@@ -108,9 +132,9 @@ class DemoSource:
                 "posted_at": posted_at,
                 "likes": likes,
                 "views": int(daily[-1]),
-                "favorites": int(rng.poisson(0.002 * daily[-1] * np.exp(0.5 * appeal))),
-                "comments": int(rng.poisson(0.01 * likes)),
-                "tags": int(rng.integers(0, 15)),
+                "favorites": int(chance.poisson(0.002 * daily[-1] * np.exp(0.5 * appeal))),
+                "comments": int(chance.poisson(0.01 * likes)),
+                "tags": tags,
                 **{f"views_d{d + 1}": int(v) for d, v in enumerate(daily)},
             }
             expected_log_views = social + 0.6 * appeal + 1.5
