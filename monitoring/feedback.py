@@ -223,10 +223,9 @@ def export_manifest(settings: Settings) -> Path | None:
     if outcomes.empty or outcomes["image"].isna().all():
         return None
     rows = outcomes.dropna(subset=["image"]).drop(columns=["id", "recorded_at", "source_ref"], errors="ignore")
-    rows = rows.replace({np.nan: None})
-    path = settings.feedback_dir / "retrain.csv"
+    path = settings.feedback_dir / "retrain.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    rows.to_csv(tmp, index=False)
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in _plain(rows)))  # JSON keeps numbers numbers
     os.replace(tmp, path)
     return path

@@ -108,6 +108,7 @@ class TrainSettings(BaseModel):
     cv_folds: int = 5
     sequence_clusters: int = 50
     sequence_bandwidth: float = 0.53
+    nowcast_days: int = 3  # the early days of views the nowcast candidate reads (1 … 7)
     ordinal_bins: int = 10
     ranking_margin: float = 1.0
 

@@ -40,7 +40,8 @@ from starlette.responses import JSONResponse
 from monitoring import feedback
 from monitoring.request_store import POST_ID_CHARS, BatchWriter, open_request_store
 from pipelines.data.images import ImageError, decode
-from pipelines.models.pyfunc import SOCIAL_COLUMNS
+from pipelines.features.social import EARLY_VIEWS
+from pipelines.models.pyfunc import REQUEST_COLUMNS
 from pipelines.settings import load_settings
 from serving.guards import guards
 from serving.metrics import ServiceMetrics
@@ -52,6 +53,8 @@ STATIC = Path(__file__).with_name("static")
 Upload = Annotated[Path, ContentType("*/*")]
 Count = Annotated[float | None, Field(ge=0, le=1e12, allow_inf_nan=False)]
 Finite = Annotated[float | None, Field(allow_inf_nan=False)]
+EarlyViews = Annotated[list[Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]],
+                       Field(min_length=1, max_length=len(EARLY_VIEWS))]
 
 
 def _integer_as_text(value: Any) -> Any:
@@ -169,7 +172,7 @@ class Scorer:
         if current is None:
             return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
         images = [item["image"] for item in items]
-        social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=SOCIAL_COLUMNS)
+        social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=REQUEST_COLUMNS)
         result = current.model.predict_images(images, social.astype(float))
         drawn = [i for i, item in enumerate(items) if item.get("profile", True)]
         profiled = current.model.profile_images([images[i] for i in drawn]).to_dict(orient="records") if drawn else []
@@ -365,13 +368,15 @@ class Popularity:
     async def predict(self, image: Upload, followers: Count = None, account_age_days: Count = None,
                       posts_per_week: Count = None, tags: Count = None, user_contacts: Count = None,
                       user_groups: Count = None, user_mean_views: Count = None, photo_count: Count = None,
-                      post_id: PostId | None = None) -> dict:
+                      post_id: PostId | None = None, daily_views: EarlyViews | None = None) -> dict:
         """Score one photo (multipart field ``image``), with optional social context (seed 002's user
-        columns included) and the caller's ``post_id``; the answer's ``prediction_id`` names it."""
+        columns included), the cumulative views of its first days when it is already out (a JSON array,
+        read by the nowcast) and the caller's ``post_id``; the answer's ``prediction_id`` names it."""
         start = time.perf_counter()
         social = {"followers": followers, "account_age_days": account_age_days, "posts_per_week": posts_per_week,
                   "tags": tags, "user_contacts": user_contacts, "user_groups": user_groups,
-                  "user_mean_views": user_mean_views, "photo_count": photo_count}
+                  "user_mean_views": user_mean_views, "photo_count": photo_count,
+                  **{f"views_d{d}": v for d, v in enumerate(daily_views or [], start=1)}}
         (result,) = await self._score([image], social, [post_id] if post_id else None)
         if "error" in result:
             return JSONResponse({"error": result["error"], "message": result["message"]},

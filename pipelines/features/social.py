@@ -12,6 +12,11 @@ import pandas as pd
 # The raw columns a request may carry next to the image (the pyfunc signature's optional inputs).
 SOCIAL_COLUMNS = ["followers", "account_age_days", "posts_per_week", "tags", "user_contacts", "user_groups",
                   "user_mean_views", "photo_count", "posted_hour"]
+# The first week's cumulative views of a post already out, when the caller has them: what the nowcast
+# candidate reads to score a post's prospects hours after posting (seed 002's sequences, read early).
+EARLY_VIEWS = [f"views_d{d}" for d in range(1, 8)]
+# Every optional column a prediction may carry beside the image.
+REQUEST_COLUMNS = SOCIAL_COLUMNS + EARLY_VIEWS
 # Counts with a long tail, used on a log scale.
 LOG_COUNTS = ["followers", "user_contacts", "user_groups", "user_mean_views", "photo_count"]
 NAMES = ["log_followers", "account_age_days", "posts_per_week", "tags", "log_user_contacts", "log_user_groups",
@@ -19,8 +24,8 @@ NAMES = ["log_followers", "account_age_days", "posts_per_week", "tags", "log_use
 
 
 def social_inputs(manifest: pd.DataFrame) -> pd.DataFrame:
-    """The raw social columns of manifest rows, the posting hour taken from ``posted_at``."""
-    frame = manifest.reindex(columns=SOCIAL_COLUMNS).astype(float)
+    """The raw social columns (and early views) of manifest rows, the posting hour taken from ``posted_at``."""
+    frame = manifest.reindex(columns=REQUEST_COLUMNS).astype(float)
     if "posted_at" in manifest:
         frame["posted_hour"] = pd.to_datetime(manifest["posted_at"]).dt.hour.astype(float).to_numpy()
     return frame.reset_index(drop=True)

@@ -5,6 +5,9 @@ clustered into prototypes (k-means, k = 50, or mean-shift, bandwidth 0.53); a ra
 a prototype from the features, an SVR predicts the log scale, and the predicted sequence is
 scale × prototype. As a pyfunc the model's ``score`` is the predicted log scale (regression) or, for
 a binary task, the probability of "popular" given that scale.
+
+The nowcast reads the same sequences early: day-30 views from the image, the user and the first k
+days' views (k = 1 … 7), so a post can be scored hours after it went out.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.cluster import KMeans, MeanShift
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -87,6 +91,44 @@ class ScaleShapeRegressor(RegressorMixin, BaseEstimator):
     def predict_sequence(self, X) -> np.ndarray:
         shape = self.prototypes_[self.shape_forest_.predict(X)]
         return np.expm1(self.predict(X))[:, None] * shape
+
+
+class NowcastRegressor(RegressorMixin, BaseEstimator):
+    """Day-30 views from the image and social features plus the first ``days`` days' cumulative views
+    (``views_d1`` …): a post's prospects scored hours after posting. Predicts log(1 + views on day 30);
+    fitted with labels, also the probability of "popular" given that prediction.
+
+    ``X`` holds the features and the early-views columns; the columns of later days are not read.
+    """
+
+    def __init__(self, days: int = 3, max_iter: int = 300, learning_rate: float = 0.05, seed: int = 0):
+        self.days = days
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
+        later = [c for c in X.columns if c.startswith("views_d") and int(c[len("views_d"):]) > self.days]
+        return X.drop(columns=later)
+
+    def fit(self, X: pd.DataFrame, Y, labels=None):
+        scale, _ = scale_shape(Y)
+        # boosting fails on a column with no value at all (a social column the source lacks): drop those
+        self.regressor_ = make_pipeline(VarianceThreshold(), HistGradientBoostingRegressor(
+            max_iter=self.max_iter, learning_rate=self.learning_rate, random_state=self.seed))
+        self.regressor_.fit(self._inputs(X), np.log1p(scale))
+        if labels is not None:  # P(popular | log views), fitted on the true views as the scale × shape model
+            self.popular_ = LogisticRegression().fit(np.log1p(scale)[:, None], np.asarray(labels).astype(int))
+            self.classes_ = self.popular_.classes_
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.regressor_.predict(self._inputs(X))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        if not hasattr(self, "popular_"):
+            raise AttributeError("fitted without labels: no probability of popular")
+        return self.popular_.predict_proba(self.predict(X)[:, None])
 
 
 def sequence_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:

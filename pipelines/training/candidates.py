@@ -47,6 +47,8 @@ CANDIDATES: dict[str, CandidateSpec] = {
                                 doc="Seed 002: k-means shape prototypes, a forest for the shape, SVR for the scale."),
     "seq-meanshift": CandidateSpec("sequence", "fit_sequences", {"method": "meanshift"}, "image+social",
                                    doc="Seed 002 with mean-shift prototypes."),
+    "nowcast": CandidateSpec("sequence", "fit_nowcast", {}, "image+social+early views",
+                             doc="Day-30 views from the image, the user and the first days' views (seed 002)."),
     "cnn": _network(None, None, "The configured backbone fine-tuned from ImageNet (seeds 001, 003)."),
     "cnn-ordinal": _network(None, "ordinal", "Seed 001's ordinal deciles with a Euclidean loss."),
     "cnn-ranking": _network(None, "ranking", "Margin ranking loss on pairs from one group."),

@@ -44,7 +44,8 @@ def oracle_latent(oracle: pd.DataFrame, manifest: pd.DataFrame, scheme: str | No
 
 
 def oracle_metrics(data: TrainingData) -> dict[str, float]:
-    """The demo generator's best achievable scores on the test split; empty for real data."""
+    """The demo generator's best achievable scores on the test split; empty for real data, and for a split
+    the generator drew only in part (demo data plus feedback rows): a partial oracle compares nothing."""
     path = data.snapshot.path / "oracle.parquet"
     if not path.exists():
         return {}
@@ -52,7 +53,10 @@ def oracle_metrics(data: TrainingData) -> dict[str, float]:
     if latent is None:
         return {}
     primary = PRIMARY[data.task]
-    scores = latent.loc[data.rows("test")["image_id"]].to_numpy()
+    test = data.rows("test")["image_id"]
+    if not test.isin(latent.index).all():
+        return {}
+    scores = latent.loc[test].to_numpy()
     return {primary: evaluation.task_metrics(data.task, data.y("test"), scores)[primary]}
 
 

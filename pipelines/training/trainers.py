@@ -10,10 +10,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
 from pipelines import evaluation, vision
 from pipelines.features.featurizer import ImageFeaturizer
+from pipelines.features.social import EARLY_VIEWS
+from pipelines.features.social import NAMES as SOCIAL_NAMES
 from pipelines.models import backends, classical, cnn, distributed, sequences
 from pipelines.tasks import PRIMARY
 from pipelines.training.candidates import SEQUENCE_GROUPS
@@ -87,6 +90,44 @@ def fit_sequences(data: TrainingData, workdir: Path, quick: bool, params: dict |
     return Fitted(_sklearn_config(data, featurizer, list(x.columns)),
                   {"estimator": backends.save_estimator(model, workdir / "estimator.skops")},
                   chosen, metrics=metrics, tables={"feature_spearman": spearman})
+
+
+def fit_nowcast(data: TrainingData, workdir: Path, quick: bool, params: dict | None) -> Fitted:
+    """Day-30 views from the image, the user and the first ``train.nowcast_days`` days of views; beside it,
+    the Spearman ρ with day-30 views on validation and test for every k of 0 … 7 and for the image alone."""
+    s = data.settings.train
+    columns = sequences.sequence_columns(data.manifest)
+    if len(columns) <= len(EARLY_VIEWS):
+        raise ValueError(f"the nowcast needs daily views views_d1..views_d30; snapshot {data.snapshot.id} has "
+                         f"{columns or 'none'}")
+    featurizer = data.featurizer(SEQUENCE_GROUPS)
+
+    def inputs(split: str) -> pd.DataFrame:
+        early = data.rows(split)[EARLY_VIEWS].astype(float).set_index(data.rows(split)["image_id"])
+        return pd.concat([data.x(split, featurizer), early], axis=1)
+
+    def day30(split: str) -> np.ndarray:
+        return np.log1p(sequences.scale_shape(data.rows(split)[columns].to_numpy(dtype=float))[0])
+
+    chosen = {"days": s.nowcast_days, "max_iter": 100 if quick else 300, "learning_rate": 0.05,
+              "seed": s.seed} | (params or {})
+    train_x, train_seq = inputs("train"), data.rows("train")[columns].to_numpy(dtype=float)
+    image_only = [c for c in train_x.columns if c not in SOCIAL_NAMES and c not in EARLY_VIEWS]
+    rows = []
+    for label, days, kept in [("image", 0, image_only)] + [("image+social" + (f"+views d1..d{k}" if k else ""), k,
+                                                           list(train_x.columns)) for k in range(len(EARLY_VIEWS) + 1)]:
+        model = sequences.NowcastRegressor(**(chosen | {"days": days})).fit(train_x[kept], train_seq)
+        rows.append({"inputs": label, "days": days, **{
+            f"{split}_spearman": float(spearmanr(day30(split), model.predict(inputs(split)[kept])).statistic)
+            for split in ("val", "test")}})
+    by_day = pd.DataFrame(rows)
+    model = sequences.NowcastRegressor(**chosen).fit(
+        train_x, train_seq, labels=data.y("train") if data.task == "binary" else None)
+    metrics = {f"nowcast_spearman_{'image' if r.inputs == 'image' else f'd{r.days}'}": r.test_spearman
+               for r in by_day.itertuples()}
+    return Fitted(_sklearn_config(data, featurizer, list(train_x.columns)),
+                  {"estimator": backends.save_estimator(model, workdir / "estimator.skops")},
+                  chosen, metrics=metrics, tables={"nowcast_by_day": by_day})
 
 
 # --- CNN candidates -------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from pipelines.models import sequences
 from pipelines.training.candidates import CANDIDATES
@@ -32,6 +34,29 @@ def test_candidate_logs_a_loadable_pyfunc(binary, name):
         assert "evaluation/feature_spearman.csv" in artifacts and candidate.metrics["seq_trimmed_rmse"] > 0
     if name == "forest":
         assert "evaluation/feature_importances.csv" in artifacts
+    if name == "nowcast":
+        assert "evaluation/nowcast_by_day.csv" in artifacts
+        assert {f"nowcast_spearman_d{k}" for k in range(8)} | {"nowcast_spearman_image"} <= set(candidate.metrics)
+
+
+def test_the_nowcast_reads_only_its_early_days_and_gains_from_them():
+    rng = np.random.default_rng(0)
+    n = 600
+    appeal = rng.normal(0, 1, n)
+    growth = np.exp(rng.normal(0, 0.6, n))  # how fast a post gathers its views: seen only in the early days
+    daily = np.cumsum(np.exp(appeal[:, None] + np.log(growth)[:, None] * (np.arange(30) < 7)), axis=1)
+    x = pd.DataFrame({"appeal": appeal + rng.normal(0, 0.5, n),
+                      **{f"views_d{d}": daily[:, d - 1] for d in range(1, 8)}})
+    train, test = slice(0, 400), slice(400, None)
+    truth = np.log1p(daily[test, -1])
+    rho = {}
+    for days in (0, 1, 3, 7):
+        model = sequences.NowcastRegressor(days=days, max_iter=100).fit(x[train], daily[train])
+        rho[days] = spearmanr(truth, model.predict(x[test])).statistic
+    assert rho[0] < rho[1] - 0.1 and rho[7] > 0.9
+    two_days = sequences.NowcastRegressor(days=2, max_iter=100).fit(x[train], daily[train])
+    later_changed = x[test].assign(views_d3=0.0, views_d7=1e9)
+    assert np.array_equal(two_days.predict(x[test]), two_days.predict(later_changed))
 
 
 def test_scale_times_shape_reconstructs_sequences():

@@ -97,7 +97,7 @@ def test_images_of_accepted_rows_are_kept_for_retraining(settings, photographs):
     data = encode(photographs["astronaut"])
     _record(settings, [{"prediction_id": ids[0], "likes": 10, "followers": 50, "user_id": "u1"},
                        {"prediction_id": "e" * 32, "likes": 3}], images=[(data, "JPEG"), (data, "JPEG")])
-    manifest = pd.read_csv(feedback.export_manifest(settings), dtype={"prediction_id": str})
+    manifest = pd.read_json(feedback.export_manifest(settings), lines=True, dtype={"prediction_id": str})
     assert manifest["prediction_id"].tolist() == [ids[0]] and manifest["likes"].tolist() == [10]
     assert (settings.feedback_dir / manifest["image"].iloc[0]).read_bytes() == data
 

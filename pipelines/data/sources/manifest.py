@@ -30,6 +30,7 @@ ID_COLUMNS = ("id", "photo_id", "post_id", "item_id", "pid")
 GROUP_COLUMNS = ("group", "user_id", "uid", "owner", "user", "username", "category")
 COUNT_COLUMNS = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tags|user_contacts|"
                            r"user_groups|user_mean_views|photo_count|views_d\d+)$")
+MEASURE_COLUMNS = ("account_age_days", "posts_per_week")  # the other numeric social columns
 DAY_COLUMN = re.compile(r"^views_d(\d+)$")
 # Other names (in any case) for the social columns that pipelines.features.social reads, e.g. the ICIP 2020
 # challenge's Contacts, GroupsCount, MeanViews and PhotoCount (seed 002).
@@ -112,14 +113,15 @@ def _missing(value) -> bool:
 
 
 def _clean(row: dict) -> dict | str:
-    """Counts as non-negative integers, ``posted_at`` as a timestamp; or the reason the row is bad."""
+    """Counts and social measures as non-negative numbers, ``posted_at`` as a timestamp; or the reason the
+    row is bad."""
     out = {}
     for key, value in row.items():
         key = str(key)
         if _missing(value):
             out[key] = None
             continue
-        if COUNT_COLUMNS.match(key):
+        if COUNT_COLUMNS.match(key) or key in MEASURE_COLUMNS:
             number = pd.to_numeric(value, errors="coerce")
             if pd.isna(number):
                 return f"bad_value: {key}={value!r} is not a number"
