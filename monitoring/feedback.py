@@ -101,7 +101,7 @@ class FeedbackResult:
 def _seconds(value, now: float) -> float:
     """Seconds since the epoch from a datetime, an ISO string or a number; missing means now, and
     anything unreadable NaN (the suite rejects that row)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or (not isinstance(value, str) and pd.isna(value)):  # None, NaN, NaT
         return now
     if isinstance(value, int | float | np.number):
         return float(value)

@@ -214,7 +214,7 @@ def test_feedback_records_outcomes_of_answered_predictions_and_rejects_bad_rows_
     seen = {"prediction_id": second["prediction_id"], "daily_views": [3, 9, 12], "observed_at": time.time()}
     rows = [{"post_id": "feedback-1", "likes": 40, "followers": 900, "observed_at": "2030-01-01T00:00:00Z"}, seen,
             {"prediction_id": "0" * 32, "likes": 1},
-            {"prediction_id": second["prediction_id"], "likes": -5, "observed_at": time.time() - 1}]
+            {"prediction_id": second["prediction_id"], "likes": -5, "observed_at": seen["observed_at"] + 1}]
     recorded = client.post("/feedback", json={"rows": rows})
     assert recorded.status_code == 200, recorded.text
     body = recorded.json()

@@ -43,6 +43,17 @@ def test_feedback_is_joined_to_its_prediction_by_id_or_by_post(settings):
     assert stored["post_id"].iloc[1] == "post-1-1"
 
 
+def test_observation_times_may_be_datetimes_strings_numbers_or_missing(settings):
+    ids = _serve(settings, 4)
+    now = time.time()
+    moments = [pd.Timestamp(now - 60, unit="s", tz="UTC"), pd.NaT, None, np.nan]
+    result = _record(settings, [{"prediction_id": p, "likes": 1, "observed_at": m} for p, m in zip(ids, moments)],
+                     now=now)
+    assert result.accepted == 4
+    stored = feedback.open_feedback_store(settings).read().set_index("prediction_id")["observed_at"]
+    assert stored[ids[0]] == pytest.approx(now - 60) and (stored[ids[1:]] == now).all()
+
+
 def test_a_post_predicted_twice_gets_its_newest_prediction(settings):
     _serve(settings, 1, ts=time.time() - 2 * HOUR)
     first_post = open_request_store(settings).read()["post_id"].iloc[0]
