@@ -76,7 +76,8 @@ def retrain_flow(task: str = "binary", source: str | None = None, models: list[s
             Cooldown.for_task(task, settings).release()
         raise
     return {"mlflow_run_id": parent, "snapshot": Path(snapshot_path).name, "trigger": trigger,
-            "feedback_rows": bool(also), "validation": validation, "registered": trained["registered"], "promotion": promoted}
+            "feedback_rows": bool(also), "validation": validation, "registered": trained["registered"],
+            "promotion": promoted}
 
 
 def _start_retraining(task: str, settings: Settings, reason: str, trigger: str) -> dict:

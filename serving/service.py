@@ -37,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from starlette.responses import JSONResponse
 
-from monitoring import feedback
+from monitoring.feedback import record as record_feedback
 from monitoring.request_store import POST_ID_CHARS, BatchWriter, open_request_store
 from pipelines.data.images import ImageError, decode
 from pipelines.features.social import EARLY_VIEWS
@@ -419,7 +419,7 @@ class Popularity:
         await anyio.to_thread.run_sync(self.requests.flush, 10.0)  # answered predictions are known
         frame = pd.DataFrame([row.fields() for row in rows])
         async with self.recording:
-            result = await anyio.to_thread.run_sync(feedback.record, frame, settings)
+            result = await anyio.to_thread.run_sync(record_feedback, frame, settings)
         body = result.summary()
         if not result.accepted:
             return JSONResponse({"error": "feedback_rejected", **body}, status_code=422)
