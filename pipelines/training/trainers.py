@@ -114,8 +114,9 @@ def fit_nowcast(data: TrainingData, workdir: Path, quick: bool, params: dict | N
     train_x, train_seq = inputs("train"), data.rows("train")[columns].to_numpy(dtype=float)
     image_only = [c for c in train_x.columns if c not in SOCIAL_NAMES and c not in EARLY_VIEWS]
     rows = []
-    for label, days, kept in [("image", 0, image_only)] + [("image+social" + (f"+views d1..d{k}" if k else ""), k,
-                                                           list(train_x.columns)) for k in range(len(EARLY_VIEWS) + 1)]:
+    early = {0: "", 1: "+views d1"} | {k: f"+views d1..d{k}" for k in range(2, len(EARLY_VIEWS) + 1)}
+    for label, days, kept in [("image", 0, image_only)] + [(f"image+social{early[k]}", k, list(train_x.columns))
+                                                           for k in early]:
         model = sequences.NowcastRegressor(**(chosen | {"days": days})).fit(train_x[kept], train_seq)
         rows.append({"inputs": label, "days": days, **{
             f"{split}_spearman": float(spearmanr(day30(split), model.predict(inputs(split)[kept])).statistic)
