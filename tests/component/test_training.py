@@ -31,7 +31,8 @@ def test_cnn_heads_log_a_loadable_pyfunc(binary, name):
 
 
 def test_regression_task_and_comparison_table(tmp_path):
-    data, parent = tiny_data(tmp_path / "home", task="score")
+    # boosting needs 20 rows a leaf: 100 images of 10 users can leave fewer than 40 to train on
+    data, parent = tiny_data(tmp_path / "home", task="score", images=200)
     candidates = [train_candidate(n, data, parent, quick=True) for n in ("social-gb", "stats-gb")]
     report = summarise(data, candidates, parent)
     p = data.settings.promotion

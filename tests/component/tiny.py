@@ -24,9 +24,9 @@ def tiny_settings(home) -> Settings:
     return settings
 
 
-def tiny_data(home, task: str = "binary", **kwargs) -> tuple[TrainingData, str]:
+def tiny_data(home, task: str = "binary", images: int = 100, **kwargs) -> tuple[TrainingData, str]:
     settings = tiny_settings(home)
-    snapshot = collect(parse_spec("demo:100", settings), settings)
+    snapshot = collect(parse_spec(f"demo:{images}", settings), settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
     with mlflow.start_run(experiment_id=tracking.experiment(settings, "tests")) as run:
         parent = run.info.run_id

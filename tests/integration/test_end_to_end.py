@@ -24,9 +24,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e") / "home"
-    # a quick model of 200 images moves more under JPEG re-compression than the production tolerance
-    # allows; the looser tolerance is recorded on the version (asserted below)
-    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1.0"}
+    # a quick model of 200 images moves more under JPEG re-compression and flips than the production
+    # tolerances allow; the looser tolerances are recorded on the version (asserted below)
+    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1.0",
+           "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1.0"}
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
         env.pop(var, None)
     done = subprocess.run(
@@ -79,7 +80,7 @@ def test_champion_alias_carries_the_gate_reason(demo_run):
                                                 "value": pytest.approx(chosen["val_roc_auc"])}
     assert summary["champion"]["candidate"] == chosen["candidate"]
     assert json.loads(version.tags["gate_thresholds"])["floor"] == 0.6  # the production floor, on record
-    assert json.loads(version.tags["gate_loosened"]) == {"jpeg_tolerance": 1.0}
+    assert json.loads(version.tags["gate_loosened"]) == {"jpeg_tolerance": 1.0, "flip_tolerance": 1.0}
 
 
 def test_the_run_probed_the_service_and_checked_drift(demo_run):

@@ -1,5 +1,5 @@
 """A day in production, as a user meets it: `popularity stack up` on PostgreSQL, a first champion trained
-on the worker, 32 clients of the service, a world that turns dark, the monitor deployment seeing it, a
+on the worker, 16 clients of the service, a world that turns dark, the monitor deployment seeing it, a
 retrain on the worker on fresh data, the running service moving to the new champion with no failed
 request, and the next window against the new reference calm. Everything is asserted from the stores:
 Prefect's flow runs, MLflow's versions and the shared request table.
@@ -37,7 +37,9 @@ from tests.integration.stack import clean_env
 from tests.unit.test_deploy_files import deploy_commands
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
-PHOTOS, WINDOW, CLIENTS = 160, 200, 32
+# 16 clients: with 32, a request now and then waited past BentoML's 60 s traffic timeout (a 504) while
+# the two cores of the test machine also trained the new champion; the swap is under test, not the load.
+PHOTOS, WINDOW, CLIENTS = 160, 200, 16
 TASK, POOL = "binary", "popularity"
 
 
@@ -228,7 +230,7 @@ def test_a_day_in_production(production):
 
     # The hourly monitor (started now rather than on the hour) sees the drift and starts the retrain
     # deployment, which collects the fresh data on the worker, trains, and passes the gate; meanwhile
-    # 32 clients keep sending, and the service moves to v2 without a restart.
+    # the clients keep sending, and the service moves to v2 without a restart.
     pid_before = production.status["parts"]["service"]["pid"]
     traffic = Traffic(service, dark.photos)
     threads = traffic.start()
