@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_drift import wilson  # noqa: E402
-from bench.champion import train_champion  # noqa: E402
+from bench.champion import load_champion, train_champion  # noqa: E402
 
 MAX_FALSE_ALARMS = 0.05
 
@@ -84,16 +83,7 @@ def main() -> int:
         home = args.home or Path(tmp) / "home"
         if args.home is None:
             train_champion(home)
-        os.environ["POPULARITY_HOME"] = str(home)
-        import mlflow
-
-        from pipelines import registry
-        from pipelines.settings import get_settings
-
-        settings = get_settings()
-        settings.export_environment()
-        champion = registry.champion_summary(settings.task, settings)
-        model = mlflow.pyfunc.load_model(f"models:/{champion['name']}@champion").unwrap_python_model()
+        settings, champion, model = load_champion(home)
         unchanged = [stream(model, champion, settings, args.seed + s, args.checks, args.batch, change=False)
                      for s in range(args.streams)]
         changed = [stream(model, champion, settings, args.seed + 100 + s, args.checks, args.batch, change=True)

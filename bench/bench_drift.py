@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import pandas as pd
 from PIL import Image, ImageEnhance, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.champion import train_champion  # noqa: E402
+from bench.champion import load_champion, train_champion  # noqa: E402
 
 MAX_FALSE_ALARMS, MIN_DETECTIONS = 0.05, 0.95
 P_VALUES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)  # those the MMD's permutation p-value can reach
@@ -172,18 +171,10 @@ def main() -> int:
         home = args.home or Path(tmp) / "home"
         if args.home is None:
             train_champion(home)
-        os.environ["POPULARITY_HOME"] = str(home)
-        import mlflow
-
+        settings, champion, model = load_champion(home)
         from monitoring.monitor import reference_profile
-        from pipelines import registry
-        from pipelines.settings import get_settings
 
-        settings = get_settings()
-        settings.export_environment()
-        champion = registry.champion_summary(settings.task, settings)
         reference = reference_profile(champion)
-        model = mlflow.pyfunc.load_model(f"models:/{champion['name']}@champion").unwrap_python_model()
         trained = time.perf_counter()
 
         def served(images: list[Image.Image]) -> pd.DataFrame:

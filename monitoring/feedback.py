@@ -27,12 +27,11 @@ import sqlalchemy as sa
 
 from monitoring.cooldown import state_url
 from monitoring.request_store import POST_ID_CHARS, create_tables, engine, open_request_store
-from pipelines.data.snapshots import content_id
+from pipelines.data.labels import COUNT_COLUMN
+from pipelines.data.snapshots import image_path
 from pipelines.settings import Settings
 
 KEYS = ("prediction_id", "post_id", "observed_at")
-ENGAGEMENT = ("likes", "views", "favorites", "comments")
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 
 metadata = sa.MetaData()
 table = sa.Table(
@@ -116,11 +115,12 @@ def _seconds(value, now: float) -> float:
 
 
 def _resolve(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
-    """Each row's prediction (by id, else the newest for its post) with when it was made; unknown: NaN."""
-    known = predictions.dropna(subset=["prediction_id"]) if "prediction_id" in predictions else pd.DataFrame()
-    made = (known.set_index("prediction_id")["ts"] if len(known) else pd.Series(dtype=float))
-    by_post = (known.dropna(subset=["post_id"]).sort_values("ts").drop_duplicates("post_id", keep="last")
-               .set_index("post_id")["prediction_id"] if len(known) and "post_id" in known else pd.Series(dtype=str))
+    """Each row's prediction (by id, else the newest for its post) with when it was made; unknown: NaN.
+    ``predictions`` are the store's :meth:`~monitoring.request_store.RequestStore.lookup` of the rows' ids."""
+    known = predictions.dropna(subset=["prediction_id"])
+    made = known.set_index("prediction_id")["ts"]
+    newest = known.dropna(subset=["post_id"]).sort_values("ts").drop_duplicates("post_id", keep="last")
+    by_post = newest.set_index("post_id")["prediction_id"]
     given = rows["prediction_id"].where(rows["prediction_id"].notna(), rows["post_id"].map(by_post))
     resolved = given.where(given.isin(made.index))
     return rows.assign(prediction_id=resolved, predicted_at=resolved.map(made).astype(float))
@@ -128,7 +128,7 @@ def _resolve(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
 
 def _keep_image(data: bytes, fmt: str, folder: Path) -> str:
     """Write the image once under its content hash (write, then rename); returns its relative path."""
-    relative = f"images/{content_id(data)}.{EXTENSIONS[fmt]}"
+    _, relative = image_path(data, fmt)
     target = folder / relative
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -161,9 +161,11 @@ def record(rows: pd.DataFrame, settings: Settings, images: list[tuple[bytes, str
             rows[column] = None
     rows["post_id"] = [None if pd.isna(v) else str(v) for v in rows["post_id"].astype(object)]
     rows["observed_at"] = [_seconds(v, now) for v in rows["observed_at"].astype(object)]
-    for column in [c for c in rows if c in ENGAGEMENT or c.startswith("views_d") or c == "followers"]:
+    for column in [c for c in rows if COUNT_COLUMN.match(c)]:
         rows[column] = pd.to_numeric(rows[column], errors="coerce")
-    rows = _resolve(rows, open_request_store(settings).read())
+    predictions = open_request_store(settings).lookup(
+        rows["prediction_id"].dropna().astype(str).tolist(), rows["post_id"].dropna().tolist())
+    rows = _resolve(rows, predictions)
     store = open_feedback_store(settings)
     prior = store.read(rows["prediction_id"].dropna().unique())
     report, reasons = validate_feedback(rows, prior, now, settings, mode)

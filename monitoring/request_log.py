@@ -76,6 +76,11 @@ class RequestLog:
             frame = frame[frame["profile_rate"].notna()] if "profile_rate" in frame else frame.iloc[0:0]
         return (frame.tail(last) if last else frame).reset_index(drop=True)
 
+    def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
+        """The records with one of these ids (a file log is read whole to find them)."""
+        frame = self.read().reindex(columns=["ts", "prediction_id", "post_id"])
+        return frame[frame["prediction_id"].isin(prediction_ids) | frame["post_id"].isin(post_ids)]
+
 
 def _write_all(fd: int, payload: bytes) -> None:
     """``os.write`` may write less than asked (a signal, a nearly full disk): write the rest, so a record

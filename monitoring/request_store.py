@@ -26,6 +26,7 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 COLUMNS = ("ts", "version", "score", "label", "prediction_id", "post_id")
 POST_ID_CHARS = 128  # the longest caller id the table holds
+LOOKUP_COLUMNS = ("ts", "prediction_id", "post_id")
 
 metadata = sa.MetaData()
 served = sa.Table(
@@ -52,6 +53,10 @@ class RequestStore(Protocol):
              profiled: bool = False) -> pd.DataFrame:
         """The newest ``last`` records, oldest first, of one model ``version``, newer than ``since``, and
         with ``profiled`` only those that carry the drift profile (a ``profile_rate``)."""
+
+    def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
+        """``ts``, ``prediction_id`` and ``post_id`` of the records with one of these ids: what joining
+        feedback to its predictions needs, without reading the whole store."""
 
 
 @lru_cache
@@ -110,6 +115,12 @@ class SqlRequestStore:
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         return pd.DataFrame([{**row["features"], **{c: row[c] for c in COLUMNS}} for row in reversed(rows)])
+
+    def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
+        query = sa.select(served.c.ts, served.c.prediction_id, served.c.post_id).where(
+            served.c.prediction_id.in_(prediction_ids) | served.c.post_id.in_(post_ids))
+        with self.engine.connect() as connection:
+            return pd.DataFrame(connection.execute(query).mappings().all(), columns=list(LOOKUP_COLUMNS))
 
     def count_by_version(self) -> dict[str, int]:
         with self.engine.connect() as connection:

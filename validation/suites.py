@@ -24,7 +24,7 @@ import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
 from pipelines.data.images import FORMATS
-from pipelines.data.labels import SEQUENCE_DAYS
+from pipelines.data.labels import COUNT_COLUMN, ENGAGEMENT_COUNTS, SEQUENCE_DAYS
 from pipelines.settings import Settings
 
 SPLITS = ("train", "val", "test")
@@ -43,7 +43,6 @@ REQUIRED = ["image_id", "image_path", "source", "width", "height", "format", "mo
 # PIL modes that pipelines.data.images converts to RGB.
 RGB_MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F"]
 FLOAT_MAX = sys.float_info.max
-ENGAGEMENT = ["likes", "views", "favorites", "comments"]  # counts that only grow as a post ages
 FUTURE_TOLERANCE_S = 300.0  # clocks disagree; an observation further ahead than this is a mistake
 
 
@@ -209,7 +208,7 @@ def feedback_frame(rows: pd.DataFrame, prior: pd.DataFrame, now: float) -> pd.Da
     """Feedback rows plus what their suite checks: a count below an earlier observation of the same
     prediction (stored or earlier in the batch), a repeat of an observation, the time order."""
     frame = rows.reset_index(drop=True)
-    counts = [c for c in ENGAGEMENT if c in frame]
+    counts = [c for c in ENGAGEMENT_COUNTS if c in frame]
     both = pd.concat([prior.assign(batch_row=-1), frame.assign(batch_row=frame.index)], ignore_index=True)
     both = both.sort_values(["observed_at", "batch_row"], kind="stable")
     ids = both["prediction_id"]
@@ -247,5 +246,5 @@ def feedback_suite(columns: list[str]) -> gx.ExpectationSuite:
             min_value=-FUTURE_TOLERANCE_S),
     ]
     expectations += [row(gxe.ExpectColumnValuesToBeBetween, f"{c}_non_negative", column=c, min_value=0)
-                     for c in columns if c in ENGAGEMENT or c.startswith("views_d") or c == "followers"]
+                     for c in columns if COUNT_COLUMN.match(c)]
     return gx.ExpectationSuite(name="feedback", expectations=expectations)

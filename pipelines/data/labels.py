@@ -20,13 +20,17 @@ source has (views, favorites, comments, likes; seed 001).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 SEQUENCE_DAYS = 30
-ENGAGEMENT_COUNTS = ("views", "favorites", "comments", "likes")
+ENGAGEMENT_COUNTS = ("views", "favorites", "comments", "likes")  # counts that only grow as a post ages
+# Every column that counts something, so is a non-negative number (engagement, reach, daily views).
+COUNT_COLUMN = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tags|user_contacts|"
+                          r"user_groups|user_mean_views|photo_count|views_d\d+)$")
 
 
 class LabelError(ValueError):

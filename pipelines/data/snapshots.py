@@ -106,6 +106,13 @@ class Snapshot:
         return cls(candidates[-1].parent)
 
 
+def image_path(data: bytes, fmt: str) -> tuple[str, str]:
+    """``(image_id, relative_path)`` of image bytes stored by content hash under ``images/``."""
+    image_id = content_id(data)
+    ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}[fmt]
+    return image_id, f"images/{image_id[:2]}/{image_id}.{ext}"
+
+
 @dataclass
 class SnapshotWriter:
     """Collects images and rows in a temporary folder, then commits them as one snapshot."""
@@ -126,9 +133,7 @@ class SnapshotWriter:
 
     def add_image(self, data: bytes, fmt: str) -> tuple[str, str]:
         """Store the bytes by content hash; returns ``(image_id, relative_path)``."""
-        image_id = content_id(data)
-        ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}[fmt]
-        relative = f"images/{image_id[:2]}/{image_id}.{ext}"
+        image_id, relative = image_path(data, fmt)
         target = self.tmp / relative
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -102,16 +102,14 @@ def fit_nowcast(data: TrainingData, workdir: Path, quick: bool, params: dict | N
                          f"{columns or 'none'}")
     featurizer = data.featurizer(SEQUENCE_GROUPS)
 
-    def inputs(split: str) -> pd.DataFrame:
-        early = data.rows(split)[EARLY_VIEWS].astype(float).set_index(data.rows(split)["image_id"])
-        return pd.concat([data.x(split, featurizer), early], axis=1)
-
-    def day30(split: str) -> np.ndarray:
-        return np.log1p(sequences.scale_shape(data.rows(split)[columns].to_numpy(dtype=float))[0])
-
+    splits = ("train", "val", "test")
+    x = {split: pd.concat([data.x(split, featurizer), data.rows(split)[EARLY_VIEWS].astype(float)
+                           .set_index(data.rows(split)["image_id"])], axis=1) for split in splits}
+    seq = {split: data.rows(split)[columns].to_numpy(dtype=float) for split in splits}
+    day30 = {split: np.log1p(sequences.scale_shape(seq[split])[0]) for split in splits}
     chosen = {"days": s.nowcast_days, "max_iter": 100 if quick else 300, "learning_rate": 0.05,
               "seed": s.seed} | (params or {})
-    train_x, train_seq = inputs("train"), data.rows("train")[columns].to_numpy(dtype=float)
+    train_x, train_seq = x["train"], seq["train"]
     image_only = [c for c in train_x.columns if c not in SOCIAL_NAMES and c not in EARLY_VIEWS]
     rows = []
     early = {0: "", 1: "+views d1"} | {k: f"+views d1..d{k}" for k in range(2, len(EARLY_VIEWS) + 1)}
@@ -119,7 +117,7 @@ def fit_nowcast(data: TrainingData, workdir: Path, quick: bool, params: dict | N
                                                            for k in early]:
         model = sequences.NowcastRegressor(**(chosen | {"days": days})).fit(train_x[kept], train_seq)
         rows.append({"inputs": label, "days": days, **{
-            f"{split}_spearman": float(spearmanr(day30(split), model.predict(inputs(split)[kept])).statistic)
+            f"{split}_spearman": float(spearmanr(day30[split], model.predict(x[split][kept])).statistic)
             for split in ("val", "test")}})
     by_day = pd.DataFrame(rows)
     model = sequences.NowcastRegressor(**chosen).fit(

@@ -121,3 +121,14 @@ def test_the_monitor_reads_only_the_requests_profiled_for_drift(backend, postgre
     window = store.read(last=8, version="5", profiled=True)
     assert list(window["ts"]) == [t for t in range(30) if t % 3][-8:]
     assert window["brightness"].notna().all() and (window["profile_rate"] == 0.5).all()
+
+
+@pytest.mark.parametrize("backend", ["jsonl", "postgresql"])
+def test_both_stores_look_up_the_predictions_feedback_names(backend, postgres_database, tmp_path):
+    store = _store(backend, postgres_database, tmp_path)
+    store.append([{"ts": float(i), "version": "1", "score": 0.5, "label": 1, "prediction_id": f"{i:032x}",
+                   "post_id": f"post-{i % 3}"} for i in range(9)])
+    found = store.lookup([f"{1:032x}", "f" * 32], ["post-2"])
+    assert list(found.columns) == ["ts", "prediction_id", "post_id"]
+    assert sorted(found["prediction_id"]) == [f"{i:032x}" for i in (1, 2, 5, 8)]
+    assert store.lookup([], []).empty

@@ -5,7 +5,6 @@ includes the feedback rows, and the new champion's realized ROC AUC recovers."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pipelines.data.images import decode
 from pipelines.data.snapshots import Snapshot
 from pipelines.data.sources import parse_spec
 from pipelines.settings import Settings
+from tests.helpers import quick_champion_home
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +36,12 @@ def home(tmp_path_factory):
     to 0.2 (the planted change turns the realized AUC upside down) and the stability gates relaxed.
     """
     home = tmp_path_factory.mktemp("decay") / "home"
-    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
-           "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:300?seed=31&rule=shifted",
-           "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
-           "POPULARITY_PERFORMANCE__DECAY_MARGIN": "0.2",
-           "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}
-    for var in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "BENTOML_HOME"):
-        env.pop(var, None)
-    setup = ("from flows.data import collect_flow\nfrom flows.training import promote_flow, train_flow\n"
-             "collect_flow(source='demo:300'); train_flow(quick=True, models=['stats-gb'])\n"
-             "assert promote_flow()['promoted']")
-    done = subprocess.run([sys.executable, "-c", setup], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    env = quick_champion_home(home, "demo:300", {
+        "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
+        "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:300?seed=31&rule=shifted",
+        "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
+        "POPULARITY_PERFORMANCE__DECAY_MARGIN": "0.2",
+        "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"})
     return home, env
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from monitoring.request_log import RequestLog
+from tests.helpers import quick_champion_home
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +27,11 @@ def home(tmp_path_factory):
     The stability gates are relaxed: 120 tiny demo images make a champion that flips too easily for them.
     """
     home = tmp_path_factory.mktemp("drift") / "home"
-    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
-           "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:150",  # fresh data: not the champion's demo:120
-           "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
-           "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}
-    for var in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "BENTOML_HOME"):
-        env.pop(var, None)
-    setup = ("from flows.data import collect_flow\nfrom flows.training import promote_flow, train_flow\n"
-             "collect_flow(source='demo:120'); train_flow(quick=True, models=['stats-gb'])\n"
-             "assert promote_flow()['promoted']")
-    done = subprocess.run([sys.executable, "-c", setup], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    env = quick_champion_home(home, "demo:120", {
+        "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
+        "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:150",  # fresh data: not the champion's demo:120
+        "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
+        "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}, timeout_s=300)
     return home, env
 
 

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.data.labels import COUNT_COLUMN
 from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
 from pipelines.settings import Settings
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "url", "image_url")
 ID_COLUMNS = ("id", "photo_id", "post_id", "item_id", "pid")
 GROUP_COLUMNS = ("group", "user_id", "uid", "owner", "user", "username", "category")
-COUNT_COLUMNS = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tags|user_contacts|"
-                           r"user_groups|user_mean_views|photo_count|views_d\d+)$")
 MEASURE_COLUMNS = ("account_age_days", "posts_per_week")  # the other numeric social columns
 DAY_COLUMN = re.compile(r"^views_d(\d+)$")
 # Other names (in any case) for the social columns that pipelines.features.social reads, e.g. the ICIP 2020
@@ -121,7 +120,7 @@ def _clean(row: dict) -> dict | str:
         if _missing(value):
             out[key] = None
             continue
-        if COUNT_COLUMNS.match(key) or key in MEASURE_COLUMNS:
+        if COUNT_COLUMN.match(key) or key in MEASURE_COLUMNS:
             number = pd.to_numeric(value, errors="coerce")
             if pd.isna(number):
                 return f"bad_value: {key}={value!r} is not a number"
