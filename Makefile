@@ -21,12 +21,14 @@ demo: setup
 	$(BIN)/popularity run
 
 # The layer contracts first (a second), then every tier: tests/unit (pure), tests/component (sqlite MLflow,
-# tiny trainings), tests/integration (real servers on loopback).
+# tiny trainings), tests/integration (real servers on loopback), over one pytest-xdist worker per core
+# (tests/conftest.py groups them). `TEST_WORKERS=0 make test` runs them in one process.
+TEST_WORKERS ?= auto
 test: lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test-fast: lint-imports
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n $(TEST_WORKERS) tests/unit
 
 lint-imports: setup
 	$(BIN)/lint-imports
