@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 # pytest-xdist's workers (and the servers and commands they start) already share the cores: a thread per
 # process keeps OpenMP and BLAS pools from spinning against each other. Set before numpy loads its BLAS.
@@ -21,7 +18,7 @@ from _pytest.nodeid import NodeId
 from PIL import Image
 
 from pipelines.settings import Settings
-from tests.helpers import LoopbackServer, photo
+from tests.helpers import LoopbackServer, photo, quick_champion_home
 
 # `make test` spreads the suite over pytest-xdist workers a group at a time (``--dist loadgroup``): a module
 # is one group (its module-scoped fixtures are built once), and every test on the session's champion is one
@@ -116,19 +113,15 @@ def encode(array: np.ndarray, fmt: str = "JPEG", **kwargs) -> bytes:
 
 @pytest.fixture(scope="session")
 def champion_home(tmp_path_factory, prefect_api):
-    """A home with a registered champion (demo data, quick stats-gb), built once per session by the CLI.
+    """A home with a registered champion (demo data, quick stats-gb), built once per session by the flows
+    in one child process (the commands have their own tests).
 
     The gate's flip/JPEG stability tolerances are relaxed: 120 demo images are too few for them, and
     the serving tests need a champion, not a good one.
     """
     home = tmp_path_factory.mktemp("champion") / "home"
-    env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__FLIP_TOLERANCE": "100",
-           "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100", "PREFECT_API_URL": prefect_api}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cli = [sys.executable, "-m", "flows.cli"]
-    for args in (["collect", "--source", "demo:120"], ["train", "--quick", "--models", "stats-gb"], ["promote"]):
-        done = subprocess.run(cli + args, env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-        assert done.returncode == 0, f"popularity {' '.join(args)} failed:\n{done.stderr[-3000:]}"
+    relaxed = {"POPULARITY_PROMOTION__FLIP_TOLERANCE": "100", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"}
+    quick_champion_home(home, "demo:120", {"PREFECT_API_URL": prefect_api, **relaxed})
     return home
 
 
