@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import skops.io
 import torch
 from PIL import Image
 
@@ -19,13 +18,21 @@ from pipelines.models import cnn
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "pipelines.models.")
 
 
+# skops.io is imported where it is used: importing it imports every scikit-learn estimator (about 0.8 s),
+# which every command and service that touches this module would pay, classical model or not.
+
+
 def save_estimator(estimator, path: Path) -> str:
+    import skops.io
+
     skops.io.dump(estimator, path)
     return str(path)
 
 
 def load_estimator(path: str):
     """Load a skops file, trusting only scikit-learn, NumPy, SciPy and this package's model types."""
+    import skops.io
+
     untrusted = skops.io.get_untrusted_types(file=path)
     refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
     if refused:
