@@ -1,5 +1,5 @@
-"""A demo champion for the benches that need a served model: collect, train one quick candidate, promote;
-and the champion of a home loaded in process, as the scorer holds it."""
+"""A demo champion for the benches and tests that need a served model: collect, train one quick candidate,
+promote; and the champion of a home loaded in process, as the scorer holds it."""
 
 from __future__ import annotations
 
@@ -11,14 +11,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train_champion(home: Path, source: str = "demo") -> None:
-    """Under ``home``, with nothing of the caller's MLflow, Prefect or BentoML settings."""
+def train_champion(home: Path, source: str = "demo", settings: dict[str, str] | None = None,
+                   timeout_s: float = 900) -> dict[str, str]:
+    """Collect ``source``, train a quick ``stats-gb`` and promote it under ``home``, by the flows in one
+    child process, with nothing of the caller's MLflow, Prefect or BentoML settings but ``settings`` (a
+    Prefect API to report to, relaxed gates); returns that process's environment for later commands."""
     env = {**os.environ, "POPULARITY_HOME": str(home)}
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
         env.pop(var, None)
-    cli = [sys.executable, "-m", "flows.cli"]
-    for args in (["collect", "--source", source], ["train", "--quick", "--models", "stats-gb"], ["promote"]):
-        subprocess.run(cli + args, env=env, cwd=REPO, check=True, capture_output=True)
+    env.update(settings or {})
+    script = ("from pipelines.settings import load_settings\nload_settings()\n"
+              "from flows.data import collect_flow\nfrom flows.training import promote_flow, train_flow\n"
+              f"collect_flow(source={source!r}); train_flow(quick=True, models=['stats-gb'])\n"
+              "assert promote_flow()['promoted'], 'the gate refused the champion'")
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"training a champion on {source} failed:\n{done.stderr[-3000:]}")
+    return env
 
 
 def load_champion(home: Path):

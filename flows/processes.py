@@ -124,16 +124,18 @@ def prefect_server(port: int, log_path: Path, env: dict[str, str],
     return server, url
 
 
+# MLflow's job runner (seven huey consumers for GenAI evaluation jobs) stays off: the stack runs none, and
+# each consumer costs a Python start and 250 MB. The compose file and the manifests set the same.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def mlflow_server(backend_uri: str, artifacts: Path, port: int, log_path: Path,
                   env: dict[str, str]) -> tuple[ManagedProcess, str]:
-    """``mlflow server`` with proxied artifacts on 127.0.0.1:``port``, healthy; returns it and its URL.
-
-    MLflow's job runner (seven huey consumers for GenAI evaluation jobs) is left off: the stack runs none,
-    and each consumer would cost a Python start and 250 MB."""
+    """``mlflow server`` with proxied artifacts on 127.0.0.1:``port``, healthy; returns it and its URL."""
     server = ManagedProcess("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
                                        "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
                                        "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            log_path, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}).start()
+                            log_path, {**env, **MLFLOW_SERVER_ENV}).start()
     url = f"http://127.0.0.1:{port}"
     server.wait_healthy(f"{url}/health")
     return server, url

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+LOOKUP_COLUMNS = ("ts", "prediction_id", "post_id")  # what joining feedback to its predictions needs
+
 
 class RequestLog:
     def __init__(self, directory: Path, max_bytes: int, backups: int):
@@ -78,7 +80,7 @@ class RequestLog:
 
     def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
         """The records with one of these ids (a file log is read whole to find them)."""
-        frame = self.read().reindex(columns=["ts", "prediction_id", "post_id"])
+        frame = self.read().reindex(columns=list(LOOKUP_COLUMNS))
         return frame[frame["prediction_id"].isin(prediction_ids) | frame["post_id"].isin(post_ids)]
 
 

@@ -20,13 +20,12 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from monitoring.request_log import RequestLog
+from monitoring.request_log import LOOKUP_COLUMNS, RequestLog
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 COLUMNS = ("ts", "version", "score", "label", "prediction_id", "post_id")
 POST_ID_CHARS = 128  # the longest caller id the table holds
-LOOKUP_COLUMNS = ("ts", "prediction_id", "post_id")
 
 metadata = sa.MetaData()
 served = sa.Table(

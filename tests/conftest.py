@@ -17,8 +17,9 @@ import pytest
 from _pytest.nodeid import NodeId
 from PIL import Image
 
+from bench.champion import train_champion
 from pipelines.settings import Settings
-from tests.helpers import LoopbackServer, photo, quick_champion_home
+from tests.helpers import LoopbackServer, photo
 
 # `make test` spreads the suite over pytest-xdist workers a group at a time (``--dist loadgroup``): a module
 # is one group (its module-scoped fixtures are built once), and every test on the session's champion is one
@@ -121,7 +122,7 @@ def champion_home(tmp_path_factory, prefect_api):
     """
     home = tmp_path_factory.mktemp("champion") / "home"
     relaxed = {"POPULARITY_PROMOTION__FLIP_TOLERANCE": "100", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"}
-    quick_champion_home(home, "demo:120", {"PREFECT_API_URL": prefect_api, **relaxed})
+    train_champion(home, "demo:120", {"PREFECT_API_URL": prefect_api, **relaxed})
     return home
 
 

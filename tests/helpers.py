@@ -1,5 +1,4 @@
-"""Helpers for the tests: real photographs varied into many, a misbehaving HTTP server, a home with a
-quick champion.
+"""Helpers for the tests: real photographs varied into many, and a misbehaving HTTP server.
 
 The photographs are scikit-image's and scikit-learn's, cropped, recoloured and re-contrasted so that
 every fixture image is distinct; the server runs on 127.0.0.1 only and counts every request.
@@ -8,9 +7,6 @@ every fixture image is distinct; the server runs on 127.0.0.1 only and counts ev
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,20 +17,6 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 API_KEY = "test-key-123"  # the shared test service's key
-
-
-def quick_champion_home(home, source: str, settings: dict[str, str], timeout_s: float = 600) -> dict:
-    """A home whose champion is a quick ``stats-gb`` on ``source``, trained and promoted by the flows in a
-    child process; returns that process's environment (the home plus ``settings``) for the test's commands."""
-    env = {**os.environ, "POPULARITY_HOME": str(home), **settings}
-    for var in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "BENTOML_HOME"):
-        env.pop(var, None)
-    setup = ("from flows.data import collect_flow\nfrom flows.training import promote_flow, train_flow\n"
-             f"collect_flow(source={source!r}); train_flow(quick=True, models=['stats-gb'])\n"
-             "assert promote_flow()['promoted']")
-    done = subprocess.run([sys.executable, "-c", setup], env=env, capture_output=True, text=True, timeout=timeout_s)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return env
 
 
 def _originals() -> list[np.ndarray]:

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from bench.champion import train_champion
 from monitoring.request_log import RequestLog
 from pipelines.data.images import decode
 from pipelines.data.snapshots import Snapshot
 from pipelines.data.sources import parse_spec
 from pipelines.settings import Settings
-from tests.helpers import quick_champion_home
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +29,15 @@ MODEL = "popularity-binary"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(tmp_path_factory, prefect_api):
     """A home with a quick champion; retraining reads fresh data drawn under the new rule.
 
     The champion learns from 300 demo photos, so its test ROC AUC is rough: the decay margin is widened
     to 0.2 (the planted change turns the realized AUC upside down) and the stability gates relaxed.
     """
     home = tmp_path_factory.mktemp("decay") / "home"
-    env = quick_champion_home(home, "demo:300", {
-        "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
+    env = train_champion(home, "demo:300", {
+        "PREFECT_API_URL": prefect_api, "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
         "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:300?seed=31&rule=shifted",
         "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
         "POPULARITY_PERFORMANCE__DECAY_MARGIN": "0.2",

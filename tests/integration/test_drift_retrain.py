@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from bench.champion import train_champion
 from monitoring.request_log import RequestLog
-from tests.helpers import quick_champion_home
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +21,14 @@ WINDOW = 200
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(tmp_path_factory, prefect_api):
     """A home with a quick champion, whose drift-started retraining is quick too.
 
     The stability gates are relaxed: 120 tiny demo images make a champion that flips too easily for them.
     """
     home = tmp_path_factory.mktemp("drift") / "home"
-    env = quick_champion_home(home, "demo:120", {
-        "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
+    env = train_champion(home, "demo:120", {
+        "PREFECT_API_URL": prefect_api, "POPULARITY_DRIFT__RETRAIN_MODELS": '["stats-gb"]',
         "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:150",  # fresh data: not the champion's demo:120
         "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
         "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}, timeout_s=300)

@@ -281,3 +281,14 @@ def test_compose_and_manifest_images_are_pinned_and_kustomization_lists_every_ma
     replaced = {entry["name"] for entry in kustomization["images"]}
     placeholders = {image.split(":")[0] for _, image in images if "/OWNER/" in image}
     assert placeholders and placeholders <= replaced, "every placeholder image is set in kustomization.yaml"
+
+
+def test_compose_and_manifest_mlflow_servers_run_as_the_stacks_does():
+    """The MLflow settings `popularity stack up` starts its server with (no job runner) hold in every deployment."""
+    from flows.processes import MLFLOW_SERVER_ENV
+
+    compose_env = {k: str(v) for k, v in _compose()["services"]["mlflow"]["environment"].items()}
+    (container,) = [c for name, c in _containers() if name.startswith("mlflow.yaml:")]
+    manifest_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert MLFLOW_SERVER_ENV.items() <= compose_env.items()
+    assert MLFLOW_SERVER_ENV.items() <= manifest_env.items()
