@@ -1,6 +1,6 @@
 """Command latency: how long a user waits for an answer, beside ``python -c "import mlflow"``.
 
-Each command runs as a user runs it (a fresh ``python -m flows.cli`` process, the home under a
+Each command runs as a user runs it (a fresh ``python -m cli`` process, the home under a
 temporary folder), ``--repeats`` times; the median is reported with its ratio to importing mlflow
 (goal ≤ 2× for usage errors and read-only commands). ``collect demo:100`` is timed twice: with the
 temporary Prefect server that a bare home starts, and with the server ``popularity prefect up`` leaves
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from flows.processes import ServiceProcess  # noqa: E402
+from ops.processes import ServiceProcess  # noqa: E402
 
 READ_ONLY_GOAL = 2.0
 
@@ -49,7 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="Runs per command (the median is reported).")
     args = parser.parse_args()
-    cli = [sys.executable, "-m", "flows.cli"]
+    cli = [sys.executable, "-m", "cli"]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         env = {**os.environ, "POPULARITY_HOME": str(home),

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flows.processes import ServiceProcess  # noqa: E402
+from ops.processes import ServiceProcess  # noqa: E402
 from pipelines.settings import get_settings  # noqa: E402
 
 NAIVE = """

@@ -26,13 +26,13 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flows.processes import ServiceProcess
+from ops.processes import ServiceProcess
 from tests import postgres
 from tests.helpers import photo
 
 SETUP = """
-from flows.data import collect_flow
-from flows.training import promote_flow, train_flow
+from flows.data_flows import collect_flow
+from flows.training_flows import promote_flow, train_flow
 collect_flow(source="demo:120")
 for models in (["stats-gb"], ["colors-svm"]):
     train_flow(quick=True, models=models)

@@ -21,7 +21,7 @@ def train_champion(home: Path, source: str = "demo", settings: dict[str, str] | 
         env.pop(var, None)
     env.update(settings or {})
     script = ("from pipelines.settings import load_settings\nload_settings()\n"
-              "from flows.data import collect_flow\nfrom flows.training import promote_flow, train_flow\n"
+              "from flows.data_flows import collect_flow\nfrom flows.training_flows import promote_flow, train_flow\n"
               f"collect_flow(source={source!r}); train_flow(quick=True, models=['stats-gb'])\n"
               "assert promote_flow()['promoted'], 'the gate refused the champion'")
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,

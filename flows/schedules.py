@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from prefect import Flow, flow, serve
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.monitor import monitor_flow, retrain_flow
-from flows.processes import REPO, prefect_server
+from flows.monitoring_flows import monitor_flow, retrain_flow
+from ops.processes import REPO, prefect_server
 from pipelines.settings import Settings
 
 
@@ -41,10 +41,10 @@ def schedules(task: str, settings: Settings, retrain_cron: str | None = None,
               monitor_cron: str | None = None) -> list[Schedule]:
     d = settings.drift
     return [
-        Schedule(retrain_flow, "flows/monitor.py:retrain_flow", f"popularity-{task}", retrain_cron or d.retrain_cron,
+        Schedule(retrain_flow, "flows/monitoring_flows.py:retrain_flow", f"popularity-{task}", retrain_cron or d.retrain_cron,
                  {"task": task, "trigger": "schedule"},
                  "Collect fresh data, validate, train and promote on a schedule; drift starts it too."),
-        Schedule(monitor_flow, "flows/monitor.py:monitor_flow", f"popularity-{task}", monitor_cron or d.monitor_cron,
+        Schedule(monitor_flow, "flows/monitoring_flows.py:monitor_flow", f"popularity-{task}", monitor_cron or d.monitor_cron,
                  {"task": task, "retrain": True},
                  "Check the latest request window for drift; drift starts the retrain deployment."),
     ]

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import mlflow
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -79,10 +78,6 @@ def loosened_thresholds(p: PromotionSettings) -> dict[str, float]:
     return {key: value for key, value in p.model_dump().items() if looser[key]}
 
 
-def _load(name: str, version: str):
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
-
-
 def _latency_ms(model, images: list[Image.Image]) -> float:
     sample = images[:32]
     model.predict_images(sample[:2])  # warm-up
@@ -126,7 +121,7 @@ def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | No
     y = test[TARGET[task]].to_numpy()
     primary = PRIMARY[task]
     p = settings.promotion
-    challenger = _load(name, version)
+    challenger, _ = registry.load_model(task, settings, version)
     scores = challenger.predict_images(images, social)["score"].to_numpy()
     finite = bool(np.all(np.isfinite(scores)))
     value = evaluation.task_metrics(task, y, scores)[primary] if finite else float("nan")  # refused, not a crash
@@ -144,7 +139,8 @@ def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | No
         ok, message = predictions_check(scores)
         outcomes.append(Check("predictions_suite", ok, message="" if ok else message))
     if champion_version:
-        champion_scores = _load(name, champion_version).predict_images(images, social)["score"].to_numpy()
+        champion_model, _ = registry.load_model(task, settings, champion_version)
+        champion_scores = champion_model.predict_images(images, social)["score"].to_numpy()
         champion_value = evaluation.task_metrics(task, y, champion_scores)[primary]
         numbers[f"champion_{primary}"] = champion_value
         outcomes.append(Check("beats_champion", bool(value >= champion_value + p.margin)

@@ -110,15 +110,43 @@ def champion_summary(task: str, settings: Settings) -> dict:
     version = alias_version(c, name, CHAMPION)
     if version is None:
         raise LookupError(f"{name} has no champion yet; run `popularity run` or `popularity promote`")
+    return _summary(c, name, version, CHAMPION)
+
+
+def _summary(c: MlflowClient, name: str, version: str, alias: str | None = None) -> dict:
+    """A version's summary; ``alias`` is how it was found (else the champion alias if it holds it, or its first)."""
     try:
-        tags = c.get_model_version(name, version).tags
+        model_version = c.get_model_version(name, version)
     except MlflowException as exc:
+        if _not_found(exc):
+            raise LookupError(f"{name} has no version {version}") from exc
         raise _unavailable(c, exc) from exc
+    tags, aliases = model_version.tags, list(model_version.aliases or [])
     return {
-        "name": name, "version": version, "alias": CHAMPION, "family": tags.get("family"),
+        "name": name, "version": version, "alias": alias or (CHAMPION if CHAMPION in aliases else next(iter(aliases), None)),
+        "family": tags.get("family"),
         "candidate": tags.get("candidate"), "snapshot": tags.get("snapshot"), "run_id": tags.get("run_id"), "trained_at": tags.get("trained_at"),
         "metrics": json.loads(tags.get("metrics", "{}")), "selection": json.loads(tags.get("selection", "null")),
         "baseline": json.loads(tags.get("baseline", "{}")),
         "oracle": json.loads(tags.get("oracle", "{}")), "gate_reason": tags.get("gate_reason"),
         "label": tags.get("label") or None,
     }
+
+
+def load_python_model(uri: str):
+    """The python model behind a logged pyfunc (``models:/…``, ``runs:/…`` or a local path): the object
+    that scores decoded images (``predict_images``) and profiles them for drift (``profile_images``)."""
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model()
+
+
+def load_model(task: str, settings: Settings, version: str | None = None) -> tuple[object, dict]:
+    """``(python model, summary)`` of ``task``'s champion, or of its registered ``version``: the one way
+    the service, in-process ``popularity predict``, the gate and the benches load a registered model.
+    The version is resolved first and loaded by number, so an alias that moves meanwhile cannot pair one
+    version's summary with another's model. LookupError when there is no champion (or no such version)
+    yet; RegistryUnavailable when the registry cannot say."""
+    if version is None:
+        summary = champion_summary(task, settings)
+    else:
+        summary = _summary(client(settings), settings.model_name(task), str(version))
+    return load_python_model(f"models:/{summary['name']}/{summary['version']}"), summary

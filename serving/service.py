@@ -1,18 +1,14 @@
-"""The BentoML service: a public API service in front of an adaptively batched scorer.
+"""The BentoML service: the public API and web routes in front of the adaptively batched scorer.
 
-``Popularity`` (the public service) authenticates, caps and decodes every upload in a thread, so
-bad input is answered with a 4xx before it reaches the model; ``Scorer`` holds the champion (on
-CUDA when there is a GPU) and scores the decoded images of concurrent requests in one batch.
-The two are separate BentoML services so that decoding (CPU) never waits behind the model step
-and the scorer alone asks for the GPU. ``Scorer`` loads ``models:/<name>@champion`` from MLflow,
-or, inside a built Bento, the copy packed into it (``serving.bento_model``), so a Bento runs with no
-MLflow server.
+``Popularity`` (the public service) authenticates, caps and decodes every upload in a thread
+(:mod:`serving.uploads`), so bad input is answered with a 4xx before it reaches the model; the
+:class:`~serving.scorer.Scorer` holds the champion and scores the decoded images of concurrent requests
+in one batch. The two are separate BentoML services so that decoding (CPU) never waits behind the model
+step and the scorer alone asks for the GPU. The request schemas are in :mod:`serving.schemas`.
 
-The service follows the registry: every ``serving.watch_interval_s`` it asks for the champion alias
-and, when it moved, loads the new champion beside the old one and swaps them between two batches, so
-a promotion reaches every replica without a restart or a failed request. It starts with no champion
-too: ``/livez`` answers, ``/readyz`` is 503 with the reason until a champion appears. A champion
-that cannot be loaded leaves the old one serving, and says so in ``/readyz`` and ``/metrics``.
+The API asks the scorer to follow the registry's champion alias at start-up and every
+``serving.watch_interval_s``: ``/livez`` answers from the start, ``/readyz`` is 503 with the reason until
+a champion is served, and a champion that cannot be loaded shows in ``/readyz`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -21,8 +17,7 @@ import asyncio
 import random
 import time
 import uuid
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,69 +25,27 @@ import aiohttp
 import anyio
 import bentoml
 import pandas as pd
-from bentoml.validators import ContentType
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field
 from starlette.responses import JSONResponse
 
 from monitoring.feedback import record as record_feedback
-from monitoring.request_store import POST_ID_CHARS, BatchWriter, open_request_store
-from pipelines.data.images import ImageError, decode
-from pipelines.features.social import EARLY_VIEWS
-from pipelines.models.pyfunc import REQUEST_COLUMNS
+from monitoring.request_store import BatchWriter, open_request_store
+from pipelines.data.images import ImageError
 from pipelines.settings import load_settings
 from serving.guards import guards
 from serving.metrics import ServiceMetrics
 from serving.readiness import ReadinessReason, ServingStatus
+from serving.schemas import Count, EarlyViews, Outcome, PostId, Upload
+from serving.scorer import Scorer, why
+from serving.uploads import decode_upload
 
-settings = load_settings()
+settings = load_settings()  # the same settings as the scorer's: read once per process
 SERVING = settings.serving
 STATIC = Path(__file__).with_name("static")
-Upload = Annotated[Path, ContentType("*/*")]
-Count = Annotated[float | None, Field(ge=0, le=1e12, allow_inf_nan=False)]
-Finite = Annotated[float | None, Field(allow_inf_nan=False)]
-EarlyViews = Annotated[list[Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]],
-                       Field(min_length=1, max_length=len(EARLY_VIEWS))]
-
-
-def _integer_as_text(value: Any) -> Any:
-    """BentoML reads a form field as JSON when it can, so a numeric post id arrives as an int."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-# The caller's own id for a post, stored with the prediction so that its engagement can be joined later.
-PostId = Annotated[str, BeforeValidator(_integer_as_text),
-                   StringConstraints(min_length=1, max_length=POST_ID_CHARS, pattern=r"^[\x21-\x7e]+$")]
-
-class Outcome(BaseModel):
-    """One post's engagement so far, naming its prediction by ``prediction_id`` or the caller's ``post_id``.
-    Counts are not range-checked here: the feedback suite rejects a bad row with its reasons."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prediction_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
-    post_id: PostId | None = None
-    observed_at: datetime | None = None
-    posted_at: datetime | None = None
-    likes: Finite = None
-    views: Finite = None
-    favorites: Finite = None
-    comments: Finite = None
-    followers: Finite = None
-    daily_views: Annotated[list[float], Field(max_length=30)] | None = None  # views_d1, views_d2, … so far
-
-    @model_validator(mode="after")
-    def _names_a_prediction(self) -> Outcome:
-        if self.prediction_id is None and self.post_id is None:
-            raise ValueError("each row needs a prediction_id or a post_id")
-        return self
-
-    def fields(self) -> dict:
-        daily = {f"views_d{d}": v for d, v in enumerate(self.daily_views or [], start=1)}
-        return {**self.model_dump(exclude={"daily_views"}, exclude_none=True), **daily}
-
+STATUS = ServingStatus()  # this API process's view of the scorer: read by /readyz and /metrics
 
 web = FastAPI(title="popularity web page")
 web.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -101,131 +54,6 @@ web.mount("/static", StaticFiles(directory=STATIC), name="static")
 @web.get("/", include_in_schema=False)
 def page() -> FileResponse:
     return FileResponse(STATIC / "index.html")
-
-
-STATUS = ServingStatus()  # this API process's view of the scorer: read by /readyz and /metrics
-
-
-def _load_champion(packed: bentoml.Model | None) -> tuple[Any, dict]:
-    """The champion's python model and summary: the packed copy if any, else the registry's."""
-    import mlflow
-
-    from pipelines import registry
-
-    if packed is not None:
-        model = mlflow.pyfunc.load_model(packed.path_of("mlflow_model")).unwrap_python_model()
-        return model, dict(packed.info.metadata)
-    summary = registry.champion_summary(settings.task, settings)
-    model = mlflow.pyfunc.load_model(f"models:/{summary['name']}/{summary['version']}").unwrap_python_model()
-    return model, summary
-
-
-def _champion_version() -> str | None:
-    """The version the registry's champion alias points at now (None: no champion yet)."""
-    from pipelines import registry
-
-    return registry.alias_version(registry.client(settings), settings.model_name(), registry.CHAMPION)
-
-
-@dataclass
-class Loaded:
-    model: Any
-    summary: dict
-
-
-# The scorer's calls in flight: one per chunk of every request the API worker admits, the watcher's one.
-SCORER_CALLS = SERVING.max_concurrency * -(-SERVING.max_batch_images // SERVING.max_batch_size) + 1
-
-
-@bentoml.service(name="popularity-scorer", workers=1, traffic={"timeout": 60, "max_concurrency": SCORER_CALLS},
-                 resources={"gpu": 1} if SERVING.gpu else {})
-class Scorer:
-    """The champion behind one batched method; ``refresh`` follows the registry's alias, swapping the
-    model between batches."""
-
-    if SERVING.bento_model:
-        packed = bentoml.models.BentoModel(SERVING.bento_model)
-
-    def __init__(self) -> None:
-        self.current: Loaded | None = None
-        self.problem: str | None = None
-        self.load_failures = 0
-        self._lock = asyncio.Lock()
-        if packed := getattr(self, "packed", None):
-            self.current = Loaded(*_load_champion(packed))
-            return
-        try:
-            self.current = Loaded(*_load_champion(None))
-        except Exception as exc:  # no champion yet, or the registry is down: start, and say why
-            self.problem = _why(exc)
-
-    def __is_ready__(self) -> bool:
-        return self.current is not None
-
-    @bentoml.api(batchable=SERVING.batching, max_batch_size=SERVING.max_batch_size,
-                 max_latency_ms=SERVING.max_latency_ms)
-    def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Score decoded images (``{"image": PIL.Image, "social": {...}, "profile": bool}``) of concurrent
-        requests at once, with the drift monitor's features of those marked ``profile`` (computed here,
-        batched, by the same model)."""
-        current = self.current  # one read: a swap mid-batch cannot mix two models
-        if current is None:
-            return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
-        images = [item["image"] for item in items]
-        social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=REQUEST_COLUMNS)
-        result = current.model.predict_images(images, social.astype(float))
-        drawn = [i for i, item in enumerate(items) if item.get("profile", True)]
-        profiled = current.model.profile_images([images[i] for i in drawn]).to_dict(orient="records") if drawn else []
-        profiles = dict(zip(drawn, profiled, strict=True))
-        summary = current.summary
-        return [{"score": float(s), "label": int(lab), "model": summary["name"], "version": str(summary["version"]),
-                 "profile": profiles.get(i)}
-                for i, (s, lab) in enumerate(zip(result["score"], result["label"], strict=True))]
-
-    @bentoml.api
-    async def refresh(self) -> dict:
-        """Load the registry's champion if the alias moved, off the event loop, then swap it in; a
-        champion that fails to load leaves the current one serving. Returns the status."""
-        if getattr(self, "packed", None) is None:
-            async with self._lock:  # one load at a time, however many replicas' API processes ask
-                await self._follow_alias()
-        return self._status()
-
-    async def _follow_alias(self) -> None:
-        try:
-            version = await anyio.to_thread.run_sync(_champion_version)
-        except Exception as exc:
-            self.problem = _why(exc)
-            return
-        if version is None:
-            self.problem = None if self.current else f"{settings.model_name()} has no champion yet"
-            return
-        if self.current is not None and str(self.current.summary["version"]) == version:
-            self.problem = None
-            return
-        try:
-            self.current = Loaded(*await anyio.to_thread.run_sync(_load_champion, None))
-            self.problem = None
-        except Exception as exc:
-            self.load_failures += 1
-            self.problem = f"could not load champion v{version}: {_why(exc)}"
-
-    @bentoml.api
-    async def status(self) -> dict:
-        return self._status()
-
-    def _status(self) -> dict:  # API methods are not callable from inside the service: BentoML wraps them
-        summary = self.current.summary if self.current else {}
-        return {"ready": self.current is not None, "version": summary.get("version"), "problem": self.problem,
-                "load_failures": self.load_failures}
-
-    @bentoml.api
-    async def info(self) -> dict:
-        return self.current.summary if self.current else {}
-
-
-def _why(exc: Exception) -> str:
-    return f"{exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 class Rejected(Exception):
@@ -275,18 +103,17 @@ class Popularity:
             STATUS.update(await self.scorer.to_async.refresh())
             return True
         except Exception as exc:
-            STATUS.unreachable(_why(exc))
+            STATUS.unreachable(why(exc))
             return False
 
     def _prepare(self, path: Path) -> Any:
-        """Decode one upload at the model step's size."""
-        limits = settings.images
+        """Decode one upload at the model step's size (:func:`serving.uploads.decode_upload`)."""
+        max_bytes = settings.images.max_bytes
         size = path.stat().st_size
-        if size > limits.max_bytes:
-            raise Rejected("too_large", f"the image is {size} bytes, above the cap of {limits.max_bytes}", 413)
+        if size > max_bytes:
+            raise Rejected("too_large", f"the image is {size} bytes, above the cap of {max_bytes}", 413)
         try:
-            img, _ = decode(path.read_bytes(), limits.max_bytes, SERVING.max_pixels, limits.min_side,
-                            max_side=limits.model_side)
+            img = decode_upload(path.read_bytes(), settings)
         except ImageError as exc:
             raise Rejected(exc.reason, str(exc), 413 if exc.reason == "too_large" else 400) from exc
         return img
@@ -444,6 +271,7 @@ class Popularity:
         return summary
 
 
+# Wiring, once at import: each route's form fields for the body guard, the guards, then /readyz's reason.
 ROUTE_FIELDS = {f"/{name}": tuple(api.input_spec.model_fields) for name, api in Popularity.apis.items()}
 for guard, options in guards(settings, ROUTE_FIELDS):
     Popularity.add_asgi_middleware(guard, **options)

@@ -48,7 +48,7 @@ def prefect_api(tmp_path_factory):
     user: their commands and flows report to it instead of each starting a temporary server (10–30 s
     apiece). Tests of the temporary server's path (a fresh clone's `popularity run`, usage errors)
     unset ``PREFECT_API_URL`` themselves; the unit tier never starts it."""
-    from flows.processes import free_port, prefect_server
+    from ops.processes import free_port, prefect_server
 
     home = tmp_path_factory.mktemp("prefect")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -19,7 +19,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from flows.training import predictions_suite
+from flows.training_flows import predictions_suite
 from pipelines import promotion, registry
 from pipelines.data.images import to_jpeg
 from pipelines.models.backends import save_estimator
@@ -161,7 +161,7 @@ def test_an_unreachable_registry_fails_fast_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "POPULARITY_"))}
     env.update(POPULARITY_HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "model"], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "cli", "model"], env=env, capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert time.monotonic() - started < 30
     assert done.returncode == 1

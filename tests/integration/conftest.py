@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from flows.processes import ServiceProcess
+from ops.processes import ServiceProcess
 from tests.helpers import API_KEY
 
 

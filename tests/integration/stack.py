@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flows import processes
-from flows.processes import ManagedProcess, free_port
+from ops import processes
+from ops.processes import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

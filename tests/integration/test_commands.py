@@ -27,7 +27,7 @@ def test_promote_exits_1_when_the_gate_refuses(champion_home, tmp_path):
     shutil.copytree(champion_home, home)  # the gate writes its verdict on the version: leave the shared one alone
     env = {**os.environ, "POPULARITY_HOME": str(home), "POPULARITY_PROMOTION__FLOOR_ROC_AUC": "1.01"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "promote", "--json"], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "promote", "--json"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -47,7 +47,7 @@ def test_collect_allow_outside_paths_reaches_the_source(tmp_path):
     env.pop("MLFLOW_TRACKING_URI", None)
     runs = {}
     for flag in ([], ["--allow-outside-paths"]):
-        done = subprocess.run([sys.executable, "-m", "flows.cli", "collect", "--source",
+        done = subprocess.run([sys.executable, "-m", "cli", "collect", "--source",
                                f"manifest:{tmp_path / 'm' / 'rows.csv'}", "--label", "likes", *flag, "--json"],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -64,7 +64,7 @@ def test_flow_commands_reuse_the_prefect_server_that_prefect_up_left_running(tmp
         env.pop(var, None)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "flows.cli", *args, "--json"], env=env, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "cli", *args, "--json"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
 
     up = cli("prefect", "up")
@@ -88,7 +88,7 @@ def test_a_flow_command_killed_with_sigkill_leaves_no_prefect_server_behind(tmp_
     env = {**os.environ, "POPULARITY_HOME": str(tmp_path / "home")}
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
         env.pop(var, None)
-    command = subprocess.Popen([sys.executable, "-m", "flows.cli", "collect", "--source", "demo:3000"], env=env,
+    command = subprocess.Popen([sys.executable, "-m", "cli", "collect", "--source", "demo:3000"], env=env,
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

@@ -77,7 +77,7 @@ def _serve(home, seed: int) -> None:
 
 
 def _cli(env, *args) -> dict:
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--json"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "cli", *args, "--json"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

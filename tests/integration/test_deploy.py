@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from flows.processes import ServiceProcess
+from ops.processes import ServiceProcess
 from tests.conftest import encode
 
 pytestmark = pytest.mark.integration

@@ -62,7 +62,7 @@ def _serve_window(home, reference: pd.DataFrame, seed: int, darken: float = 1.0)
 
 
 def _monitor(env) -> dict:
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "monitor", "--json"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "cli", "monitor", "--json"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from flows.processes import ServiceProcess
+from ops.processes import ServiceProcess
 from monitoring.request_log import RequestLog
 from tests.conftest import encode
 
@@ -31,7 +31,7 @@ def demo_run(tmp_path_factory):
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
         env.pop(var, None)
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--source", "demo:200", "--quick", "--port", "0", "--json"],
+        [sys.executable, "-m", "cli", "run", "--source", "demo:200", "--quick", "--port", "0", "--json"],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -44,7 +44,7 @@ def test_summary_has_the_documented_keys(demo_run):
     assert set(summary["collect"]) >= {"snapshot", "path", "items", "rejects", "labels"}
     collected = summary["collect"]
     assert collected["items"] + collected["rejects"] == 200 and collected["items"] >= 150
-    assert set(collected["reject_reasons"]) <= {"filtered_by_label"}  # seed 003's MAD filter on users
+    assert set(collected["reject_reasons"]) <= {"outlier"}  # seed 003's MAD filter on users
     assert set(summary["champion"]) >= {"name", "version", "alias", "family", "metrics", "baseline"}
     assert summary["champion"]["alias"] == "champion"
     assert set(summary["monitor"]) >= {"window", "drifted_share", "drift", "retrain_triggered"}

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def _cli(args: list[str], env: dict, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout_s, cwd=stack.REPO)
 
 
@@ -33,7 +33,7 @@ def test_mlflow_server_killed_mid_training_leaves_no_half_model(tmp_path):
                           MLFLOW_HTTP_REQUEST_TIMEOUT="10")
     try:
         assert _cli(["collect", "--source", "demo:80"], env).returncode == 0
-        training = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", "--models", "colors-svm,stats-gb",
+        training = subprocess.Popen([sys.executable, "-m", "cli", "train", "--models", "colors-svm,stats-gb",
                                      "--quick"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     cwd=stack.REPO)
         client = MlflowClient(url)

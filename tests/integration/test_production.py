@@ -26,7 +26,7 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image, ImageEnhance
 
-from flows.processes import REPO, free_port
+from ops.processes import REPO, free_port
 from monitoring.request_store import SqlRequestStore
 from pipelines.data.sources.demo import DemoSource
 from pipelines.settings import Settings
@@ -129,7 +129,7 @@ class Production:
 
 
 def popularity(args: list[str], env: dict, timeout_s: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout_s, cwd=REPO)
 
 
@@ -313,7 +313,7 @@ def test_the_compose_worker_command_runs_against_the_stack(production):
     """The worker command the compose file and the manifests run: it registers on the stack's server."""
     (worker,) = {tuple(c) for c in deploy_commands() if c[1] == "worker"}
     port = str(free_port())
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", *worker[1:]],
+    process = subprocess.Popen([sys.executable, "-m", "cli", *worker[1:]],
                                env={**production.env, "PREFECT_WORKER_WEBSERVER_PORT": port}, cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from flows.processes import free_port
+from ops.processes import free_port
 from flows.schedules import local_server
 from pipelines.settings import Settings
 
@@ -27,7 +27,7 @@ def served(tmp_path):
                "PREFECT_HOME": str(settings.root / "prefect"), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
         env.pop("MLFLOW_TRACKING_URI", None)
         log = open(tmp_path / "schedule.log", "wb")
-        process = subprocess.Popen([sys.executable, "-m", "flows.cli", "schedule", "--task", "binary"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "cli", "schedule", "--task", "binary"], env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield url, process, tmp_path / "schedule.log"

@@ -16,7 +16,7 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "POPULARITY_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "flows.cli", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -46,7 +46,7 @@ def test_training_without_a_snapshot_says_what_to_run(tmp_path):
 
 
 def test_stack_up_without_postgresql_says_what_it_needs_and_starts_nothing(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "stack", "up"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "cli", "stack", "up"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120,
                           env={**os.environ, "POPULARITY_HOME": str(tmp_path / "home"),
                                "POPULARITY_STACK__POSTGRES_URL": "postgresql+psycopg2://postgres@127.0.0.1:9/postgres"})
@@ -121,7 +121,7 @@ def test_serving_off_loopback_without_an_api_key_is_refused_before_bentoml_start
 
 
 def test_only_loopback_addresses_count_as_loopback():
-    from flows.cli import _loopback
+    from cli.service_commands import loopback
 
-    assert all(map(_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
-    assert not any(map(_loopback, ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.com", "localhost.evil.com"]))
+    assert all(map(loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
+    assert not any(map(loopback, ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.com", "localhost.evil.com"]))

@@ -127,7 +127,7 @@ def cli():
     """The app as a command (typer vendors click, so its classes are not the ``click`` package's)."""
     import typer
 
-    from flows.cli import app
+    from cli.main import app
 
     return typer.main.get_command(app)
 
@@ -285,7 +285,7 @@ def test_compose_and_manifest_images_are_pinned_and_kustomization_lists_every_ma
 
 def test_compose_and_manifest_mlflow_servers_run_as_the_stacks_does():
     """The MLflow settings `popularity stack up` starts its server with (no job runner) hold in every deployment."""
-    from flows.processes import MLFLOW_SERVER_ENV
+    from ops.processes import MLFLOW_SERVER_ENV
 
     compose_env = {k: str(v) for k, v in _compose()["services"]["mlflow"]["environment"].items()}
     (container,) = [c for name, c in _containers() if name.startswith("mlflow.yaml:")]

@@ -1,4 +1,4 @@
-"""Prefect runs a deployment's entrypoint by path (``flows/demo.py``), with ``flows/`` first on the import
+"""Prefect runs a deployment's entrypoint by path (``flows/run_flow.py``), with ``flows/`` first on the import
 path: a module there named like a top-level package would shadow it in every flow run."""
 
 from __future__ import annotations

@@ -12,13 +12,13 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.data import check_snapshot
+from flows.data_flows import check_snapshot
 from flows.scaleout import compute_features
 from pipelines import promotion, registry, tracking
 from pipelines.data import verdicts
 from pipelines.data.snapshots import Snapshot
 from pipelines.settings import load_settings
-from pipelines.training.candidates import check_models, image_feature_groups
+from pipelines.training.candidates import check_models, default_models, image_feature_groups
 from pipelines.training.data import TrainingData
 from pipelines.training.report import summarise
 from pipelines.training.runs import Candidate, train_candidate
@@ -83,7 +83,7 @@ def train_flow(snapshot: str | None = None, task: str = "binary", models: list[s
     snap = Snapshot.open(settings.datasets_dir, snapshot)
     if runner != "local":  # the feature tables land in the cache that the candidates read
         compute_features(str(snap.path), runner)
-    models = check_models(models or settings.train.models)
+    models = check_models(models or settings.train.models or default_models(snap.manifest))
     parent_run_id = parent_run_id or open_parent_run(settings, f"train-{task}")
     if verdicts.load(settings.quarantine_dir, snap.id) is None:  # training reads only what validation passed
         check_snapshot(str(snap.path), parent_run_id)

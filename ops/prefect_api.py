@@ -13,8 +13,8 @@ import json
 import os
 from dataclasses import asdict
 
-from flows.processes import free_port, prefect_server
-from flows.stack import Part, Stack
+from ops.processes import free_port, prefect_server
+from ops.stack import Part, Stack
 from pipelines.settings import Settings
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from flows.processes import ManagedProcess, free_port, mlflow_server, prefect_server
+from ops.processes import ManagedProcess, free_port, mlflow_server, prefect_server
 from pipelines.settings import Settings
 
 DATABASES = ("mlflow", "prefect", "monitoring")
@@ -199,7 +199,7 @@ class Stack:
     def _worker(self, started: list[Part]) -> Part:
         """``popularity worker``: it registers the deployments, then polls the pool."""
         pool = self.settings.stack.pool
-        worker = ManagedProcess("worker", [sys.executable, "-m", "flows.cli", "worker", "--pool", pool,
+        worker = ManagedProcess("worker", [sys.executable, "-m", "cli", "worker", "--pool", pool,
                                            "--task", self.task], self._log("worker"), self._part_env(started)).start()
         api = self._part_env(started)["PREFECT_API_URL"]
         worker.wait_healthy(f"{api}/deployments/name/monitor/popularity-{self.task}",
@@ -211,7 +211,7 @@ class Stack:
         """The service starts with or without a champion: ``/livez`` says it is up, ``/readyz`` whether
         it serves a model."""
         port = free_port(self.settings.serving.port)
-        service = ManagedProcess("service", [sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
+        service = ManagedProcess("service", [sys.executable, "-m", "cli", "serve", "--port", str(port)],
                                  self._log("service"), self._part_env(started)).start()
         url = f"http://{self.settings.serving.host}:{port}"
         service.wait_healthy(f"{url}/livez", self.settings.stack.start_timeout_s)

@@ -12,10 +12,10 @@ import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.data import check_snapshot, collect_snapshot
-from flows.monitor import monitor_flow
-from flows.processes import ServiceProcess
-from flows.training import open_parent_run, promote_flow, train_flow
+from flows.data_flows import check_snapshot, collect_snapshot
+from flows.monitoring_flows import monitor_flow
+from ops.processes import ServiceProcess
+from flows.training_flows import open_parent_run, promote_flow, train_flow
 from monitoring.request_store import open_request_store
 from pipelines import registry
 from pipelines.data import probes

@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.data import check_snapshot, collect_snapshot
-from flows.training import open_parent_run, promote_flow, train_flow
+from flows.data_flows import check_snapshot, collect_snapshot
+from flows.training_flows import open_parent_run, promote_flow, train_flow
 from monitoring import feedback, monitor
 from monitoring.cooldown import Cooldown
 from pipelines import registry

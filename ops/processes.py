@@ -1,5 +1,6 @@
 """Servers as child processes: start one in its own process group, wait until its health URL answers,
-stop it with its children. The service, the Prefect server and the MLflow server all start here."""
+stop it with its children. The service (``popularity serve`` too, by exec), the Prefect server, the
+MLflow server and the UIs of ``popularity ui`` all start here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 
@@ -37,9 +39,9 @@ def _die_with_parent() -> None:
 
 class ManagedProcess:
     """A server in its own process group, so that stopping it stops its workers too; its output goes
-    to ``log_path`` so that a failed start can say why."""
+    to ``log_path`` so that a failed start can say why (``None``: to this process's terminal)."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+    def __init__(self, name: str, args: list[str], log_path: Path | None, env: dict[str, str] | None = None,
                  cwd: Path | None = REPO, die_with_parent: bool = False):
         self.name, self.args, self.log_path, self.cwd = name, args, log_path, cwd
         self.env = dict(os.environ) if env is None else env
@@ -51,16 +53,24 @@ class ManagedProcess:
         return self.popen.pid
 
     def start(self) -> ManagedProcess:
+        if self.log_path is None:
+            self._spawn(None)
+            return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-                                          start_new_session=True,
-                                          # one prctl call, no lock taken: safe beside threads
-                                          preexec_fn=_die_with_parent if self.die_with_parent else None)  # noqa: PLW1509
+            self._spawn(log)
         return self
 
+    def _spawn(self, log) -> None:
+        self.popen = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                      cwd=self.cwd, start_new_session=True,
+                                      # one prctl call, no lock taken: safe beside threads
+                                      preexec_fn=_die_with_parent if self.die_with_parent else None)  # noqa: PLW1509
+
     def log(self, tail: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-tail:]
 
     def wait_healthy(self, url: str, timeout_s: float = 180) -> None:
         """Poll ``url`` until it answers 200; a process that exits or a timeout stops it and says why."""
@@ -89,6 +99,19 @@ class ManagedProcess:
                 self.popen.wait()
 
 
+def service_args(host: str, port: int, bento: str | None = None) -> list[str]:
+    """``bentoml serve`` of this checkout's service, or of the built Bento tagged ``bento``."""
+    target = [bento] if bento else ["serving.service:Popularity", "--working-dir", str(REPO)]
+    return [sys.executable, "-m", "bentoml", "serve", *target, "--host", host, "--port", str(port)]
+
+
+def exec_service(host: str, port: int) -> NoReturn:
+    """Replace this process with the service (``popularity serve``): exec, not a child, because as a
+    container's PID 1 BentoML itself must get SIGTERM."""
+    args = service_args(host, port)
+    os.execv(args[0], args)
+
+
 class ServiceProcess(ManagedProcess):
     """The BentoML service of this checkout, or the built Bento tagged ``bento``, ready once ``/readyz`` is."""
 
@@ -96,10 +119,8 @@ class ServiceProcess(ManagedProcess):
                  env: dict[str, str] | None = None, bento: str | None = None, cwd: Path | None = None):
         self.host, self.port = host, free_port(port)
         self.url = f"http://{host}:{self.port}"
-        target = [bento] if bento else ["serving.service:Popularity", "--working-dir", str(REPO)]
         log_path = log_path or Path(os.devnull)
-        super().__init__("service", [sys.executable, "-m", "bentoml", "serve", *target, "--host", host,
-                                     "--port", str(self.port)], log_path, {**os.environ, **(env or {})}, cwd)
+        super().__init__("service", service_args(host, self.port, bento), log_path, {**os.environ, **(env or {})}, cwd)
 
     def start(self, timeout_s: float = 180) -> ServiceProcess:
         super().start()
@@ -139,3 +160,25 @@ def mlflow_server(backend_uri: str, artifacts: Path, port: int, log_path: Path,
     url = f"http://127.0.0.1:{port}"
     server.wait_healthy(f"{url}/health")
     return server, url
+
+
+def ui_servers(tracking_uri: str, mlflow_port: int, prefect_port: int) -> list[ManagedProcess]:
+    """``popularity ui``: the MLflow UI on ``tracking_uri`` and the Prefect UI (this home's Prefect
+    database) on 127.0.0.1, started, their output on this terminal; they stop if this process dies."""
+    mlflow_ui = ManagedProcess("mlflow-ui", [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+                                             "--host", "127.0.0.1", "--port", str(mlflow_port)],
+                               None, cwd=None, die_with_parent=True)
+    prefect_ui = ManagedProcess("prefect-ui", [sys.executable, "-m", "prefect", "server", "start",
+                                               "--host", "127.0.0.1", "--port", str(prefect_port)],
+                                None, cwd=None, die_with_parent=True)
+    return [mlflow_ui.start(), prefect_ui.start()]
+
+
+def wait_all(processes: list[ManagedProcess]) -> None:
+    """Wait until every process has exited; Ctrl-C stops them all, with their children."""
+    try:
+        for process in processes:
+            process.popen.wait()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.stop()

@@ -1,0 +1,157 @@
+"""The servers a user runs: the team stack (``stack up|status|down|env``), a Prefect server the flow
+commands reuse (``prefect up|down``), a worker, served schedules and the UIs. Their processes are
+started and supervised by :mod:`ops`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.options import JsonOpt, TaskOpt, check_task
+from cli.output import console, emit, fail
+from pipelines.settings import load_settings
+
+app = typer.Typer()
+stack_app = typer.Typer(help="The team stack on this machine: MLflow and Prefect on PostgreSQL, a worker, the "
+                             "service.", no_args_is_help=True)
+prefect_app = typer.Typer(help="A Prefect server under the home that flow commands reuse (no start-up per "
+                               "command).", no_args_is_help=True)
+
+
+@app.command()
+def worker(
+    pool: Annotated[str | None, typer.Option(help="Process work pool (default from settings: popularity).")] = None,
+    task: TaskOpt = "binary",
+    healthcheck: Annotated[bool, typer.Option(help="Serve the worker's /health on :8080 for container probes.")]
+    = False,
+) -> None:
+    """Create the work pool, register the scheduled retrain and monitor deployments, and run a worker on it."""
+    check_task(task)
+    if not os.environ.get("PREFECT_API_URL"):
+        fail("a worker needs a Prefect server: set PREFECT_API_URL (`popularity stack up` starts one)", 2)
+    settings = load_settings()
+    from flows.schedules import register_on_pool, run_worker
+
+    pool = pool or settings.stack.pool
+    names = register_on_pool(pool, task, settings)
+    console.print(f"registered {', '.join(names)} on pool {pool}; starting its worker")
+    run_worker(pool, healthcheck)
+
+
+@app.command()
+def schedule(
+    task: TaskOpt = "binary",
+    retrain_cron: Annotated[str | None, typer.Option(help="Retraining cron (default weekly, from settings).")] = None,
+    monitor_cron: Annotated[str | None, typer.Option(help="Monitoring cron (default hourly, from settings).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server started when PREFECT_API_URL "
+                                           "is unset.")] = 4200,
+) -> None:
+    """Register the retraining and monitoring deployments with their schedules and serve them."""
+    check_task(task)
+    settings = load_settings()
+    from flows.schedules import serve_schedules
+
+    serve_schedules(task, settings, port=port, retrain_cron=retrain_cron, monitor_cron=monitor_cron)
+
+
+@app.command()
+def ui(mlflow_port: int = 5000, prefect_port: int = 4200) -> None:
+    """Open the MLflow UI (and the Prefect UI) on the home's stores; Ctrl-C stops both."""
+    settings = load_settings()
+    from ops.processes import ui_servers, wait_all
+
+    processes = ui_servers(settings.tracking_uri, mlflow_port, prefect_port)
+    console.print(f"MLflow UI: http://127.0.0.1:{mlflow_port}   Prefect UI: http://127.0.0.1:{prefect_port}")
+    wait_all(processes)
+
+
+@prefect_app.command("up")
+def prefect_up(as_json: JsonOpt = False) -> None:
+    """Start a Prefect server under the home, left running; `run`, `collect`, `train`... report to it."""
+    from ops.prefect_api import PrefectServer
+
+    part = PrefectServer(load_settings()).up()
+    console.print(f"Prefect server at {part.url} (log: {part.log}); commands of this home now use it; "
+                  "stop it with `popularity prefect down`")
+    emit({"url": part.url, "pid": part.pid, "log": part.log}, as_json)
+
+
+@prefect_app.command("down")
+def prefect_down(as_json: JsonOpt = False) -> None:
+    """Stop the Prefect server that `popularity prefect up` started (its runs stay in the home)."""
+    from ops.prefect_api import PrefectServer
+
+    stopped = PrefectServer(load_settings()).down()
+    console.print("stopped the Prefect server" if stopped else "no Prefect server was running")
+    emit({"stopped": stopped}, as_json)
+
+
+def _stack(task: str = "binary"):
+    from ops.stack import Stack
+
+    return Stack(load_settings(), task)
+
+
+@stack_app.command("up")
+def stack_up(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
+    """Start MLflow, Prefect, a worker with the scheduled deployments, and the service, as local processes."""
+    check_task(task)
+    from ops.stack import StackError
+
+    stack = _stack(task)
+    try:
+        status = stack.up(on_progress=lambda line: console.print(f"started {line}"))
+    except StackError as exc:
+        fail(str(exc))
+    _print_status(status)
+    console.print('Use it from this shell: [bold]eval "$(popularity stack env)"[/]; stop it: popularity stack down')
+    emit(status, as_json)
+
+
+@stack_app.command("status")
+def stack_status(as_json: JsonOpt = False) -> None:
+    """Each part's health and URL; exits 1 unless every part is healthy."""
+    status = _stack().status()
+    _print_status(status)
+    emit(status, as_json)
+    if not status["running"]:
+        raise typer.Exit(1)
+
+
+@stack_app.command("down")
+def stack_down(as_json: JsonOpt = False) -> None:
+    """Stop every part of the stack (the databases and artifacts stay)."""
+    summary = _stack().down()
+    console.print(f"stopped {', '.join(summary['stopped']) or 'nothing (the stack was not running)'}")
+    emit(summary, as_json)
+
+
+@stack_app.command("env")
+def stack_env() -> None:
+    """Shell exports that point popularity, MLflow and Prefect commands at the running stack."""
+    from ops.stack import StackError
+
+    try:
+        environment = _stack().environment()
+    except StackError as exc:
+        fail(str(exc), kind="not_found")
+    for name, value in environment.items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+def _print_status(status: dict) -> None:
+    table = Table(title=f"popularity stack ({status['home']})")
+    for column in ("part", "state", "url"):
+        table.add_column(column)
+    for name, part in status["parts"].items():
+        state = "healthy" if part["healthy"] else ("unhealthy" if part["alive"] else "stopped")
+        if "ready" in part and part["healthy"]:
+            state += ", ready" if part["ready"] else f", not ready: {part['readiness']}"
+        table.add_row(name, state, part["url"])
+    console.print(table if status["parts"] else "the stack is not running")
+
+

@@ -1,0 +1,140 @@
+"""The scorer: the champion behind one adaptively batched method, following the registry.
+
+``Scorer`` holds the champion (on CUDA when there is a GPU) and scores the decoded images of concurrent
+requests in one batch. It loads ``models:/<name>@champion`` from MLflow (:func:`pipelines.registry.load_model`),
+or, inside a built Bento, the copy packed into it (``serving.bento_model``), so a Bento runs with no
+MLflow server. ``refresh`` follows the champion alias: when it moved, the new champion is loaded beside
+the old one and swapped in between two batches, so a promotion reaches every replica without a restart
+or a failed request. It starts with no champion too, and says why; a champion that cannot be loaded
+leaves the old one serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import bentoml
+import pandas as pd
+
+from pipelines import registry
+from pipelines.models.pyfunc import REQUEST_COLUMNS
+from pipelines.settings import load_settings
+
+settings = load_settings()  # a BentoML service module is an entry point: it reads the environment
+SERVING = settings.serving
+
+# The scorer's calls in flight: one per chunk of every request the API worker admits, the watcher's one.
+SCORER_CALLS = SERVING.max_concurrency * -(-SERVING.max_batch_images // SERVING.max_batch_size) + 1
+
+
+@dataclass
+class Loaded:
+    model: Any
+    summary: dict
+
+
+def load(packed: bentoml.Model | None) -> Loaded:
+    """The champion's python model and summary: the packed copy if any, else the registry's."""
+    if packed is not None:
+        return Loaded(registry.load_python_model(packed.path_of("mlflow_model")), dict(packed.info.metadata))
+    return Loaded(*registry.load_model(settings.task, settings))
+
+
+def champion_version() -> str | None:
+    """The version the registry's champion alias points at now (None: no champion yet)."""
+    return registry.alias_version(registry.client(settings), settings.model_name(), registry.CHAMPION)
+
+
+def why(exc: Exception) -> str:
+    """An exception as one short line for ``/readyz`` and ``/metrics``."""
+    return f"{exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+@bentoml.service(name="popularity-scorer", workers=1, traffic={"timeout": 60, "max_concurrency": SCORER_CALLS},
+                 resources={"gpu": 1} if SERVING.gpu else {})
+class Scorer:
+    """The champion behind one batched method; ``refresh`` follows the registry's alias, swapping the
+    model between batches."""
+
+    if SERVING.bento_model:
+        packed = bentoml.models.BentoModel(SERVING.bento_model)
+
+    def __init__(self) -> None:
+        self.current: Loaded | None = None
+        self.problem: str | None = None
+        self.load_failures = 0
+        self._lock = asyncio.Lock()
+        if packed := getattr(self, "packed", None):
+            self.current = load(packed)
+            return
+        try:
+            self.current = load(None)
+        except Exception as exc:  # no champion yet, or the registry is down: start, and say why
+            self.problem = why(exc)
+
+    def __is_ready__(self) -> bool:
+        return self.current is not None
+
+    @bentoml.api(batchable=SERVING.batching, max_batch_size=SERVING.max_batch_size,
+                 max_latency_ms=SERVING.max_latency_ms)
+    def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Score decoded images (``{"image": PIL.Image, "social": {...}, "profile": bool}``) of concurrent
+        requests at once, with the drift monitor's features of those marked ``profile`` (computed here,
+        batched, by the same model)."""
+        current = self.current  # one read: a swap mid-batch cannot mix two models
+        if current is None:
+            return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
+        images = [item["image"] for item in items]
+        social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=REQUEST_COLUMNS)
+        result = current.model.predict_images(images, social.astype(float))
+        drawn = [i for i, item in enumerate(items) if item.get("profile", True)]
+        profiled = current.model.profile_images([images[i] for i in drawn]).to_dict(orient="records") if drawn else []
+        profiles = dict(zip(drawn, profiled, strict=True))
+        summary = current.summary
+        return [{"score": float(s), "label": int(lab), "model": summary["name"], "version": str(summary["version"]),
+                 "profile": profiles.get(i)}
+                for i, (s, lab) in enumerate(zip(result["score"], result["label"], strict=True))]
+
+    @bentoml.api
+    async def refresh(self) -> dict:
+        """Load the registry's champion if the alias moved, off the event loop, then swap it in; a
+        champion that fails to load leaves the current one serving. Returns the status."""
+        if getattr(self, "packed", None) is None:
+            async with self._lock:  # one load at a time, however many replicas' API processes ask
+                await self._follow_alias()
+        return self._status()
+
+    async def _follow_alias(self) -> None:
+        try:
+            version = await anyio.to_thread.run_sync(champion_version)
+        except Exception as exc:
+            self.problem = why(exc)
+            return
+        if version is None:
+            self.problem = None if self.current else f"{settings.model_name()} has no champion yet"
+            return
+        if self.current is not None and str(self.current.summary["version"]) == version:
+            self.problem = None
+            return
+        try:
+            self.current = await anyio.to_thread.run_sync(load, None)
+            self.problem = None
+        except Exception as exc:
+            self.load_failures += 1
+            self.problem = f"could not load champion v{version}: {why(exc)}"
+
+    @bentoml.api
+    async def status(self) -> dict:
+        return self._status()
+
+    def _status(self) -> dict:  # API methods are not callable from inside the service: BentoML wraps them
+        summary = self.current.summary if self.current else {}
+        return {"ready": self.current is not None, "version": summary.get("version"), "problem": self.problem,
+                "load_failures": self.load_failures}
+
+    @bentoml.api
+    async def info(self) -> dict:
+        return self.current.summary if self.current else {}
