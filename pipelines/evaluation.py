@@ -88,6 +88,25 @@ def task_metrics(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float
     return binary_metrics(y, score) if task == "binary" else regression_metrics(y, score)
 
 
+def bootstrap_se(task: str, y: np.ndarray, score: np.ndarray, primary: str, resamples: int = 200,
+                 seed: int = 0) -> float:
+    """The standard error of the ``primary`` metric, from resampling the rows: how far apart two
+    candidates' validation numbers must be before the difference means anything."""
+    y, score = np.asarray(y), np.asarray(score, dtype=float)
+    if len(y) < 3:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        if task == "binary" and len(np.unique(y[rows])) < 2:
+            continue
+        values.append(task_metrics(task, y[rows], score[rows])[primary])
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if len(values) > 2 else float("nan")
+
+
 def stability(model, images: list, base: np.ndarray, social: pd.DataFrame | None = None) -> dict[str, float]:
     """How far the score moves under a horizontal flip and a JPEG re-compression, in units of the
     scores' spread: what a user sees when the same photo is uploaded mirrored or re-saved."""

@@ -79,7 +79,8 @@ class FeatureSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
-    models: list[str] = ["colors-svm", "stats-gb", "cnn"]
+    # None: the candidates follow the data (pipelines.training.candidates.default_models)
+    models: list[str] | None = None
     backbone: str = "mobilenet_v2"
     # the demo's own image size: at 96 px the CNN lost the detail that made it the demo's best on
     # validation (0.823 vs 0.850 ROC AUC at 128, README)
@@ -105,6 +106,7 @@ class TrainSettings(BaseModel):
     svm_c_grid: list[float] = [1e-6, 1e-4, 1e-2, 1e-1, 1.0, 10.0, 1e3, 1e5]  # seed 003's sweep
     forest_trees: int = 500
     pca_components: int = 32
+    text_components: int = 16  # a post's words (tags, title, description): SVD components of their TF-IDF
     cv_folds: int = 5
     sequence_clusters: int = 50
     sequence_bandwidth: float = 0.53
@@ -201,7 +203,10 @@ class StackSettings(BaseModel):
 
 
 class ValidationSettings(BaseModel):
+    # Rows quarantined by validation plus source rows rejected at collection (bad values, missing images):
+    # above this share of the source a run stops and prints the reasons by count.
     max_quarantine_share: float = 0.05
+    missing_share_warn: float = 0.5  # an optional input (followers, tags, …) missing in more rows is a warning
     class_balance_warn: float = 0.2
     class_balance_fail: float = 0.05
     split_share_tolerance: float = 0.15  # a split's share may differ this much from settings.splits (warning)

@@ -6,6 +6,7 @@ every fixture image is distinct; the server runs on 127.0.0.1 only and counts ev
 
 from __future__ import annotations
 
+import csv
 import io
 import threading
 import time
@@ -147,3 +148,22 @@ class LoopbackServer(ThreadingHTTPServer):
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+def posts_manifest(root: Path, n: int, bad: int = 0) -> Path:
+    """Seed 002's layout as users have it: text tags and a title, user columns with gaps, and ``bad`` rows
+    whose user_contacts is not a number."""
+    days = [f"views_d{d}" for d in range(1, 31)]
+    with (root / "posts.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["post_id", "user_id", "image_path", "posted_at", "user_contacts", "user_groups",
+                         "user_mean_views", "photo_count", "tags", "title", *days])
+        for k in range(n):
+            (root / f"{k}.jpg").write_bytes(photo(k))
+            contacts = "many" if k < bad else str(10 * k + 1)
+            mean_views = "" if k % 3 == 0 else str(50.5 + k)  # a third of the users' mean views unknown
+            writer.writerow([f"p{k}", f"u{k % 5}", f"{k}.jpg", f"2024-03-{k % 28 + 1:02d}T10:00:00Z", contacts,
+                             str(k), mean_views, str(100 + k), ["sunset|food", "me|city|art", "", "cat dog"][k % 4],
+                             f"Day {k}, out", *[str((k + 1) * d) for d in range(1, 31)]])
+    return root / "posts.csv"
+

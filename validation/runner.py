@@ -42,6 +42,8 @@ class ValidationReport:
     message: str
     quarantine_path: str | None = None
     checks: dict[str, int] = field(default_factory=dict)  # failed check → unexpected count (or 1)
+    rejected: dict[str, int] = field(default_factory=dict)  # source rows lost at collection, by reason
+    missing: dict[str, float] = field(default_factory=dict)  # each optional column's share of missing values
 
     @property
     def docs_hint(self) -> str:
@@ -55,6 +57,8 @@ class ValidationReport:
             "quarantined": self.quarantined,
             "total": self.total,
             "quarantined_share": self.quarantined / self.total if self.total else 0.0,
+            "rejected": self.rejected,
+            "missing_share": self.missing,
             "docs_path": self.docs_path,
             "results_path": self.results_path,
             "quarantine_path": self.quarantine_path,
@@ -113,8 +117,11 @@ def _docs_path(context) -> str | None:
 
 
 def _run(frame: pd.DataFrame, name: str, suites: list, settings: Settings, mode: str, run_name: str,
-         quarantine: bool) -> tuple[ValidationReport, dict[int, list[str]]]:
-    """Validate ``frame`` (index = row number); returns the report and each quarantined row's reasons."""
+         quarantine: bool, lost: dict[str, int] | None = None) -> tuple[ValidationReport, dict[int, list[str]]]:
+    """Validate ``frame`` (index = row number); returns the report and each quarantined row's reasons.
+
+    ``lost`` counts, by reason, the rows that never reached ``frame`` (collection rejects): they count
+    toward the same share limit as the quarantined rows, so a run never goes on with a fraction of its data."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     context = _context(settings, mode)
@@ -144,12 +151,20 @@ def _run(frame: pd.DataFrame, name: str, suites: list, settings: Settings, mode:
                 critical[check] += count
 
     total = len(frame)
-    share = len(reasons) / total if total else 0.0
+    rejected = sum((lost or {}).values())
+    share = (len(reasons) + rejected) / (total + rejected) if total + rejected else 0.0
     limit = settings.validation.max_quarantine_share
     success = not critical and share <= limit
     parts = [", ".join(f"{check}: {n}" for check, n in critical.items())] if critical else []
+    if rejected:
+        by_count = sorted(lost.items(), key=lambda kv: -kv[1])
+        parts.append(f"rejected {rejected} of {total + rejected} source rows at collection: "
+                     + ", ".join(f"{reason}: {n}" for reason, n in by_count))
+    if reasons or rejected:
+        parts.append(f"{'kept' if success else 'would keep'} {total - len(reasons)} of {total + rejected} rows "
+                     f"({share:.1%} lost, limit {limit:.1%})")
     if reasons:
-        parts.append(f"quarantined {len(reasons)} of {total} rows ({share:.1%}, limit {limit:.1%}): "
+        parts.append(f"quarantined {len(reasons)} of {total} rows: "
                      + ", ".join(f"{check}: {n}" for check, n in row_failures.items()))
     if warned:
         parts.append("warnings: " + ", ".join(f"{check}: {n}" for check, n in warned.items()))
@@ -164,7 +179,8 @@ def _run(frame: pd.DataFrame, name: str, suites: list, settings: Settings, mode:
     }, indent=1, default=str))
     report = ValidationReport(
         success=success,
-        critical_failures=[*critical] + ([*row_failures] if share > limit else []),
+        critical_failures=[*critical] + ([*row_failures, *(["rejected_rows"] if rejected else [])]
+                                         if share > limit else []),
         warnings=[*warned],
         quarantined=len(reasons),
         total=total,
@@ -194,8 +210,14 @@ def validate_snapshot(snapshot, settings: Settings, mode: str = "file") -> Valid
     scheme = snapshot.meta.get("label")
     columns = list(frame.columns)
     checks = [suites.manifest_suite(columns, scheme, settings), suites.images_suite(columns, settings)]
+    lost = snapshot.lost_rows
     report, reasons = _run(frame, "snapshot", checks, settings, mode, run_name=f"snapshot-{snapshot.id}",
-                           quarantine=True)
+                           quarantine=True, lost=lost)
+    report.rejected = lost
+    report.missing = suites.missing_shares(snapshot.manifest)
+    if any(report.missing.values()):
+        report.message += "; missing values kept: " + ", ".join(
+            f"{column} {share:.0%}" for column, share in report.missing.items() if share)
     target = settings.quarantine_dir / f"{snapshot.id}.parquet"
     if reasons:
         rows = snapshot.manifest.reset_index(drop=True).loc[sorted(reasons)]

@@ -28,7 +28,7 @@ from pipelines.data.labels import COUNT_COLUMN, ENGAGEMENT_COUNTS, SEQUENCE_DAYS
 from pipelines.settings import Settings
 
 SPLITS = ("train", "val", "test")
-COUNTS = ["likes", "views", "favorites", "comments", "followers", "tags", "account_age_days"]
+COUNTS = ["likes", "views", "favorites", "comments", "followers", "tag_count", "account_age_days"]
 # The columns a label scheme reads (pipelines.data.labels), besides the label it writes.
 SCHEME_COLUMNS = {
     "given": [],
@@ -38,6 +38,9 @@ SCHEME_COLUMNS = {
     "score": ["views", "posted_at", "score"],
     "likes": ["likes", "score"],
 }
+# Optional inputs beside the image: missing values are kept (the models impute them), their share reported.
+OPTIONAL = ["followers", "account_age_days", "posts_per_week", "tag_count", "user_contacts", "user_groups",
+            "user_mean_views", "photo_count", "posted_at", "tags", "title", "description"]
 REQUIRED = ["image_id", "image_path", "source", "width", "height", "format", "mode", "n_bytes", "group", "split",
             "label"]
 # PIL modes that pipelines.data.images converts to RGB.
@@ -66,6 +69,16 @@ def _groups_per_key(frame: pd.DataFrame, key: str) -> pd.Series:
     if key not in frame or "split" not in frame:
         return pd.Series(1, index=frame.index)
     return frame.groupby(key, dropna=True)["split"].transform("nunique").fillna(1)
+
+
+def missing_shares(manifest: pd.DataFrame) -> dict[str, float]:
+    """Each optional input column's share of missing values (empty text counts as missing)."""
+    shares = {}
+    for column in [c for c in OPTIONAL if c in manifest]:
+        values = manifest[column]
+        empty = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
+        shares[column] = round(float(empty.mean()), 4) if len(values) else 0.0
+    return shares
 
 
 def snapshot_frame(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -101,6 +114,8 @@ def manifest_suite(columns: list[str], scheme: str | None, settings: Settings) -
                      type_list=["int", "int32", "int64", "Int64", "float", "float32", "float64", "Float64"]),
             row(gxe.ExpectColumnValuesToBeBetween, f"{c}_non_negative", column=c, min_value=0),
         ]
+    expectations += [warning(gxe.ExpectColumnValuesToNotBeNull, f"{c}_mostly_missing", column=c,
+                             mostly=1 - v.missing_share_warn) for c in OPTIONAL if c in present and c not in needed]
     if scheme == "median-split" and "followers" in present:
         expectations.append(row(gxe.ExpectColumnValuesToBeBetween, "followers_positive", column="followers",
                                 min_value=0, strict_min=True))

@@ -101,9 +101,10 @@ def collect(
                             f"({len(writer.rejects)} rejects: {_reasons(writer)})")
         manifest = pd.DataFrame(rows)
         manifest, dropped = labels.apply(scheme, manifest, drop_outliers=drop_outliers)
-        for ref, reason in zip(dropped["source_ref"], dropped["drop_reason"]):
-            writer.reject(ref, "filtered_by_label", f"{scheme}: {reason}")
-        manifest = _drop_conflicting_duplicates(manifest.drop(columns="drop_reason", errors="ignore"), writer)
+        for ref, reason, outlier in zip(dropped["source_ref"], dropped["drop_reason"], dropped["drop_outlier"]):
+            writer.reject(ref, "outlier" if outlier else "filtered_by_label", f"{scheme}: {reason}")
+        manifest = _drop_conflicting_duplicates(manifest.drop(columns=["drop_reason", "drop_outlier"], errors="ignore"),
+                                                writer)
         if not len(manifest):
             raise SpecError(f"no item of {source.describe()} survived the {scheme} label ({_reasons(writer)})")
         group = manifest["group"] if "group" in manifest else pd.Series(pd.NA, index=manifest.index)

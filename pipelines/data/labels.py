@@ -29,7 +29,7 @@ import pandas as pd
 SEQUENCE_DAYS = 30
 ENGAGEMENT_COUNTS = ("views", "favorites", "comments", "likes")  # counts that only grow as a post ages
 # Every column that counts something, so is a non-negative number (engagement, reach, daily views).
-COUNT_COLUMN = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tags|user_contacts|"
+COUNT_COLUMN = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tag_count|user_contacts|"
                           r"user_groups|user_mean_views|photo_count|views_d\d+)$")
 
 
@@ -48,8 +48,10 @@ def _require(frame: pd.DataFrame, *columns: str) -> tuple[pd.DataFrame, pd.DataF
     return frame[~bad], _dropped(frame[bad], pd.Series(reason, index=frame.index, dtype=str)[bad])
 
 
-def _dropped(frame: pd.DataFrame, reason: str | pd.Series) -> pd.DataFrame:
-    return frame.assign(drop_reason=reason)
+def _dropped(frame: pd.DataFrame, reason: str | pd.Series, outlier: bool = False) -> pd.DataFrame:
+    """Rows left out with their reason; ``outlier`` marks a method's deliberate filter (seeds 001, 003) apart
+    from a row that could not be labelled, which is data lost."""
+    return frame.assign(drop_reason=reason, drop_outlier=outlier)
 
 
 def _nothing(frame: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +127,7 @@ def median_split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if {"views", "posted_at"} <= set(kept.columns) and kept[["views", "posted_at"]].notna().all(axis=None):
         kept = kept.assign(score=popularity_score(kept))
     return kept, pd.concat([dropped, _dropped(usable[~keep], "the user's followers are outside the median ± 3.5 "
-                                                             "MAD of users")])
+                                                             "MAD of users", outlier=True)])
 
 
 def favorited(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -178,6 +180,6 @@ def apply(scheme: str, frame: pd.DataFrame, drop_outliers: bool = False) -> tupl
         above = pd.DataFrame({c: ~(sigma_filter(frame[c].astype(float)) | frame[c].isna()) for c in counts})
         reason = above.apply(lambda row: ", ".join(row.index[row]) + " more than 6 SD above the mean", axis=1)
         outlier = above.any(axis=1)
-        frame, dropped = frame[~outlier], _dropped(frame[outlier], reason[outlier])
+        frame, dropped = frame[~outlier], _dropped(frame[outlier], reason[outlier], outlier=True)
     labelled, filtered = SCHEMES[scheme](frame)
     return labelled, pd.concat([dropped, filtered])

@@ -47,6 +47,11 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: Rejects a method chooses (an outlier filter, one copy of a repeated image): left out on purpose, so not
+#: data lost for validation's stop rule.
+DELIBERATE_REJECTS = frozenset({"outlier", "duplicate", "conflicting_duplicate"})
+
+
 @dataclass
 class Snapshot:
     path: Path
@@ -70,6 +75,13 @@ class Snapshot:
     @cached_property
     def rejects(self) -> pd.DataFrame:
         return pd.read_parquet(self.path / "rejects.parquet")
+
+    @property
+    def lost_rows(self) -> dict[str, int]:
+        """The rejects that are data lost (bad values, missing images or targets, failed downloads), by
+        reason; a method's deliberate filters (:data:`DELIBERATE_REJECTS`) are not."""
+        reasons = self.meta["counts"].get("reject_reasons", {})
+        return {reason: int(n) for reason, n in reasons.items() if reason not in DELIBERATE_REJECTS and n}
 
     def image_path(self, relative: str) -> Path:
         return self.path / relative

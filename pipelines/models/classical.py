@@ -46,8 +46,10 @@ class Recipe:
 
 
 def _imputed(*steps):
-    """Social columns may be missing at serving time; estimators without NaN support get the median."""
-    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), *steps)
+    """Social columns may be missing at serving time; estimators without NaN support get the training
+    split's median and, for each column that had gaps, an indicator that the value was missing."""
+    return make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                         StandardScaler(), *steps)
 
 
 def _calibrated(estimator):

@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipelines.data.images import decode
 from pipelines.features.profile import Profiler
-from pipelines.features.social import REQUEST_COLUMNS
+from pipelines.features.social import NUMERIC_REQUEST_COLUMNS, REQUEST_COLUMNS, TEXT_COLUMNS, request_frame
 from pipelines.settings import ImageLimits
 
 CODE_DIR = Path(__file__).resolve().parents[1]
@@ -30,7 +30,9 @@ MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 
 def signature() -> ModelSignature:
-    inputs = Schema([ColSpec("binary", "image")] + [ColSpec("double", c, required=False) for c in REQUEST_COLUMNS])
+    inputs = Schema([ColSpec("binary", "image")]
+                    + [ColSpec("double", c, required=False) for c in NUMERIC_REQUEST_COLUMNS]
+                    + [ColSpec("string", c, required=False) for c in TEXT_COLUMNS])
     outputs = Schema([ColSpec("double", "score"), ColSpec("long", "label")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -51,14 +53,12 @@ class PopularityModel(mlflow.pyfunc.PythonModel):
         limits = self.limits
         images = [decode(bytes(b), limits.max_bytes, limits.max_pixels, max_side=limits.model_side)[0]
                   for b in model_input["image"]]
-        social = model_input.reindex(columns=REQUEST_COLUMNS).astype(float)
-        return self.predict_images(images, social)
+        return self.predict_images(images, request_frame(model_input))
 
     def predict_images(self, images: list[Image.Image], social: pd.DataFrame | None = None) -> pd.DataFrame:
         """Scores for already decoded images: the service's batched path calls this directly."""
-        if social is None:
-            social = pd.DataFrame(np.nan, index=range(len(images)), columns=REQUEST_COLUMNS)
-        scores = np.asarray(self.backend.score(images, social.reset_index(drop=True)), dtype=float)
+        social = request_frame(pd.DataFrame(index=range(len(images))) if social is None else social)
+        scores = np.asarray(self.backend.score(images, social), dtype=float)
         if self.config["task"] == "binary":
             labels = (scores >= self.config.get("threshold", 0.5)).astype(int)
         else:

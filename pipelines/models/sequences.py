@@ -26,8 +26,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from pipelines.evaluation import trimmed_rmse
+from pipelines.models.text import text_steps
 
 DAYS = 30
+#: The feature groups the sequence models read beside the daily views.
+SEQUENCE_GROUPS = ("social", "colors", "quality")
 
 
 def sequence_columns(frame: pd.DataFrame) -> list[str]:
@@ -57,22 +60,25 @@ class ScaleShapeRegressor(RegressorMixin, BaseEstimator):
     """Fits on features ``X`` and 30-day cumulative sequences ``Y`` (N×30); predicts sequences."""
 
     def __init__(self, method: str = "kmeans", clusters: int = 50, bandwidth: float = 0.53, C: float = 1.0,
-                 trees: int = 200, seed: int = 0):
+                 trees: int = 200, seed: int = 0, text_components: int = 16):
         self.method = method
         self.clusters = clusters
         self.bandwidth = bandwidth
         self.C = C
         self.trees = trees
         self.seed = seed
+        self.text_components = text_components  # a post's words, embedded when X has a text column
 
     def fit(self, X, Y, labels=None):
         scale, shapes = scale_shape(Y)
         self.prototypes_, assignment = prototypes(shapes, self.method, self.clusters, self.bandwidth, self.seed)
         self.shape_forest_ = make_pipeline(
+            *text_steps(X, self.text_components, self.seed),
             SimpleImputer(strategy="median", keep_empty_features=True),
             RandomForestClassifier(self.trees, min_samples_leaf=2, n_jobs=2, random_state=self.seed),
         ).fit(X, assignment)
-        self.scale_svr_ = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+        self.scale_svr_ = make_pipeline(*text_steps(X, self.text_components, self.seed),
+                                        SimpleImputer(strategy="median", keep_empty_features=True),
                                         StandardScaler(), SVR(C=self.C)).fit(X, np.log1p(scale))
         if labels is not None:  # P(popular | log scale), fitted on the true scales to avoid in-sample optimism
             self.popular_ = LogisticRegression().fit(np.log1p(scale)[:, None], np.asarray(labels).astype(int))
@@ -101,11 +107,13 @@ class NowcastRegressor(RegressorMixin, BaseEstimator):
     ``X`` holds the features and the early-views columns; the columns of later days are not read.
     """
 
-    def __init__(self, days: int = 3, max_iter: int = 300, learning_rate: float = 0.05, seed: int = 0):
+    def __init__(self, days: int = 3, max_iter: int = 300, learning_rate: float = 0.05, seed: int = 0,
+                 text_components: int = 16):
         self.days = days
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.seed = seed
+        self.text_components = text_components
 
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
         later = [c for c in X.columns if c.startswith("views_d") and int(c[len("views_d"):]) > self.days]
@@ -114,9 +122,12 @@ class NowcastRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, Y, labels=None):
         scale, _ = scale_shape(Y)
         # boosting fails on a column with no value at all (a social column the source lacks): drop those
-        self.regressor_ = make_pipeline(VarianceThreshold(), HistGradientBoostingRegressor(
-            max_iter=self.max_iter, learning_rate=self.learning_rate, random_state=self.seed))
-        self.regressor_.fit(self._inputs(X), np.log1p(scale))
+        inputs = self._inputs(X)
+        self.regressor_ = make_pipeline(*text_steps(inputs, self.text_components, self.seed), VarianceThreshold(),
+                                        HistGradientBoostingRegressor(max_iter=self.max_iter,
+                                                                      learning_rate=self.learning_rate,
+                                                                      random_state=self.seed))
+        self.regressor_.fit(inputs, np.log1p(scale))
         if labels is not None:  # P(popular | log views), fitted on the true views as the scale × shape model
             self.popular_ = LogisticRegression().fit(np.log1p(scale)[:, None], np.asarray(labels).astype(int))
             self.classes_ = self.popular_.classes_
@@ -140,9 +151,9 @@ def sequence_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def feature_spearman(x: pd.DataFrame, target: np.ndarray) -> pd.DataFrame:
-    """Spearman ρ of every feature with the target, strongest first (seed 002)."""
+    """Spearman ρ of every numeric feature with the target, strongest first (seed 002)."""
     rows = []
-    for column in x.columns:
+    for column in x.select_dtypes("number").columns:
         values = x[column].to_numpy(dtype=float)
         ok = np.isfinite(values)
         rho = spearmanr(values[ok], target[ok]).statistic if ok.sum() > 2 and np.std(values[ok]) > 0 else np.nan

@@ -19,7 +19,7 @@ from pipelines.features import faces
 from pipelines.features.cache import snapshot_features
 from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.profile import Profiler
-from pipelines.features.social import social_inputs
+from pipelines.features.social import TEXT_FEATURE, social_features, social_inputs
 from pipelines.settings import Settings
 from pipelines.tasks import TARGET
 
@@ -140,11 +140,21 @@ class TrainingData:
         return ImageFeaturizer.from_settings(self.settings.features, groups)
 
     def features(self, featurizer: ImageFeaturizer) -> pd.DataFrame:
-        """The snapshot's features, each group computed once and cached, whichever candidate asks."""
-        parts = [snapshot_features(self.snapshot, replace(featurizer, groups=(g,)), self.settings.features_dir,
+        """The snapshot's features, each image group computed once and cached, whichever candidate asks;
+        the social group straight from the manifest (no image to decode)."""
+        parts = [self.social_table if g == "social" else
+                 snapshot_features(self.snapshot, replace(featurizer, groups=(g,)), self.settings.features_dir,
                                    self.settings.images, self.settings.features.batch_size)
                  for g in featurizer.groups]
         return pd.concat(parts, axis=1)
+
+    @cached_property
+    def social_table(self) -> pd.DataFrame:
+        """Every row's social features by image id; the ``text`` column only where a training post has words."""
+        manifest = self.snapshot.manifest
+        table = social_features(social_inputs(manifest)).set_index(pd.Index(manifest["image_id"], name="image_id"))
+        train_words = table.loc[self.rows("train")["image_id"], TEXT_FEATURE].str.len() > 0
+        return table if train_words.any() else table.drop(columns=TEXT_FEATURE)
 
     def x(self, split: str, featurizer: ImageFeaturizer) -> pd.DataFrame:
         return self.features(featurizer).loc[self.rows(split)["image_id"]]

@@ -68,7 +68,8 @@ def comparison_table(candidates: list[Candidate], base: dict[str, float], oracle
     rows = []
     for c in candidates:
         row = {"candidate": c.name, "family": c.family, "inputs": c.inputs,
-               f"val_{primary}": c.validation.get(primary, np.nan), **{f"test_{k}": v for k, v in c.metrics.items()}}
+               f"val_{primary}": c.validation.get(primary, np.nan),
+               f"val_{primary}_se": c.validation.get(f"{primary}_se", np.nan), **{f"test_{k}": v for k, v in c.metrics.items()}}
         if f"repeat_{primary}_mean" in c.metrics:
             row[f"{primary} repeats"] = (f"{c.metrics[f'repeat_{primary}_mean']:.3f} ± "
                                          f"{c.metrics[f'repeat_{primary}_std']:.3f}")
@@ -83,6 +84,56 @@ def comparison_table(candidates: list[Candidate], base: dict[str, float], oracle
     return table.drop(columns=drop)
 
 
+def gate_objections(candidate: Candidate, task: str, promotion) -> list[str]:
+    """What the promotion gate would refuse this candidate for, judged on the validation split with the
+    gate's own checks and thresholds (floor, flip and JPEG stability): a reason to skip it at selection."""
+    primary = PRIMARY[task]
+    floor = promotion.floor_roc_auc if task == "binary" else promotion.floor_spearman
+    value = candidate.validation.get(primary, np.nan)
+    objections = [] if value >= floor else [f"validation {primary} {value:.3f} under the floor {floor:g}"]
+    for measure, limit in (("flip_shift", promotion.flip_tolerance), ("jpeg_shift", promotion.jpeg_tolerance)):
+        shift = candidate.validation.get(measure, np.inf)
+        if not shift <= limit:
+            objections.append(f"{measure} {shift:.3f} over the gate's {limit:g}")
+    return objections
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen candidate and, for every candidate, why it won, lost or was skipped."""
+
+    chosen: Candidate
+    why: dict[str, str]
+
+
+def select(candidates: list[Candidate], task: str, promotion) -> Selection:
+    """The best validation metric among the candidates the gate would accept (:func:`gate_objections`);
+    if it would accept none, the best validation metric of all, said so. The test split does not choose.
+
+    Stability weighs as the gate weighs it, a pass or a refusal: a candidate a little less stable than
+    another but within the gate's tolerances is not given up for it. Each loser's note gives its gap to
+    the winner beside the winner's bootstrap standard error on validation, so a reader sees which gaps
+    are noise."""
+    primary = PRIMARY[task]
+    scored = [c for c in candidates if np.isfinite(c.validation.get(primary, np.nan))]
+    if not scored:
+        raise RuntimeError(f"no candidate produced a finite validation {primary}")
+    objections = {c.name: gate_objections(c, task, promotion) for c in scored}
+    eligible = [c for c in scored if not objections[c.name]]
+    chosen = max(eligible or scored, key=lambda c: c.validation[primary])
+    best, se = chosen.validation[primary], chosen.validation.get(f"{primary}_se", np.nan)
+    among = "among those the gate would accept" if eligible else "the gate would accept none"
+    why = {c.name: "not scored: no finite validation metric" for c in candidates if c not in scored}
+    for c in scored:
+        if c is chosen:
+            why[c.name] = f"chosen: best validation {primary} {best:.3f} ± {se:.3f} ({among})"
+        elif eligible and objections[c.name]:
+            why[c.name] = "skipped: " + "; ".join(objections[c.name])
+        else:
+            why[c.name] = f"{best - c.validation[primary]:.3f} below the chosen on validation (its s.e. {se:.3f})"
+    return Selection(chosen, why)
+
+
 @dataclass
 class TrainReport:
     task: str
@@ -93,19 +144,12 @@ class TrainReport:
     oracle: dict[str, float]
     table: pd.DataFrame
     rows: dict[str, int]
-    stable: list[str]  # candidates within the promotion gate's flip and JPEG tolerances on validation
+    chosen: Selection
     label: str | None = None  # the snapshot's label scheme, which realized outcomes are labelled with too
 
     @property
     def best(self) -> Candidate:
-        """The best validation metric among candidates stable on validation images (the gate's flip and
-        JPEG tolerances), else among all: the test split does not choose."""
-        primary = PRIMARY[self.task]
-        scored = [c for c in self.candidates if np.isfinite(c.validation.get(primary, np.nan))]
-        if not scored:
-            raise RuntimeError(f"no candidate produced a finite validation {primary}")
-        eligible = [c for c in scored if c.name in self.stable] or scored
-        return max(eligible, key=lambda c: c.validation[primary])
+        return self.chosen.chosen
 
     @property
     def selection(self) -> dict:
@@ -122,12 +166,9 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
     """Baseline, oracle and the comparison table of all candidates, logged on the parent run."""
     base = evaluation.baseline(data.task, data.y("train"), data.y("test"))
     oracle = oracle_metrics(data)
-    p = data.settings.promotion
-    stable = [c.name for c in candidates if c.validation.get("flip_shift", np.inf) <= p.flip_tolerance
-              and c.validation.get("jpeg_shift", np.inf) <= p.jpeg_tolerance]
+    chosen = select(candidates, data.task, data.settings.promotion)
     table = comparison_table(candidates, base, oracle, data.task)
-    table.insert(4, "stable_on_val", [name in stable if family not in ("baseline", "oracle") else None
-                                      for name, family in zip(table["candidate"], table["family"], strict=True)])
+    table["selection"] = table["candidate"].map(chosen.why)
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlflow.log_metrics({f"oracle_{k}": v for k, v in oracle.items()})
@@ -135,4 +176,4 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
         mlflow.log_text(table.to_markdown(index=False, floatfmt=".3f"), "comparison.md")
         mlflow.log_text(table.to_html(index=False, float_format="%.3f"), "comparison.html")
     return TrainReport(data.task, data.snapshot.id, parent_run_id, candidates, base, oracle, table, data.row_counts,
-                       stable, data.snapshot.meta.get("label"))
+                       chosen, data.snapshot.meta.get("label"))

@@ -93,14 +93,16 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
         val_images, val_social = data.split_images("val"), data.social("val")
         val_scores = model.predict_images(val_images, val_social)["score"].to_numpy()
+        primary = PRIMARY[data.task]
         validation = {**evaluation.task_metrics(data.task, data.y("val"), val_scores),
+                      f"{primary}_se": evaluation.bootstrap_se(data.task, data.y("val"), val_scores, primary,
+                                                               seed=s.seed),
                       **evaluation.stability(model, val_images, val_scores, val_social)}
         mlflow.log_metrics({f"val_{k}": v for k, v in validation.items()})
         scores = model.predict_images(data.split_images("test"), data.social("test"))["score"].to_numpy()
         metrics = {**_test_metrics(data, scores), **fitted.metrics, "fit_seconds": fit_seconds}
         if s.repeats > 1:
             values = repeat_scores(name, data, quick, s.repeats, params)
-            primary = PRIMARY[data.task]
             metrics |= {f"repeat_{primary}_mean": float(np.nanmean(values)),
                         f"repeat_{primary}_std": float(np.nanstd(values))}
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})

@@ -18,7 +18,7 @@ from pipelines.data.snapshots import Snapshot
 from pipelines.models import distributed
 from pipelines.settings import Settings, load_settings
 from pipelines.tasks import TASKS
-from pipelines.training.candidates import CANDIDATES, check_models
+from pipelines.training.candidates import CANDIDATES, check_models, default_models
 from pipelines.training.data import TrainingData
 from pipelines.training.report import TrainReport, summarise
 from pipelines.training.runs import train_candidate
@@ -51,16 +51,18 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.training", description=main.__doc__)
     parser.add_argument("snapshot", nargs="?", help="snapshot id, name or path (default: the latest)")
     parser.add_argument("--task", default="binary", choices=TASKS)
-    parser.add_argument("--models", default=None, help="comma-separated candidates (default: settings)")
+    parser.add_argument("--models", default=None, help="comma-separated candidates (train.models, else the "
+                                                       "data's own: see pipelines.training.candidates)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--experiment", default="popularity")
     args = parser.parse_args(argv)
     settings = load_settings()
-    models = args.models.split(",") if args.models else settings.train.models
-    check_models(models)
     distributed.setup()
     try:
-        data = TrainingData(Snapshot.open(settings.datasets_dir, args.snapshot), args.task, settings)
+        snapshot = Snapshot.open(settings.datasets_dir, args.snapshot)
+        models = check_models(args.models.split(",") if args.models else
+                              settings.train.models or default_models(snapshot.manifest))
+        data = TrainingData(snapshot, args.task, settings)
         parent = None
         if distributed.is_main():
             mlflow.set_tracking_uri(settings.tracking_uri)

@@ -18,8 +18,9 @@ from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.social import EARLY_VIEWS
 from pipelines.features.social import NAMES as SOCIAL_NAMES
 from pipelines.models import backends, classical, cnn, distributed, sequences
+from pipelines.models.sequences import SEQUENCE_GROUPS
+from pipelines.models.text import with_text
 from pipelines.tasks import PRIMARY
-from pipelines.training.candidates import SEQUENCE_GROUPS
 from pipelines.training.data import TrainingData
 from pipelines.training.fitted import Fitted
 
@@ -48,7 +49,7 @@ def fit_recipe(data: TrainingData, workdir: Path, quick: bool, params: dict | No
         groups = data.groups("train")
         rows = min(len(train) for train, _ in classical.grouped_folds(groups, s.cv_folds).split(x, y, groups))
         chosen["pca_components"] = max(1, min(chosen["pca_components"], rows))
-    estimator = recipe.build(data.task, chosen, s)
+    estimator = with_text(recipe.build(data.task, chosen, s), x, s.text_components, s.seed)
     metrics = {}
     if recipe.grid and not params:
         search = classical.grouped_search(estimator, recipe.grid(s), x, y, data.groups("train"), data.task,
@@ -75,7 +76,7 @@ def fit_sequences(data: TrainingData, workdir: Path, quick: bool, params: dict |
     featurizer = data.featurizer(SEQUENCE_GROUPS)
     x = data.x("train", featurizer)
     chosen = {"method": method, "clusters": s.sequence_clusters, "bandwidth": s.sequence_bandwidth, "C": 1.0,
-              "trees": 100 if quick else 300, "seed": s.seed} | (params or {})
+              "trees": 100 if quick else 300, "seed": s.seed, "text_components": s.text_components} | (params or {})
     model = sequences.ScaleShapeRegressor(**chosen)
     train_seq = data.rows("train")[columns].to_numpy(dtype=float)
     model.fit(x, train_seq, labels=data.y("train") if data.task == "binary" else None)
@@ -108,7 +109,7 @@ def fit_nowcast(data: TrainingData, workdir: Path, quick: bool, params: dict | N
     seq = {split: data.rows(split)[columns].to_numpy(dtype=float) for split in splits}
     day30 = {split: np.log1p(sequences.scale_shape(seq[split])[0]) for split in splits}
     chosen = {"days": s.nowcast_days, "max_iter": 100 if quick else 300, "learning_rate": 0.05,
-              "seed": s.seed} | (params or {})
+              "seed": s.seed, "text_components": s.text_components} | (params or {})
     train_x, train_seq = x["train"], seq["train"]
     image_only = [c for c in train_x.columns if c not in SOCIAL_NAMES and c not in EARLY_VIEWS]
     rows = []

@@ -57,7 +57,17 @@ def test_social_features_from_a_manifest_and_with_nothing_known():
     assert list(table.columns) == NAMES
     assert table["log_followers"].tolist() == pytest.approx([0.0, np.log(1000)])
     assert np.hypot(table["hour_sin"][0] - table["hour_sin"][1], table["hour_cos"][0] - table["hour_cos"][1]) < 0.3
-    assert social_features(pd.DataFrame(index=range(2))).isna().all().all()
+    assert table["tag_count"].tolist() == [3, 0]  # a number in tags is a tag count
+    nothing = social_features(pd.DataFrame(index=range(2)))
+    assert nothing.drop(columns="text").isna().all().all() and nothing["text"].tolist() == ["", ""]
+
+
+def test_text_columns_become_words_and_a_tag_count():
+    manifest = pd.DataFrame({"tags": ["Sunset|food", "city, art  night", None], "title": ["A day out", None, "x"],
+                             "description": [None, None, None]})
+    table = social_features(social_inputs(manifest))
+    assert table["text"].tolist() == ["sunset food a day out", "city art night", "x"]
+    assert table["tag_count"].tolist()[:2] == [2, 3] and np.isnan(table["tag_count"][2])
 
 
 def test_featurizer_combines_groups(photos):

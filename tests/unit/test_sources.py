@@ -17,7 +17,7 @@ from pipelines.data.sources.grubhub import GrubhubSource
 from pipelines.features.social import social_features, social_inputs
 from pipelines.models.classical import RECIPES
 from pipelines.settings import Settings, TrainSettings
-from tests.helpers import photo
+from tests.helpers import photo, posts_manifest
 
 
 def _reasons(snapshot) -> dict[str, int]:
@@ -229,7 +229,7 @@ def test_seed_002_manifest_takes_its_views_from_the_sequence_and_the_score_label
     assert social["user_groups"].tolist() == [float(k) for k in range(11)]
     assert social["photo_count"].tolist() == [100.0 + k for k in range(11)]
     assert social["posted_hour"].tolist() == [float(k) for k in range(11)]
-    features = social_features(social)
+    features = social_features(social).drop(columns="text")  # no words in this manifest
     np.testing.assert_allclose(features["log_user_mean_views"], np.log1p([50.5 + k for k in range(11)]))
     assert features["log_followers"].isna().all()  # seed 002 has contacts, not followers
     boosting = RECIPES["social-gb"].build("binary", {"max_iter": 5, "learning_rate": 0.1, "max_leaf_nodes": 4},
@@ -351,3 +351,29 @@ def test_the_shifted_demo_rule_keeps_every_image_and_user_and_changes_what_is_po
     for spec in ("demo:300?rule=moon", "demo:300?seed=x", "demo:300?colour=red"):
         with pytest.raises(SpecError, match="demo"):
             parse_spec(spec, settings)
+
+
+def test_text_columns_and_missing_social_values_keep_their_rows(tmp_path, settings):
+    snap = collect(parse_spec(f"manifest:{posts_manifest(tmp_path, 16, bad=1)}", settings), settings,
+                   progress=False)
+    # only the row with a non-number in a count column is rejected, with its reason
+    assert _reasons(snap) == {"bad_value": 1} and len(snap.manifest) == 15
+    assert "user_contacts='many' is not a number" in snap.rejects["message"].iloc[0]
+    rows = snap.manifest.set_index("post_id")
+    assert rows.loc["p1", "tags"] == "me|city|art" and rows.loc["p1", "title"] == "Day 1, out"
+    assert pd.isna(rows.loc["p3", "user_mean_views"]) and pd.isna(rows.loc["p2", "tags"])
+    features = social_features(social_inputs(rows.loc[["p1", "p2"]].reset_index()))
+    assert features["text"].iloc[0] == "me city art day 1 out"
+    assert features["tag_count"].iloc[0] == 3 and np.isnan(features["tag_count"].iloc[1])
+
+
+def test_tags_as_a_list_in_json_lines_are_text(tmp_path, settings):
+    (tmp_path / "a.jpg").write_bytes(photo(1))
+    (tmp_path / "b.jpg").write_bytes(photo(2))
+    rows = [{"image": "a.jpg", "likes": 3, "tags": ["beach", "sun"], "description": "a walk"},
+            {"image": "b.jpg", "likes": 5, "tags": 4}]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.jsonl'}", settings), settings, progress=False)
+    by_likes = snap.manifest.set_index("likes")
+    assert by_likes.loc[3, "tags"] == "beach|sun" and by_likes.loc[3, "description"] == "a walk"
+    assert by_likes.loc[5, "tag_count"] == 4 and pd.isna(by_likes.loc[5, "tags"])  # a number: a tag count

@@ -19,6 +19,7 @@ from pipelines.data.sources import parse_spec
 from pipelines.data.verdicts import FailedValidation
 from pipelines.settings import Settings
 from pipelines.training.data import TrainingData
+from tests.helpers import posts_manifest
 from validation import validate_features, validate_predictions, validate_snapshot
 
 
@@ -30,7 +31,8 @@ def snapshot(tmp_path_factory):
 def planted(snapshot, edit) -> SimpleNamespace:
     """The snapshot with an edited copy of its manifest (snapshots themselves are immutable)."""
     manifest = edit(snapshot.manifest.copy())
-    return SimpleNamespace(id=f"planted-{snapshot.id}", path=snapshot.path, meta=snapshot.meta, manifest=manifest)
+    return SimpleNamespace(id=f"planted-{snapshot.id}", path=snapshot.path, meta=snapshot.meta, manifest=manifest,
+                           lost_rows=snapshot.lost_rows)
 
 
 def negative_likes(m, rows=1):
@@ -182,3 +184,21 @@ def test_a_snapshot_that_failed_validation_is_not_trained_on(snapshot, settings)
     assert not report.success
     with pytest.raises(FailedValidation, match=f"snapshot {snapshot.id} failed validation.*likes_non_negative"):
         TrainingData(snapshot, "binary", settings)
+
+
+def test_rows_rejected_at_collection_count_toward_the_stop_rule(tmp_path, settings):
+    def validated(n: int, bad: int):
+        folder = tmp_path / f"{n}-{bad}"
+        folder.mkdir()
+        snap = collect(parse_spec(f"manifest:{posts_manifest(folder, n, bad)}", settings), settings,
+                       name=f"posts{bad}", progress=False)
+        return validate_snapshot(snap, settings, mode="ephemeral")
+
+    stopped = validated(40, bad=12)  # 30% of the source lost: the run stops and says why, by count
+    assert not stopped.success and "rejected_rows" in stopped.critical_failures
+    assert "rejected 12 of 40 source rows at collection: bad_value: 12" in stopped.message
+    assert stopped.rejected == {"bad_value": 12}
+    kept = validated(40, bad=1)  # under the limit: the run goes on and says how many rows it kept
+    assert kept.success and "kept 39 of 40 rows" in kept.message
+    assert kept.missing["user_mean_views"] == pytest.approx(13 / 39, abs=1e-3)  # kept, reported
+    assert "user_mean_views 33%" in kept.message

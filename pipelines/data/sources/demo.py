@@ -110,7 +110,7 @@ class DemoSource:
             }
             image = self._render(rng, attrs)
             posted_at = start + timedelta(hours=float(rng.uniform(0, 24 * 300)))
-            tags = int(rng.integers(0, 15))
+            tag_count = int(rng.integers(0, 15))
             # the outcome's own draws, apart from the inputs': a new rule changes outcomes, never an image
             chance = np.random.default_rng((self.seed, i))
             appeal = _appeal(attrs, self.rule)
@@ -134,7 +134,7 @@ class DemoSource:
                 "views": int(daily[-1]),
                 "favorites": int(chance.poisson(0.002 * daily[-1] * np.exp(0.5 * appeal))),
                 "comments": int(chance.poisson(0.01 * likes)),
-                "tags": tags,
+                "tag_count": tag_count,
                 **{f"views_d{d + 1}": int(v) for d, v in enumerate(daily)},
             }
             expected_log_views = social + 0.6 * appeal + 1.5

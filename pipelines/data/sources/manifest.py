@@ -3,8 +3,10 @@
 The image column (``image``, ``image_path``, ``path``, ``file``, ``url`` or ``image_url``) holds a
 path relative to the file or an http(s) URL (a path must stay inside the file's folder unless
 ``sources.allow_outside_paths`` is set); every other column is kept (likes, views, favorites,
-comments, followers, posted_at, user_id, views_d1..views_d30, …). Rows that cannot be used — a
-malformed line, a negative or non-numeric count, a repeated id, an empty image cell — are rejects.
+comments, followers, posted_at, user_id, views_d1..views_d30, …). Text columns (``tags``, ``title``,
+``description``: a string separated by ``|``, spaces or commas, or a list in JSON Lines/Parquet) stay text,
+features of the models that read social inputs; a missing social value is kept as missing. Rows that cannot
+be used — a malformed line, a negative or non-numeric count, a repeated id, an empty image cell — are rejects.
 
 Seed 002's layout has a 30-day views sequence and no ``views``: the last day (the highest ``views_dN``)
 is the total, and a row without it is a reject. Its user columns (contacts, groups, mean views, photo
@@ -24,6 +26,7 @@ import pandas as pd
 
 from pipelines.data.labels import COUNT_COLUMN
 from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
+from pipelines.data.text import TEXT_COLUMNS, as_text
 from pipelines.settings import Settings
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "url", "image_url")
@@ -36,7 +39,8 @@ DAY_COLUMN = re.compile(r"^views_d(\d+)$")
 ALIASES = {
     "contacts": "user_contacts", "groupscount": "user_groups", "groups_count": "user_groups",
     "meanviews": "user_mean_views", "mean_views": "user_mean_views", "photocount": "photo_count",
-    "user_photo_count": "photo_count", "tag_count": "tags",
+    "user_photo_count": "photo_count", "tagcount": "tag_count", "num_tags": "tag_count", "n_tags": "tag_count",
+    "caption": "description", "alltags": "tags", "tag": "tags",
 }
 # Column names the collector writes itself; a source's own column of that name is kept with a prefix.
 RESERVED = {"image_id", "image_path", "source", "source_ref", "width", "height", "format", "mode", "n_bytes",
@@ -112,11 +116,21 @@ def _missing(value) -> bool:
 
 
 def _clean(row: dict) -> dict | str:
-    """Counts and social measures as non-negative numbers, ``posted_at`` as a timestamp; or the reason the
-    row is bad."""
+    """Counts and social measures as non-negative numbers, ``posted_at`` as a timestamp, the text columns
+    (tags, title, description) as text; or the reason the row is bad. A number in ``tags`` is a tag count."""
     out = {}
     for key, value in row.items():
         key = str(key)
+        if isinstance(value, list | tuple) or (not _missing(value) and key in TEXT_COLUMNS):
+            number = pd.to_numeric(value, errors="coerce") if key == "tags" and not isinstance(value, list | tuple) \
+                else float("nan")
+            if not pd.isna(number):
+                if number < 0:
+                    return f"negative_count: {key}={value!r}"
+                out["tag_count"] = float(number)
+            else:
+                out[key] = as_text(value)
+            continue
         if _missing(value):
             out[key] = None
             continue
