@@ -85,9 +85,9 @@ class TrainSettings(BaseModel):
     # the demo's own image size: at 96 px the CNN lost the detail that made it the demo's best on
     # validation (0.823 vs 0.850 ROC AUC at 128, README)
     image_px: int = 128
-    # seed 001: load at image_px·256/227, a random image_px crop + flip, the centre crop to predict;
+    # "random-crop" (seed 001): load at image_px·256/227, a random image_px crop + flip, the centre crop to predict;
     # "resized": a random resized crop of 60–100% of the area, the whole square resized to predict
-    crop: Literal["seed-001", "resized"] = "seed-001"
+    crop: Literal["random-crop", "resized"] = "random-crop"
     epochs: int = 4
     batch_size: int = 32
     lr: float = 3e-4
@@ -102,7 +102,7 @@ class TrainSettings(BaseModel):
     tune: bool = False
     tune_budget_s: float = 120.0
     tune_trials: int = 30
-    svm_seed_c: float = 1e5  # seed 000's polynomial SVM
+    svm_fixed_c: float = 1e5  # the colors-svm-fixed candidate's C (seed 000's polynomial SVM)
     svm_c_grid: list[float] = [1e-6, 1e-4, 1e-2, 1e-1, 1.0, 10.0, 1e3, 1e5]  # seed 003's sweep
     forest_trees: int = 500
     pca_components: int = 32

@@ -53,21 +53,27 @@ def pretrained_backbone(name: str) -> nn.Module:
         ) from exc
 
 
+def _random_crop(crop: str) -> bool:
+    """``random-crop``: load a little larger, train on random crops, predict on the centre crop (seed 001's
+    227 of 256). Models registered before the name changed say ``seed-001``."""
+    return crop in ("random-crop", "seed-001")
+
+
 def load_px(px: int, crop: str) -> int:
     """The square side an image is loaded at for a network input of ``px``: seed 001 loads 256 px for
     its 227 px crops; a resized crop starts from a little more than it keeps."""
-    return round(px * 256 / 227) if crop == "seed-001" else round(px * 1.15)
+    return round(px * 256 / 227) if _random_crop(crop) else round(px * 1.15)
 
 
 def eval_transform(px: int, crop: str = "resized") -> v2.Compose:
     """The centre ``px`` crop (seed 001), or the whole square resized to ``px``."""
-    view = [v2.CenterCrop(px)] if crop == "seed-001" else [v2.Resize(px, antialias=True), v2.CenterCrop(px)]
+    view = [v2.CenterCrop(px)] if _random_crop(crop) else [v2.Resize(px, antialias=True), v2.CenterCrop(px)]
     return v2.Compose([*view, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def train_transform(px: int, crop: str = "resized") -> v2.Compose:
     """A random ``px`` crop of the loaded square (seed 001: 227 of 256), or a random resized crop of
     60–100% of it; a horizontal flip either way, as seed 001 trains."""
-    view = v2.RandomCrop(px) if crop == "seed-001" else v2.RandomResizedCrop(px, scale=(0.6, 1.0), antialias=True)
+    view = v2.RandomCrop(px) if _random_crop(crop) else v2.RandomResizedCrop(px, scale=(0.6, 1.0), antialias=True)
     return v2.Compose([view, v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])

@@ -25,6 +25,15 @@ def _integer_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def _number_as_text(value: Any) -> Any:
+    """``tags`` may come as a count (``3``, read as JSON by BentoML): the model reads it as a tag count."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+# A post's words (seed 002's text features): tags separated by ``|``, spaces or commas, or a count of tags.
+Tags = Annotated[str, BeforeValidator(_number_as_text), StringConstraints(max_length=2_000)]
+Text = Annotated[str, StringConstraints(max_length=5_000)]
+
 # The caller's own id for a post, stored with the prediction so that its engagement can be joined later.
 PostId = Annotated[str, BeforeValidator(_integer_as_text),
                    StringConstraints(min_length=1, max_length=POST_ID_CHARS, pattern=r"^[\x21-\x7e]+$")]

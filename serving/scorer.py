@@ -89,7 +89,7 @@ class Scorer:
             return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
         images = [item["image"] for item in items]
         social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=REQUEST_COLUMNS)
-        result = current.model.predict_images(images, social.astype(float))
+        result = current.model.predict_images(images, social)  # numbers and text, as the model reads them
         drawn = [i for i, item in enumerate(items) if item.get("profile", True)]
         profiled = current.model.profile_images([images[i] for i in drawn]).to_dict(orient="records") if drawn else []
         profiles = dict(zip(drawn, profiled, strict=True))

@@ -38,7 +38,7 @@ from pipelines.settings import load_settings
 from serving.guards import guards
 from serving.metrics import ServiceMetrics
 from serving.readiness import ReadinessReason, ServingStatus
-from serving.schemas import Count, EarlyViews, Outcome, PostId, Upload
+from serving.schemas import Count, EarlyViews, Outcome, PostId, Tags, Text, Upload
 from serving.scorer import Scorer, why
 from serving.uploads import decode_upload
 
@@ -193,15 +193,18 @@ class Popularity:
 
     @bentoml.api
     async def predict(self, image: Upload, followers: Count = None, account_age_days: Count = None,
-                      posts_per_week: Count = None, tags: Count = None, user_contacts: Count = None,
+                      posts_per_week: Count = None, tags: Tags | None = None, tag_count: Count = None,
+                      title: Text | None = None, description: Text | None = None, user_contacts: Count = None,
                       user_groups: Count = None, user_mean_views: Count = None, photo_count: Count = None,
                       post_id: PostId | None = None, daily_views: EarlyViews | None = None) -> dict:
         """Score one photo (multipart field ``image``), with optional social context (seed 002's user
-        columns included), the cumulative views of its first days when it is already out (a JSON array,
-        read by the nowcast) and the caller's ``post_id``; the answer's ``prediction_id`` names it."""
+        columns included), the post's words (``tags`` as ``sunset|food``, ``title``, ``description``), the
+        cumulative views of its first days when it is already out (a JSON array, read by the nowcast) and
+        the caller's ``post_id``; the answer's ``prediction_id`` names it."""
         start = time.perf_counter()
         social = {"followers": followers, "account_age_days": account_age_days, "posts_per_week": posts_per_week,
-                  "tags": tags, "user_contacts": user_contacts, "user_groups": user_groups,
+                  "tags": tags, "tag_count": tag_count, "title": title, "description": description,
+                  "user_contacts": user_contacts, "user_groups": user_groups,
                   "user_mean_views": user_mean_views, "photo_count": photo_count,
                   **{f"views_d{d}": v for d, v in enumerate(daily_views or [], start=1)}}
         (result,) = await self._score([image], social, [post_id] if post_id else None)

@@ -111,7 +111,7 @@ RECIPES: dict[str, Recipe] = {
                          grid=lambda s: {"C": [1e-2, 1e-1, 1.0, 10.0]},
                          space=lambda t: {"C": t.suggest_float("C", 1e-3, 1e5, log=True)}),
     # seed 000 exactly: degree 3, C = 1e5 (capped iterations: libsvm crawls at that C)
-    "colors-svm-seed": Recipe(("colors",), "image", lambda s, q: {"C": s.svm_seed_c, "max_iter": 200_000},
+    "colors-svm-fixed": Recipe(("colors",), "image", lambda s, q: {"C": s.svm_fixed_c, "max_iter": 200_000},
                               _poly_svm),
     "stats-gb": Recipe(("colors", "quality"), "image", lambda s, q: _boosting_defaults(q), _boosting,
                        space=_boosting_space),

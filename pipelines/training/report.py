@@ -130,7 +130,8 @@ def select(candidates: list[Candidate], task: str, promotion) -> Selection:
         elif eligible and objections[c.name]:
             why[c.name] = "skipped: " + "; ".join(objections[c.name])
         else:
-            why[c.name] = f"{best - c.validation[primary]:.3f} below the chosen on validation (its s.e. {se:.3f})"
+            gap = best - c.validation[primary]
+            why[c.name] = f"{gap:.3f} below the chosen on validation (whose s.e. is {se:.3f})"
     return Selection(chosen, why)
 
 

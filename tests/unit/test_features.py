@@ -109,12 +109,12 @@ def test_seed_001s_crops_are_227_of_256():
 
     from pipelines import vision
 
-    assert vision.load_px(227, "seed-001") == 256
+    assert vision.load_px(227, "random-crop") == 256
     square = torch.arange(256 * 256, dtype=torch.int64).reshape(1, 256, 256).expand(3, -1, -1)
-    view = vision.eval_transform(227, "seed-001").transforms[:1]
+    view = vision.eval_transform(227, "random-crop").transforms[:1]
     centre = torch.nn.Sequential(*view)(square)
     assert centre.shape == (3, 227, 227) and centre[0, 0, 0] == 14 * 256 + 14  # the centre crop, not a resize
-    crop = vision.train_transform(227, "seed-001").transforms[:2]
+    crop = vision.train_transform(227, "random-crop").transforms[:2]
     corners = {int(torch.nn.Sequential(*crop)(square)[0].min()) for _ in range(20)}
     assert len(corners) > 5  # the crops move
     for _ in range(20):  # each is a 227 window of the square, maybe mirrored: never resampled

@@ -1,0 +1,124 @@
+"""The score task on posts in seed 002's layout: does the default run come within 0.05 Spearman of the best
+achievable ranking, with the social and text columns and from the photos alone?
+
+A hidden set of posts (:mod:`bench.posts`, generator ``--seed``, which nothing was tuned on: the recipes'
+settings are the defaults) is collected from its manifest as a user would, validated, and trained with the
+default candidates for what it carries (``pipelines.training.candidates.default_models``). The champion is
+chosen on validation; every candidate's test Spearman is reported once, beside the oracle's on the same
+test rows: with the social columns, the expected score given the user's reach, the photo's appeal and the
+posting day; from the photos alone, the appeal. ``--demo N`` adds the demo's score task (its own oracle).
+
+The last line is JSON; the exit status says whether every champion came within ``--goal`` of its oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _train(home: Path, spec: str, name: str, quick: bool, models: list[str] | None):
+    """Collect ``spec`` under ``home``, validate it, train the score task's candidates; the report and data."""
+    import mlflow
+
+    from pipelines import tracking
+    from pipelines.data.collect import collect
+    from pipelines.data.sources import parse_spec
+    from pipelines.settings import Settings
+    from pipelines.training.candidates import default_models
+    from pipelines.training.train import train
+    from validation import validate_snapshot
+
+    settings = Settings(home=home)
+    settings.export_environment()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    snapshot = collect(parse_spec(spec, settings), settings, name=name, progress=False)
+    checked = validate_snapshot(snapshot, settings, mode="ephemeral")
+    print(f"{name}: {checked.message}", flush=True)
+    models = models or default_models(snapshot.manifest)
+    with mlflow.start_run(experiment_id=tracking.experiment(settings, "bench-posts"), run_name=name) as run:
+        parent = run.info.run_id
+    started = time.perf_counter()
+    report = train(snapshot, "score", models, settings, parent, quick=quick)
+    return report, time.perf_counter() - started
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def run_layout(root: Path, social: bool, args) -> dict:
+    import pandas as pd
+
+    from bench.posts import oracle_scores, write_posts
+    from pipelines.data.snapshots import Snapshot
+
+    layout = "social" if social else "image"
+    manifest = write_posts(root / f"posts-{layout}", n=args.n, users=args.users, seed=args.seed, social=social)
+    report, seconds = _train(root / f"home-{layout}", f"manifest:{manifest}", f"posts-{layout}", args.quick,
+                             args.models)
+    truth = pd.read_parquet(manifest.parent / "truth.parquet")
+    snapshot = Snapshot.open(root / f"home-{layout}" / "datasets", report.snapshot)
+    rows = snapshot.manifest
+    test = rows[rows["split"] == "test"]
+    oracle = _spearman(oracle_scores(truth, test, content_only=not social), test["score"])
+    table = report.table[~report.table["family"].isin(["baseline", "oracle"])]
+    result = {"layout": layout, "rows": report.rows, "seconds": round(seconds, 1), "champion": report.best.name,
+              "champion_test": report.best.metrics["spearman"], "oracle_test": oracle,
+              "oracle": "reach + appeal + posting day" if social else "appeal (content only)",
+              "candidates": {r["candidate"]: {"val": r["val_spearman"], "test": r["test_spearman"]}
+                             for r in table.to_dict(orient="records")}}
+    result["gap"] = result["oracle_test"] - result["champion_test"]
+    print(f"\n## {layout}: {report.rows}, trained in {seconds:.0f} s\n")
+    print(table[["candidate", "inputs", "val_spearman", "val_spearman_se", "test_spearman", "selection"]]
+          .to_markdown(index=False, floatfmt=".3f"))
+    print(f"\noracle ({result['oracle']}) on the same {len(test)} test rows: {oracle:.3f}; champion "
+          f"{report.best.name} {result['champion_test']:.3f}; gap {result['gap']:.3f}", flush=True)
+    return result
+
+
+def run_demo(root: Path, args) -> dict:
+    report, seconds = _train(root / "home-demo", f"demo:{args.demo}", "demo", args.quick, args.models)
+    print(f"\n## demo:{args.demo}, score task: {report.rows}, trained in {seconds:.0f} s\n")
+    print(report.table.drop(columns=["selection"]).to_markdown(index=False, floatfmt=".3f"), flush=True)
+    oracle = report.oracle.get("spearman", float("nan"))
+    return {"layout": f"demo:{args.demo}", "champion": report.best.name,
+            "champion_test": report.best.metrics["spearman"], "oracle_test": oracle,
+            "gap": oracle - report.best.metrics["spearman"],
+            "candidates": {c.name: {"val": c.validation["spearman"], "test": c.metrics["spearman"]}
+                           for c in report.candidates}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1200)
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=2026, help="the hidden set's generator seed")
+    parser.add_argument("--layouts", default="social,image")
+    parser.add_argument("--demo", type=int, default=0, help="also the demo's score task on N images")
+    parser.add_argument("--models", type=lambda v: v.split(","), default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--goal", type=float, default=0.05)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    with tempfile.TemporaryDirectory(prefix="bench-posts-") as tmp:
+        root = Path(tmp)
+        results = [run_layout(root, layout == "social", args) for layout in args.layouts.split(",") if layout]
+        if args.demo:
+            results.append(run_demo(root, args))
+    ok = all(r["gap"] <= args.goal for r in results)
+    print(json.dumps({"goal": args.goal, "ok": ok, "results": results}, default=float))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
