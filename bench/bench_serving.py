@@ -30,15 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ops.processes import ServiceProcess  # noqa: E402
 from pipelines.settings import get_settings  # noqa: E402
 
-NAIVE = """
-import sys, io, mlflow
-from PIL import Image
-from pipelines.settings import get_settings
-s = get_settings(); s.export_environment()
-model = mlflow.pyfunc.load_model(f"models:/{s.model_name()}@champion").unwrap_python_model()
-print(float(model.predict_images([Image.open(sys.argv[1]).convert("RGB")])["score"][0]))
-"""
-
 
 def photographs() -> list[bytes]:
     from skimage import data
@@ -109,17 +100,13 @@ def in_process(images: list[bytes], batch: int, seconds: float) -> dict:
     """The champion's batched forward pass in this process, on the same photographs decoded as the
     service decodes them, with every image profiled for drift as the service does at low load: the
     ceiling that serving overhead (HTTP, decoding, batching) is measured against."""
-    import mlflow
+    from pipelines import registry
+    from pipelines.settings import load_settings
+    from serving.uploads import decode_upload
 
-    from pipelines.data.images import decode
-    from pipelines.settings import get_settings
-
-    settings = get_settings()
-    settings.export_environment()
-    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name()}@champion").unwrap_python_model()
-    limits = settings.images
-    decoded = [decode(b, limits.max_bytes, settings.serving.max_pixels, max_side=limits.model_side)[0]
-               for b in images]
+    settings = load_settings()
+    model, _ = registry.load_model(settings.task, settings)
+    decoded = [decode_upload(b, settings) for b in images]
     batch_images = [decoded[i % len(decoded)] for i in range(batch)]
     model.predict_images(batch_images)  # warm-up
     done, start = 0, time.perf_counter()
@@ -133,14 +120,15 @@ def in_process(images: list[bytes], batch: int, seconds: float) -> dict:
 
 
 def naive(images: list[bytes], args, tmp: Path) -> dict:
-    """Seed 000's way: a fresh process loads the model, scores one image and exits."""
+    """Seed 000's way: a fresh process loads the model, scores one image and exits (``popularity predict
+    IMAGE``, in process)."""
     latencies, errors = [], 0
     begin = time.perf_counter()
     for i in range(args.naive_images):
         path = tmp / f"{i}.jpg"
         path.write_bytes(images[i % len(images)])
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", NAIVE, str(path)], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "cli", "predict", str(path)], capture_output=True,
                               cwd=Path(__file__).resolve().parents[1])
         if done.returncode == 0:
             latencies.append(time.perf_counter() - start)

@@ -1,8 +1,13 @@
 """A demo champion for the benches and tests that need a served model: collect, train one quick candidate,
-promote; and the champion of a home loaded in process, as the scorer holds it."""
+promote; and the champion of a home loaded in process, as the scorer holds it.
+
+:func:`train_champion` runs :func:`collect_train_promote` in a child process (``python -m bench.champion
+SOURCE``), so the flows read a home and settings of their own, whatever the caller's process points at.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -11,21 +16,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def collect_train_promote(source: str) -> dict:
+    """In this process, under its ``POPULARITY_HOME``: collect ``source``, train a quick ``stats-gb`` and
+    promote it; returns the promotion summary (RuntimeError when the gate refuses)."""
+    from pipelines.settings import load_settings
+
+    load_settings()  # before the flows import Prefect and MLflow: they must find the home's settings
+    from flows.data_flows import collect_flow
+    from flows.training_flows import promote_flow, train_flow
+
+    collect_flow(source=source)
+    train_flow(quick=True, models=["stats-gb"])
+    promoted = promote_flow()
+    if not promoted["promoted"]:
+        raise RuntimeError(f"the gate refused the champion: {promoted['reason']}")
+    return promoted
+
+
 def train_champion(home: Path, source: str = "demo", settings: dict[str, str] | None = None,
                    timeout_s: float = 900) -> dict[str, str]:
-    """Collect ``source``, train a quick ``stats-gb`` and promote it under ``home``, by the flows in one
-    child process, with nothing of the caller's MLflow, Prefect or BentoML settings but ``settings`` (a
-    Prefect API to report to, relaxed gates); returns that process's environment for later commands."""
+    """:func:`collect_train_promote` under ``home`` in one child process, with nothing of the caller's
+    MLflow, Prefect or BentoML settings but ``settings`` (a Prefect API to report to, relaxed gates);
+    returns that process's environment for later commands."""
     env = {**os.environ, "POPULARITY_HOME": str(home)}
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
         env.pop(var, None)
     env.update(settings or {})
-    script = ("from pipelines.settings import load_settings\nload_settings()\n"
-              "from flows.data_flows import collect_flow\nfrom flows.training_flows import promote_flow, train_flow\n"
-              f"collect_flow(source={source!r}); train_flow(quick=True, models=['stats-gb'])\n"
-              "assert promote_flow()['promoted'], 'the gate refused the champion'")
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout_s)
+    done = subprocess.run([sys.executable, "-m", "bench.champion", source], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"training a champion on {source} failed:\n{done.stderr[-3000:]}")
     return env
@@ -35,13 +53,16 @@ def load_champion(home: Path):
     """``(settings, champion summary, python model)`` of ``home``'s champion; this process's settings,
     MLflow and Prefect then point at ``home``."""
     os.environ["POPULARITY_HOME"] = str(home)
-    import mlflow
-
     from pipelines import registry
-    from pipelines.settings import get_settings
+    from pipelines.settings import load_settings
 
-    settings = get_settings()
-    settings.export_environment()
-    champion = registry.champion_summary(settings.task, settings)
-    model = mlflow.pyfunc.load_model(f"models:/{champion['name']}@champion").unwrap_python_model()
+    settings = load_settings()
+    model, champion = registry.load_model(settings.task, settings)
     return settings, champion, model
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Collect SOURCE, train a quick stats-gb and promote it, "
+                                                 "under POPULARITY_HOME.")
+    parser.add_argument("source", nargs="?", default="demo")
+    collect_train_promote(parser.parse_args().source)

@@ -14,11 +14,11 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 import numpy as np
 import pytest
-from _pytest.nodeid import NodeId
 from PIL import Image
 
 from bench.champion import train_champion
 from pipelines.settings import Settings
+from tests import xdist_groups
 from tests.helpers import LoopbackServer, photo
 
 # `make test` spreads the suite over pytest-xdist workers a group at a time (``--dist loadgroup``): a module
@@ -30,16 +30,18 @@ LONGEST_FIRST = ("test_production", "test_decay_retrain", CHAMPION_GROUP, "test_
                  "test_drift_retrain", "test_ddp", "test_schedules", "test_models", "test_registry")
 
 
-def pytest_collection_modifyitems(config, items):
-    def group(item) -> str:
-        return CHAMPION_GROUP if "champion_home" in item.fixturenames else item.module.__name__.rsplit(".", 1)[-1]
+def group(item: pytest.Item) -> str:
+    """The test's group: ``champion`` for every test on the session's champion, else its module."""
+    return CHAMPION_GROUP if "champion_home" in item.fixturenames else item.module.__name__.rsplit(".", 1)[-1]
 
+
+def pytest_configure(config):
+    xdist_groups.register(config, group)  # each group runs on one worker (see tests/xdist_groups.py)
+
+
+def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(group(item), len(rank)))
-    if getattr(config.option, "loadgroup", False):  # on an xdist worker
-        for item in items:
-            # the "nodeid@group" form loadgroup schedules by; xdist 3.8 writes it where pytest 9 no longer reads
-            item._id = NodeId.parse(f"{item.nodeid}@{group(item)}")
 
 
 @pytest.fixture(scope="session")

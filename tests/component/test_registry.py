@@ -82,7 +82,16 @@ def test_gate_numbers_cover_every_sanity_check(trained):
     _challenge(data, c["stats-gb"])
     result = promotion.gate("binary", data.settings)
     assert {"no_nan", "floor", "latency", "flip_stability", "jpeg_stability"} <= set(result.checks)
-    assert result.numbers["latency_ms"] > 0 and result.numbers["flip_shift"] >= 0
+    p, outcomes = data.settings.promotion, {check.name: check for check in result.outcomes}
+    # each verdict is its measured number held to its threshold, and the number is what the result reports
+    for name, number, limit in (("latency", "latency_ms", p.latency_budget_ms), ("flip_stability", "flip_shift",
+                                p.flip_tolerance), ("jpeg_stability", "jpeg_shift", p.jpeg_tolerance)):
+        value = result.numbers[number]
+        assert np.isfinite(value), (number, value)
+        assert outcomes[name].challenger == value and outcomes[name].threshold == limit
+        assert outcomes[name].passed == (value <= limit), (name, value, limit)
+    assert result.numbers["latency_ms"] > 0  # scoring took time: it was measured, not defaulted
+    assert outcomes["floor"].passed == (result.numbers["challenger_roc_auc"] >= p.floor_roc_auc)
 
 
 def _diverged(data, parent) -> Candidate:

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from bench.champion import train_champion
 from monitoring.request_log import RequestLog
+from pipelines import registry
 from pipelines.data.images import decode
 from pipelines.data.snapshots import Snapshot
 from pipelines.data.sources import parse_spec
@@ -62,9 +63,8 @@ def _serve(home, seed: int) -> None:
     images = [decode(item.data, limits.max_bytes, limits.max_pixels, limits.min_side, max_side=limits.model_side)[0]
               for item in items]
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(_uri(home))
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model()
+        model, _ = registry.load_model("binary", settings.model_copy(update={"mlflow_tracking_uri": _uri(home)}))
     finally:
         mlflow.set_tracking_uri(previous)
     scored, profiles = model.predict_images(images), model.profile_images(images)
