@@ -32,7 +32,7 @@ def _train(home: Path, spec: str, name: str, quick: bool, models: list[str] | No
     from pipelines.data.collect import collect
     from pipelines.data.sources import parse_spec
     from pipelines.settings import Settings
-    from pipelines.training.candidates import default_models
+    from pipelines.training.defaults import default_models
     from pipelines.training.train import train
     from validation import validate_snapshot
 

@@ -69,9 +69,10 @@ def _render(base: np.ndarray, rng: np.random.Generator, colour: float, brightnes
 
 
 def write_posts(folder: Path, n: int = 1200, users: int = 300, seed: int = 0, social: bool = True,
-                side: int = 128, missing_share: float = 0.1) -> Path:
+                side: int = 128, missing_share: float = 0.1, reach_weight: float = 1.0) -> Path:
     """``n`` posts by ``users`` users of generator ``seed`` into ``folder``; returns the manifest's path.
-    ``missing_share`` of the users' mean views are left empty (profiles not fetched)."""
+    ``missing_share`` of the users' mean views are left empty (profiles not fetched); ``reach_weight`` 0
+    makes views depend on the photos alone (a test of what the image models learn)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "images").mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -95,7 +96,7 @@ def write_posts(folder: Path, n: int = 1200, users: int = 300, seed: int = 0, so
         name, base = scenes[scene]
         path = f"images/{k:05d}.jpg"
         (folder / path).write_bytes(_render(base, rng, colour, brightness, side))
-        expected_log_views = BASE_LOG_VIEWS + reach[user] + APPEAL_WEIGHT * appeal
+        expected_log_views = BASE_LOG_VIEWS + reach_weight * reach[user] + APPEAL_WEIGHT * appeal
         scale = np.exp(expected_log_views + rng.normal(0, NOISE))
         daily = np.maximum.accumulate(np.round(scale * shapes[rng.integers(len(shapes))]
                                                * rng.uniform(0.97, 1.03, DAYS)))

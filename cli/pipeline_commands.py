@@ -12,6 +12,7 @@ from cli.options import (JsonOpt, RunnerOpt, TaskOpt, check_models, check_runner
                          reuse_prefect)
 from cli.output import console, emit, fail
 from pipelines.settings import load_settings
+from pipelines.training.defaults import DEFAULT_MODELS_HELP as DEFAULT_MODELS
 
 app = typer.Typer()
 
@@ -40,10 +41,12 @@ def run(
     quick: Annotated[bool, typer.Option(help="Short training for smoke runs.")] = False,
     runner: RunnerOpt = "local",
     port: Annotated[int, typer.Option(help="Port of the service started for the probe.")] = 3000,
+    models: Annotated[str | None, typer.Option(help=f"Comma-separated candidates; {DEFAULT_MODELS}.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The whole pipeline flow: collect → validate → train → promote → serve → predict → monitor."""
     check_task(task)
+    check_models(models)
     settings = load_settings()
     from pipelines.data.sources import SpecError, parse_spec
 
@@ -58,9 +61,11 @@ def run(
     from pipelines.data.verdicts import FailedValidation
 
     try:
-        summary = run_flow(source=source, task=task, quick=quick, port=port, runner=runner)
+        summary = run_flow(source=source, task=task, quick=quick, port=port, runner=runner,
+                           models=models.split(",") if models else None)
     except (LookupError, FailedValidation) as exc:
         fail(str(exc), kind="refused")
+    console.print(f"Data: {summary['validation']['message']}")
     champion = summary["champion"]
     console.print(champion_table(champion))
     service = summary["service"]
@@ -127,7 +132,7 @@ def validate(snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, n
 @app.command()
 def train(
     snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, name or path (default: latest).")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated candidates, e.g. colors-svm,cnn.")] = None,
+    models: Annotated[str | None, typer.Option(help=f"Comma-separated candidates; {DEFAULT_MODELS}.")] = None,
     task: TaskOpt = "binary",
     quick: bool = False,
     runner: RunnerOpt = "local",

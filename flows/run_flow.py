@@ -61,7 +61,7 @@ def _probe_and_check(url: str, images: list[bytes], task_name: str) -> tuple[dic
 
 @flow(name="popularity-run", log_prints=True)
 def run_flow(source: str = "demo", task: str = "binary", quick: bool = False, port: int = 3000,
-             requests: int = 200, runner: str = "local") -> dict:
+             requests: int = 200, runner: str = "local", models: list[str] | None = None) -> dict:
     """The whole pipeline: collect → validate → train → promote → serve → predict → monitor.
 
     The service is probed with held-out images (not the drift reference), then with the same images
@@ -73,7 +73,7 @@ def run_flow(source: str = "demo", task: str = "binary", quick: bool = False, po
     with mlflow.start_run(run_id=parent):
         mlflow.log_dict(snap.meta, "snapshot.json")
     validation = check_snapshot(snapshot_path, parent)
-    trained = train_flow(snapshot=snap.id, task=task, quick=quick, parent_run_id=parent, runner=runner)
+    trained = train_flow(snapshot=snap.id, task=task, models=models, quick=quick, parent_run_id=parent, runner=runner)
     promoted = promote_flow(task=task)
     try:
         champion = registry.champion_summary(task, settings)

@@ -18,7 +18,8 @@ from pipelines import promotion, registry, tracking
 from pipelines.data import verdicts
 from pipelines.data.snapshots import Snapshot
 from pipelines.settings import load_settings
-from pipelines.training.candidates import check_models, default_models, image_feature_groups
+from pipelines.training.candidates import check_models, image_feature_groups
+from pipelines.training.defaults import default_models
 from pipelines.training.data import TrainingData
 from pipelines.training.report import summarise
 from pipelines.training.runs import Candidate, train_candidate

@@ -18,7 +18,8 @@ from pipelines.data.snapshots import Snapshot
 from pipelines.models import distributed
 from pipelines.settings import Settings, load_settings
 from pipelines.tasks import TASKS
-from pipelines.training.candidates import CANDIDATES, check_models, default_models
+from pipelines.training.candidates import CANDIDATES, check_models
+from pipelines.training.defaults import default_models
 from pipelines.training.data import TrainingData
 from pipelines.training.report import TrainReport, summarise
 from pipelines.training.runs import train_candidate
