@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,6 +22,7 @@ from tests.conftest import encode
 from tests.helpers import API_KEY
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 KEY = API_KEY
 AUTH = {"X-API-Key": KEY}
 
@@ -94,6 +97,14 @@ def test_predict_takes_seed_002s_user_columns_and_refuses_bad_social_fields(clie
     assert r.status_code == 400
     r = client.post("/predict", files={"image": ("a.jpg", jpeg)}, data={"user_mean_views": "-1"})
     assert r.status_code == 400
+
+
+def test_predict_takes_the_posts_words_as_text_or_a_tag_count(client, jpeg):
+    words = {"tags": "sunset|food|city", "title": "Evening, out", "description": "a walk by the river"}
+    assert client.post("/predict", files={"image": ("a.jpg", jpeg)}, data=words).status_code == 200
+    assert client.post("/predict", files={"image": ("a.jpg", jpeg)}, data={"tags": "3"}).status_code == 200
+    r = client.post("/predict", files={"image": ("a.jpg", jpeg)}, data={"tags": "x" * 2_001})
+    assert r.status_code == 400  # capped like every input
 
 
 def test_predict_batch_keeps_order_and_isolates_bad_images(client, photographs):
@@ -266,8 +277,40 @@ def test_reload_under_load_drops_no_request(client, jpeg):
     assert client.get("/livez").status_code == 200
 
 
-def test_service_stays_up(client):
+def test_service_stays_up(client, photographs, jpeg):
+    """Every kind of bad upload, an oversized body and a batch of bad images, then a good photo: the service
+    refuses each with a 4xx, stays ready and still scores."""
+    bad = _bad_inputs(photographs["chelsea"])
+    for case, (data, _) in bad.items():
+        r = client.post("/predict", files={"image": (f"{case}.jpg", data, "image/jpeg")})
+        assert 400 <= r.status_code < 500, (case, r.text)
+    big = b"\xff\xd8\xff" + np.random.default_rng(1).bytes(21 * 1024 * 1024)
+    assert client.post("/predict", files={"image": ("big.jpg", big)}).status_code == 413
+    batch = client.post("/predict_batch", files=[("images", (f"{case}.jpg", data)) for case, (data, _) in bad.items()])
+    assert batch.status_code == 200 and all("error" in r for r in batch.json()["results"]), batch.text
     assert client.get("/readyz").status_code == 200
+    assert client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code == 200
+
+
+def test_in_process_predict_scores_a_photo_as_the_service_does(client, champion_home, tmp_path):
+    """`popularity predict IMAGE` without --url loads the champion in process and decodes the photo as the
+    service does (shrunk to the model's side): the same real photograph gets the same score both ways.
+    The photo is larger than the model's side, so a decode that skipped the shrink would score otherwise."""
+    from sklearn.datasets import load_sample_images
+
+    china = load_sample_images().images[0]  # 427 x 640: above images.model_side (512)
+    path = tmp_path / "china.jpg"
+    path.write_bytes(encode(china, quality=95))
+    served = client.post("/predict", files={"image": (path.name, path.read_bytes())})
+    assert served.status_code == 200, served.text
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "BENTOML_HOME", "PREFECT_HOME")}
+    env["POPULARITY_HOME"] = str(champion_home)
+    done = subprocess.run([sys.executable, "-m", "cli", "predict", str(path), "--json"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (local,) = json.loads(done.stdout.strip().splitlines()[-1])["predictions"]
+    assert local["score"] == pytest.approx(served.json()["score"], abs=1e-6)
+    assert local["label"] == served.json()["label"]
 
 
 
