@@ -13,3 +13,43 @@ def test_no_flow_module_shadows_a_top_level_package():
     flow_modules = {p.stem for p in (ROOT / "flows").glob("*.py")}
     assert packages and flow_modules
     assert not packages & flow_modules, f"flows/ modules shadow packages: {sorted(packages & flow_modules)}"
+
+
+def _cycles(graph, modules: set[str]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or through others (Tarjan's components)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for imported in graph.find_modules_directly_imported_by(module) & modules:
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_of_the_top_floor_imports_itself_through_others():
+    """import-linter's contracts hold packages to their layers and subpackages to no cycle; this holds
+    every module of the command line, process supervision, the flows, the service, monitoring and
+    validation to no cycle at all (function-level imports count)."""
+    import grimp
+
+    roots = ("cli", "ops", "flows", "serving", "monitoring", "validation")
+    graph = grimp.build_graph(*roots, "pipelines")
+    modules = {m for m in graph.modules if m.split(".")[0] in roots}
+    assert _cycles(graph, modules) == []
