@@ -5,8 +5,8 @@ A hidden set of posts (:mod:`bench.posts`, generator ``--seed``, which nothing w
 settings are the defaults) is collected from its manifest as a user would, validated, and trained with the
 default candidates for what it carries (``pipelines.training.candidates.default_models``). The champion is
 chosen on validation; every candidate's test Spearman is reported once, beside the oracle's on the same
-test rows: with the social columns, the expected score given the user's reach, the photo's appeal and the
-posting day; from the photos alone, the appeal. ``--demo N`` adds the demo's score task (its own oracle).
+test rows: with the social columns, the expected score given the user's reach and the photo's appeal; from
+the photos alone, the appeal. ``--demo N`` adds the demo's score task (its own oracle).
 
 The last line is JSON; the exit status says whether every champion came within ``--goal`` of its oracle.
 """
@@ -74,7 +74,7 @@ def run_layout(root: Path, social: bool, args) -> dict:
     table = report.table[~report.table["family"].isin(["baseline", "oracle"])]
     result = {"layout": layout, "rows": report.rows, "seconds": round(seconds, 1), "champion": report.best.name,
               "champion_test": report.best.metrics["spearman"], "oracle_test": oracle,
-              "oracle": "reach + appeal + posting day" if social else "appeal (content only)",
+              "oracle": "reach + appeal" if social else "appeal (content only)",
               "candidates": {r["candidate"]: {"val": r["val_spearman"], "test": r["test_spearman"]}
                              for r in table.to_dict(orient="records")}}
     result["gap"] = result["oracle_test"] - result["champion_test"]

@@ -11,7 +11,7 @@ day-30 views are ``exp(5 + reach + 0.6 · appeal + noise)`` spread over 30 days 
 user_mean_views, photo_count, tags, title, views_d1 … views_d30``; with ``social=False`` only ``post_id,
 image_path, posted_at`` and the views), the JPEGs and ``truth.parquet``, which no model reads:
 :func:`oracle_scores` turns it into the best achievable ranking of the score label on any rows, with the
-social context (reach, appeal and posting day known) or from the content alone (appeal only).
+social context (reach and appeal known) or from the content alone (appeal only).
 """
 
 from __future__ import annotations
@@ -125,16 +125,9 @@ def write_posts(folder: Path, n: int = 1200, users: int = 300, seed: int = 0, so
 
 
 def oracle_scores(truth: pd.DataFrame, rows: pd.DataFrame, content_only: bool = False) -> np.ndarray:
-    """The best achievable ranking of the ``score`` label (log(views / days since posting + 1), seed 002)
-    on ``rows`` (a snapshot's manifest rows, with ``post_id`` and ``posted_at``): the expected score given
-    the user's reach, the appeal and the posting day; ``content_only``: given the appeal alone, a ranking
-    by appeal (the other causes are independent of it)."""
+    """The best achievable ranking of the ``score`` label on ``rows`` (a snapshot's manifest rows, with
+    ``post_id``): the label is log(views over the sequence's 30 days / 30 + 1) (seed 002), so a ranking by
+    the expected log views given the user's reach and the photo's appeal; ``content_only``: given the
+    appeal alone, a ranking by appeal (the other causes are independent of it)."""
     known = truth.set_index("post_id").loc[rows["post_id"].astype(str)]
-    if content_only:
-        return known["appeal"].to_numpy(dtype=float)
-    from pipelines.data import labels
-
-    posted = pd.to_datetime(rows["posted_at"], utc=True)
-    now = pd.to_datetime(truth["posted_at"], utc=True).max() + pd.Timedelta(days=30)  # as the label's: every post
-    views = np.exp(known["expected_log_views"].to_numpy() + NOISE**2 / 2)
-    return labels.popularity_score(pd.DataFrame({"posted_at": posted.to_numpy(), "views": views}), now).to_numpy()
+    return known["appeal" if content_only else "expected_log_views"].to_numpy(dtype=float)

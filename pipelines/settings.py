@@ -88,6 +88,8 @@ class TrainSettings(BaseModel):
     # "random-crop" (seed 001): load at image_px·256/227, a random image_px crop + flip, the centre crop to predict;
     # "resized": a random resized crop of 60–100% of the area, the whole square resized to predict
     crop: Literal["random-crop", "resized"] = "random-crop"
+    # a CNN scores the mean of the photo and its mirror (test-time augmentation): flip-stable by construction
+    flip_average: bool = True
     epochs: int = 4
     batch_size: int = 32
     lr: float = 3e-4

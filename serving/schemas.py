@@ -26,11 +26,11 @@ def _integer_as_text(value: Any) -> Any:
 
 
 def _number_as_text(value: Any) -> Any:
-    """``tags`` may come as a count (``3``, read as JSON by BentoML): the model reads it as a tag count."""
+    """BentoML reads a form field as JSON when it can: a tag ``2019`` arrives as a number and stays a tag."""
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-# A post's words (seed 002's text features): tags separated by ``|``, spaces or commas, or a count of tags.
+# A post's words (seed 002's text features): tags separated by ``|``, spaces or commas (``tag_count`` counts).
 Tags = Annotated[str, BeforeValidator(_number_as_text), StringConstraints(max_length=2_000)]
 Text = Annotated[str, StringConstraints(max_length=5_000)]
 

@@ -73,10 +73,13 @@ def sigma_filter(values: pd.Series, sigmas: float = 6.0) -> pd.Series:
 
 
 def popularity_score(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> pd.Series:
-    """log(views / days since posting + 1), Khosla et al. (seed 002)."""
+    """log(views / days + 1), Khosla et al. (seed 002): the days since posting, or, where ``views_days`` says
+    over how many days the views were counted (a 30-day sequence's last day), those days."""
     posted = pd.to_datetime(frame["posted_at"], utc=True)
     now = now or posted.max() + pd.Timedelta(days=30)
     days = ((now - posted).dt.total_seconds() / 86400).clip(lower=1)
+    if "views_days" in frame:
+        days = pd.to_numeric(frame["views_days"], errors="coerce").fillna(days).clip(lower=1)
     return np.log(frame["views"].astype(float) / days + 1)
 
 

@@ -37,17 +37,15 @@ TOKEN = re.compile(r"[^\s|,;#]+")  # one tag or word: separated by spaces, |, co
 
 
 def _is_number(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float | np.integer | np.floating):
-        return True
-    return isinstance(value, str) and bool(re.fullmatch(r"\s*\d+(\.\d*)?\s*", value))
+    """A number, not a text that looks like one: a post tagged ``2019`` keeps its tag."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) \
+        and not np.isnan(value)
 
 
 def request_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows' optional inputs in one shape: numbers as floats (NaN when missing), text as strings (None).
 
-    ``tags`` given as a number is a tag count, as older manifests and clients send it."""
+    ``tags`` given as a number (not a text) is a tag count, as older manifests have it."""
     out = frame.reindex(columns=REQUEST_COLUMNS).reset_index(drop=True)
     tags = out["tags"].astype(object)
     counted = tags.map(_is_number)

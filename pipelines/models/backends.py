@@ -70,6 +70,7 @@ class TorchBackend:
         self.target_mean = config.get("target_mean", 0.0)
         self.target_std = config.get("target_std", 1.0)
         self.calibration = config.get("calibration")  # Platt scaling of ordinal/ranking outputs
+        self.flip_average = config.get("flip_average", False)  # models logged before it: one view
         self.model = cnn.build_network(config["backbone"], pretrained=False)
         state = torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
@@ -77,7 +78,7 @@ class TorchBackend:
 
     def score(self, images: list[Image.Image], social: pd.DataFrame) -> np.ndarray:
         pixels = np.stack([to_array(img, vision.load_px(self.px, self.crop)) for img in images])
-        raw = cnn.predict(self.model, pixels, self.px, self.crop)
+        raw = cnn.predict(self.model, pixels, self.px, self.crop, flip_average=self.flip_average)
         if self.calibration:
             slope, intercept = self.calibration
             raw = slope * raw + intercept

@@ -85,7 +85,8 @@ def _boosting(task: str, p: dict, s: TrainSettings):
 
 
 def _boosting_on_pca(task: str, p: dict, s: TrainSettings):
-    """Social features + PCA-reduced CNN embeddings → gradient boosting (the SMP challenge winners)."""
+    """PCA-reduced CNN embeddings beside the other features (social, colour, quality) → gradient boosting
+    (the SMP challenge winners' recipe)."""
     reduce = ColumnTransformer(
         [("embeddings", make_pipeline(StandardScaler(), PCA(p["pca_components"], random_state=s.seed)),
           make_column_selector(pattern=r"^emb\d+$"))],
@@ -124,6 +125,13 @@ RECIPES: dict[str, Recipe] = {
                      lambda s, q: {"n_estimators": 100 if q else s.forest_trees, "min_samples_leaf": 2}, _forest,
                      space=lambda t: {"n_estimators": t.suggest_int("n_estimators", 100, 1000, log=True),
                                       "min_samples_leaf": t.suggest_int("min_samples_leaf", 1, 20, log=True)}),
+    # seed 003's transfer learning, fused: the ImageNet embedding (PCA) beside colour and quality statistics
+    # in gradient boosting; on small, noisy targets a head on frozen features learns what fine-tuning misses
+    "emb-gb": Recipe(("colors", "quality", "embeddings"), "image",
+                     lambda s, q: {**_boosting_defaults(q), "pca_components": s.pca_components},
+                     _boosting_on_pca,
+                     space=lambda t: {**_boosting_space(t),
+                                      "pca_components": t.suggest_int("pca_components", 4, 64, log=True)}),
     # beyond the seeds: what social features alone carry, and the challenge recipe with the pixels added
     "social-gb": Recipe(("social",), "social", lambda s, q: _boosting_defaults(q), _boosting,
                         space=_boosting_space),

@@ -238,8 +238,11 @@ def fit(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, pixels: np.ndarray, px: int, crop: str = "resized", batch_size: int = 64) -> np.ndarray:
-    """Raw outputs (logits or standardised scores) for an ``N×H×W×3`` uint8 batch."""
+def predict(model: nn.Module, pixels: np.ndarray, px: int, crop: str = "resized", batch_size: int = 64,
+            flip_average: bool = False) -> np.ndarray:
+    """Raw outputs (logits or standardised scores) for an ``N×H×W×3`` uint8 batch; with ``flip_average`` the
+    mean of the image's and its mirror's (test-time augmentation, as the flip-trained network saw both), so
+    a photo uploaded mirrored scores the same."""
     model.eval()
     dev = next(model.parameters()).device
     transform = eval_transform(px, crop)
@@ -247,5 +250,9 @@ def predict(model: nn.Module, pixels: np.ndarray, px: int, crop: str = "resized"
     for start in range(0, len(pixels), batch_size):
         x = transform(torch.as_tensor(pixels[start : start + batch_size]).permute(0, 3, 1, 2)).to(dev)
         with torch.autocast(dev.type, enabled=dev.type == "cuda"):
-            outputs.append(model(x).squeeze(1).float().cpu().numpy())
+            if flip_average:
+                both = model(torch.cat([x, x.flip(-1)])).squeeze(1).float()
+                outputs.append(((both[: len(x)] + both[len(x):]) / 2).cpu().numpy())
+            else:
+                outputs.append(model(x).squeeze(1).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.empty(0)

@@ -197,9 +197,9 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
     weights = workdir / "weights.pt"
     torch.save(result.model.state_dict(), weights)
     config = {"kind": "torch", "task": data.task, "backbone": backbone, "image_px": px, "crop": s.crop,
-              "target_mean": mean, "target_std": std}
+              "target_mean": mean, "target_std": std, "flip_average": s.flip_average}
     if head in ("ordinal", "ranking"):
-        raw = cnn.predict(result.model, data.pixels("val", load_px), px, s.crop)
+        raw = cnn.predict(result.model, data.pixels("val", load_px), px, s.crop, flip_average=s.flip_average)
         config["calibration"] = _calibration(data.task, raw, truth_val)
     fit_params = {k: v for k, v in asdict(cfg).items() if k != "task"}
     fit_params |= {"backbone": backbone, "pretrained": pretrained, "best_epoch": result.best_epoch,

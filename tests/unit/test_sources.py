@@ -216,8 +216,9 @@ def test_seed_002_manifest_takes_its_views_from_the_sequence_and_the_score_label
     assert snap.meta["label"] == "score" and list(rows.index) == [f"p{k}" for k in range(11)]
     assert rows["views"].tolist() == [300.0 * ((k * 7) % 12 + 1) for k in range(11)]
     assert (rows["views"] == rows["views_d30"]).all() and (rows["seq_scale"] == rows["views"]).all()
-    days = (rows["posted_at"].max() + pd.Timedelta(days=30) - rows["posted_at"]).dt.total_seconds() / 86400
-    np.testing.assert_allclose(rows["score"], np.log(rows["views"] / days + 1))
+    # every post's views were counted over the same 30 days: views per day of those, not since posting
+    assert (rows["views_days"] == 30).all()
+    np.testing.assert_allclose(rows["score"], np.log(rows["views"] / 30 + 1))
     assert rows["label"].sum() == 5  # above the median of 11 scores
     rejects = snap.rejects.set_index("reason")
     assert _reasons(snap) == {"missing_sequence": 1}
@@ -371,9 +372,13 @@ def test_tags_as_a_list_in_json_lines_are_text(tmp_path, settings):
     (tmp_path / "a.jpg").write_bytes(photo(1))
     (tmp_path / "b.jpg").write_bytes(photo(2))
     rows = [{"image": "a.jpg", "likes": 3, "tags": ["beach", "sun"], "description": "a walk"},
-            {"image": "b.jpg", "likes": 5, "tags": 4}]
+            {"image": "b.jpg", "likes": 5, "tags": 2019}]
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     snap = collect(parse_spec(f"manifest:{tmp_path / 'rows.jsonl'}", settings), settings, progress=False)
     by_likes = snap.manifest.set_index("likes")
     assert by_likes.loc[3, "tags"] == "beach|sun" and by_likes.loc[3, "description"] == "a walk"
-    assert by_likes.loc[5, "tag_count"] == 4 and pd.isna(by_likes.loc[5, "tags"])  # a number: a tag count
+    assert by_likes.loc[5, "tags"] == "2019"  # a column with words in it is text: 2019 is a tag
+    (tmp_path / "counts.csv").write_text("image,likes,tags\na.jpg,3,4\nb.jpg,5,0\n")
+    counted = collect(parse_spec(f"manifest:{tmp_path / 'counts.csv'}", settings), settings, name="counts",
+                      progress=False).manifest.set_index("likes")
+    assert counted["tag_count"].to_dict() == {3: 4.0, 5: 0.0} and "tags" not in counted  # numbers: a count

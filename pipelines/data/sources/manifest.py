@@ -117,19 +117,12 @@ def _missing(value) -> bool:
 
 def _clean(row: dict) -> dict | str:
     """Counts and social measures as non-negative numbers, ``posted_at`` as a timestamp, the text columns
-    (tags, title, description) as text; or the reason the row is bad. A number in ``tags`` is a tag count."""
+    (tags, title, description) as text; or the reason the row is bad."""
     out = {}
     for key, value in row.items():
         key = str(key)
         if isinstance(value, list | tuple) or (not _missing(value) and key in TEXT_COLUMNS):
-            number = pd.to_numeric(value, errors="coerce") if key == "tags" and not isinstance(value, list | tuple) \
-                else float("nan")
-            if not pd.isna(number):
-                if number < 0:
-                    return f"negative_count: {key}={value!r}"
-                out["tag_count"] = float(number)
-            else:
-                out[key] = as_text(value)
+            out[key] = as_text(value)
             continue
         if _missing(value):
             out[key] = None
@@ -170,7 +163,7 @@ class ManifestSource:
             raise SpecError(f"manifest:{location}: expected a .csv, .parquet or .jsonl file")
         rows = list(reader(path))
         columns = {str(k) for row in rows if isinstance(row, dict) for k in row}
-        renames = _renames(columns)
+        renames = _renames(columns) | _counted_tags(rows, columns)
         if renames:
             rows = [{renames.get(str(k), k): v for k, v in row.items()} if isinstance(row, dict) else row
                     for row in rows]
@@ -226,6 +219,17 @@ def _renames(columns: set[str]) -> dict[str, str]:
     return renames
 
 
+def _counted_tags(rows: list[dict | Reject], columns: set[str]) -> dict[str, str]:
+    """``tags`` → ``tag_count`` when every value of the column is a number (a count, as older manifests
+    have it); a column with any word in it is text, so a post tagged ``2019`` keeps its tag."""
+    if "tags" not in columns or "tag_count" in columns:
+        return {}
+    values = [row["tags"] for row in rows if isinstance(row, dict) and not _missing(row.get("tags"))]
+    numeric = values and all(not isinstance(v, list | tuple | bool) and not pd.isna(pd.to_numeric(v, errors="coerce"))
+                             for v in values)
+    return {"tags": "tag_count"} if numeric else {}
+
+
 def _views_total(columns: set[str]) -> str | None:
     """The daily column that stands for ``views`` in a manifest without one: the sequence's last day."""
     days = [int(match[1]) for column in columns if (match := DAY_COLUMN.match(column))]
@@ -259,6 +263,7 @@ def _entries(rows: list[dict | Reject], path: Path, image_column: str, total: st
                              f"{total} is empty: without the last day of its views sequence the row has no views")
                 continue
             cleaned["views"] = cleaned[total]
+            cleaned["views_days"] = float(total.removeprefix("views_d"))  # counted over that many days
         if id_column and not _missing(row.get(id_column)):
             key = str(row[id_column])
             if key in seen:
