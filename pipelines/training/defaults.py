@@ -7,10 +7,10 @@ line can say it in ``--help`` without importing a model library.
 from __future__ import annotations
 
 #: What a default run trains (``train.models`` unset), by what the source carries: image-only candidates
-#: always (colours, statistics, the ImageNet embedding in boosting, the fine-tuned CNN); with social or text columns a social-only baseline and an image + social fusion (the CNN's
+#: always (colours, statistics, a linear model on the ImageNet embedding, the fine-tuned CNN); with social or text columns a social-only baseline and an image + social fusion (the CNN's
 #: ImageNet embedding, colours and quality beside the social and text features in gradient boosting);
 #: with the 30-day views as well, seed 002's scale × shape.
-IMAGE_MODELS = ("colors-svm", "stats-gb", "emb-gb", "cnn")
+IMAGE_MODELS = ("colors-svm", "stats-gb", "emb-linear", "cnn")
 SOCIAL_MODELS = ("social-gb", "social-emb-gb")
 SEQUENCE_MODELS = ("seq-kmeans",)
 #: Columns that make a source "social": the user's reach and habits, the post's words.
