@@ -41,10 +41,12 @@ def schedules(task: str, settings: Settings, retrain_cron: str | None = None,
               monitor_cron: str | None = None) -> list[Schedule]:
     d = settings.drift
     return [
-        Schedule(retrain_flow, "flows/monitoring_flows.py:retrain_flow", f"popularity-{task}", retrain_cron or d.retrain_cron,
+        Schedule(retrain_flow, "flows/monitoring_flows.py:retrain_flow", f"popularity-{task}",
+                 retrain_cron or d.retrain_cron,
                  {"task": task, "trigger": "schedule"},
                  "Collect fresh data, validate, train and promote on a schedule; drift starts it too."),
-        Schedule(monitor_flow, "flows/monitoring_flows.py:monitor_flow", f"popularity-{task}", monitor_cron or d.monitor_cron,
+        Schedule(monitor_flow, "flows/monitoring_flows.py:monitor_flow", f"popularity-{task}",
+                 monitor_cron or d.monitor_cron,
                  {"task": task, "retrain": True},
                  "Check the latest request window for drift; drift starts the retrain deployment."),
     ]

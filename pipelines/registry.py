@@ -122,8 +122,9 @@ def _summary(c: MlflowClient, name: str, version: str, alias: str | None = None)
             raise LookupError(f"{name} has no version {version}") from exc
         raise _unavailable(c, exc) from exc
     tags, aliases = model_version.tags, list(model_version.aliases or [])
+    alias = alias or (CHAMPION if CHAMPION in aliases else next(iter(aliases), None))
     return {
-        "name": name, "version": version, "alias": alias or (CHAMPION if CHAMPION in aliases else next(iter(aliases), None)),
+        "name": name, "version": version, "alias": alias,
         "family": tags.get("family"),
         "candidate": tags.get("candidate"), "snapshot": tags.get("snapshot"), "run_id": tags.get("run_id"), "trained_at": tags.get("trained_at"),
         "metrics": json.loads(tags.get("metrics", "{}")), "selection": json.loads(tags.get("selection", "null")),
