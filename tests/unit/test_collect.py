@@ -83,9 +83,9 @@ def test_a_killed_collection_leaves_no_snapshot(tmp_path, settings):
     child = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path)
     folder = settings.datasets_dir / "demo"
     deadline = time.monotonic() + 30
-    while not (folder.exists() and any(folder.iterdir())) and time.monotonic() < deadline and child.poll() is None:
+    # midway: wait (however loaded the machine) until the child has written images into its temporary folder
+    while not any(folder.glob(".tmp-*/images/**/*.jpg")) and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)
-    time.sleep(1.0)  # midway: the child is writing images
     assert child.poll() is None, "the collection finished before it could be killed"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
