@@ -16,9 +16,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def collect_train_promote(source: str) -> dict:
-    """In this process, under its ``POPULARITY_HOME``: collect ``source``, train a quick ``stats-gb`` and
-    promote it; returns the promotion summary (RuntimeError when the gate refuses)."""
+def collect_train_promote(source: str, task: str = "binary", models: tuple[str, ...] = ("stats-gb",)) -> dict:
+    """In this process, under its ``POPULARITY_HOME``: collect ``source``, train quick ``models`` (a
+    ``stats-gb`` by default) for ``task`` and promote the best; returns the promotion summary
+    (RuntimeError when the gate refuses)."""
     from pipelines.settings import load_settings
 
     load_settings()  # before the flows import Prefect and MLflow: they must find the home's settings
@@ -26,15 +27,16 @@ def collect_train_promote(source: str) -> dict:
     from flows.training_flows import promote_flow, train_flow
 
     collect_flow(source=source)
-    train_flow(quick=True, models=["stats-gb"])
-    promoted = promote_flow()
+    train_flow(task=task, quick=True, models=list(models))
+    promoted = promote_flow(task=task)
     if not promoted["promoted"]:
         raise RuntimeError(f"the gate refused the champion: {promoted['reason']}")
     return promoted
 
 
 def train_champion(home: Path, source: str = "demo", settings: dict[str, str] | None = None,
-                   timeout_s: float = 900) -> dict[str, str]:
+                   timeout_s: float = 900, task: str = "binary",
+                   models: tuple[str, ...] = ("stats-gb",)) -> dict[str, str]:
     """:func:`collect_train_promote` under ``home`` in one child process, with nothing of the caller's
     MLflow, Prefect or BentoML settings but ``settings`` (a Prefect API to report to, relaxed gates);
     returns that process's environment for later commands."""
@@ -42,7 +44,8 @@ def train_champion(home: Path, source: str = "demo", settings: dict[str, str] | 
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
         env.pop(var, None)
     env.update(settings or {})
-    done = subprocess.run([sys.executable, "-m", "bench.champion", source], env=env, cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "bench.champion", source, "--task", task,
+                           "--models", ",".join(models)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"training a champion on {source} failed:\n{done.stderr[-3000:]}")
@@ -62,7 +65,10 @@ def load_champion(home: Path):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Collect SOURCE, train a quick stats-gb and promote it, "
-                                                 "under POPULARITY_HOME.")
+    parser = argparse.ArgumentParser(description="Collect SOURCE, train quick candidates (stats-gb) and promote "
+                                                 "the best, under POPULARITY_HOME.")
     parser.add_argument("source", nargs="?", default="demo")
-    collect_train_promote(parser.parse_args().source)
+    parser.add_argument("--task", default="binary")
+    parser.add_argument("--models", default="stats-gb", help="comma-separated candidates")
+    args = parser.parse_args()
+    collect_train_promote(args.source, args.task, tuple(args.models.split(",")))

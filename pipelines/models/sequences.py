@@ -101,8 +101,8 @@ class ScaleShapeRegressor(RegressorMixin, BaseEstimator):
 
 class NowcastRegressor(RegressorMixin, BaseEstimator):
     """Day-30 views from the image and social features plus the first ``days`` days' cumulative views
-    (``views_d1`` …): a post's prospects scored hours after posting. Predicts log(1 + views on day 30);
-    fitted with labels, also the probability of "popular" given that prediction.
+    (``views_d1`` …): a post's prospects scored hours after posting. Predicts log(1 + views on day 30), or
+    the ``target`` it was fitted on; fitted with labels, also the probability of "popular" given that prediction.
 
     ``X`` holds the features and the early-views columns; the columns of later days are not read.
     """
@@ -119,7 +119,9 @@ class NowcastRegressor(RegressorMixin, BaseEstimator):
         later = [c for c in X.columns if c.startswith("views_d") and int(c[len("views_d"):]) > self.days]
         return X.drop(columns=later)
 
-    def fit(self, X: pd.DataFrame, Y, labels=None):
+    def fit(self, X: pd.DataFrame, Y, labels=None, target=None):
+        """``target``: what to regress instead of log(1 + views on day 30), e.g. the score task's popularity
+        score, so that a served score is on the task's scale."""
         scale, _ = scale_shape(Y)
         # boosting fails on a column with no value at all (a social column the source lacks): drop those
         inputs = self._inputs(X)
@@ -127,7 +129,7 @@ class NowcastRegressor(RegressorMixin, BaseEstimator):
                                         HistGradientBoostingRegressor(max_iter=self.max_iter,
                                                                       learning_rate=self.learning_rate,
                                                                       random_state=self.seed))
-        self.regressor_.fit(inputs, np.log1p(scale))
+        self.regressor_.fit(inputs, np.log1p(scale) if target is None else np.asarray(target, dtype=float))
         if labels is not None:  # P(popular | log views), fitted on the true views as the scale × shape model
             self.popular_ = LogisticRegression().fit(np.log1p(scale)[:, None], np.asarray(labels).astype(int))
             self.classes_ = self.popular_.classes_

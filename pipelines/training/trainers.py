@@ -121,8 +121,11 @@ def fit_nowcast(data: TrainingData, workdir: Path, quick: bool, params: dict | N
             f"{split}_spearman": float(spearmanr(day30[split], model.predict(x[split][kept])).statistic)
             for split in ("val", "test")}})
     by_day = pd.DataFrame(rows)
+    # the served model learns the task's own target: the score task's score (views per day since posting),
+    # not day-30 views, so its scores are on the scale the task reports and monitors
     model = sequences.NowcastRegressor(**chosen).fit(
-        train_x, train_seq, labels=data.y("train") if data.task == "binary" else None)
+        train_x, train_seq, labels=data.y("train") if data.task == "binary" else None,
+        target=data.y("train") if data.task == "score" else None)
     metrics = {f"nowcast_spearman_{'image' if r.inputs == 'image' else f'd{r.days}'}": r.test_spearman
                for r in by_day.itertuples()}
     return Fitted(_sklearn_config(data, featurizer, list(train_x.columns)),
