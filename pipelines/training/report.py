@@ -69,7 +69,8 @@ def comparison_table(candidates: list[Candidate], base: dict[str, float], oracle
     for c in candidates:
         row = {"candidate": c.name, "family": c.family, "inputs": c.inputs,
                f"val_{primary}": c.validation.get(primary, np.nan),
-               f"val_{primary}_se": c.validation.get(f"{primary}_se", np.nan), **{f"test_{k}": v for k, v in c.metrics.items()}}
+               f"val_{primary}_se": c.validation.get(f"{primary}_se", np.nan),
+               **{f"test_{k}": v for k, v in c.metrics.items()}}
         if f"repeat_{primary}_mean" in c.metrics:
             row[f"{primary} repeats"] = (f"{c.metrics[f'repeat_{primary}_mean']:.3f} ± "
                                          f"{c.metrics[f'repeat_{primary}_std']:.3f}")
@@ -102,7 +103,7 @@ def gate_objections(candidate: Candidate, task: str, promotion) -> list[str]:
 class Selection:
     """The chosen candidate and, for every candidate, why it won, lost or was skipped."""
 
-    chosen: Candidate
+    candidate: Candidate
     why: dict[str, str]
 
 
@@ -145,12 +146,12 @@ class TrainReport:
     oracle: dict[str, float]
     table: pd.DataFrame
     rows: dict[str, int]
-    chosen: Selection
+    choice: Selection
     label: str | None = None  # the snapshot's label scheme, which realized outcomes are labelled with too
 
     @property
     def best(self) -> Candidate:
-        return self.chosen.chosen
+        return self.choice.candidate
 
     @property
     def selection(self) -> dict:
@@ -167,9 +168,9 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
     """Baseline, oracle and the comparison table of all candidates, logged on the parent run."""
     base = evaluation.baseline(data.task, data.y("train"), data.y("test"))
     oracle = oracle_metrics(data)
-    chosen = select(candidates, data.task, data.settings.promotion)
+    choice = select(candidates, data.task, data.settings.promotion)
     table = comparison_table(candidates, base, oracle, data.task)
-    table["selection"] = table["candidate"].map(chosen.why)
+    table["selection"] = table["candidate"].map(choice.why)
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlflow.log_metrics({f"oracle_{k}": v for k, v in oracle.items()})
@@ -177,4 +178,4 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
         mlflow.log_text(table.to_markdown(index=False, floatfmt=".3f"), "comparison.md")
         mlflow.log_text(table.to_html(index=False, float_format="%.3f"), "comparison.html")
     return TrainReport(data.task, data.snapshot.id, parent_run_id, candidates, base, oracle, table, data.row_counts,
-                       chosen, data.snapshot.meta.get("label"))
+                       choice, data.snapshot.meta.get("label"))
