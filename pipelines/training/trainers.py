@@ -191,8 +191,10 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
         return evaluation.task_metrics(data.task, truth_val, out * std + mean)[PRIMARY[data.task]]
 
     def log_epoch(epoch: int, row: dict) -> None:
-        if data.log_epochs:
+        if data.log_epochs:  # on the console and, under a flow (log_prints), in the Prefect run's logs
             mlflow.log_metrics(row, step=epoch)
+            print(f"{backbone} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f}, validation loss "
+                  f"{row['val_loss']:.4f}, validation {PRIMARY[data.task]} {row['val_metric']:.3f}", flush=True)
 
     load_px = vision.load_px(px, s.crop)
     result = cnn.fit(network, (data.pixels("train", load_px), t_train), (data.pixels("val", load_px), t_val),
