@@ -12,6 +12,8 @@ from pipelines.settings import load_settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary as the last line.")]
 TaskOpt = Annotated[str, typer.Option("--task", help="binary (popular or not) or score (regression).")]
+TasksOpt = Annotated[list[str] | None, typer.Option("--task", help="Tasks to register, comma-separated or the "
+                                                                    "option repeated (default: binary,score).")]
 RunnerOpt = Annotated[str, typer.Option("--runner", help="Where downloads and feature batches run: local, dask "
                                                          "(a 2-worker LocalCluster) or dask:ADDRESS.")]
 
@@ -24,6 +26,17 @@ def check_task(task: str) -> None:
         check(task)
     except TaskError as exc:
         fail(str(exc), 2)
+
+
+def check_tasks(tasks: list[str] | None) -> list[str]:
+    """``--task binary,score`` or ``--task binary --task score`` as a list in order, each once; none given:
+    every task. An unknown one is a usage error."""
+    from pipelines.tasks import TASKS
+
+    chosen = list(dict.fromkeys(t.strip() for value in tasks or [] for t in value.split(",") if t.strip()))
+    for task in chosen:
+        check_task(task)
+    return chosen or list(TASKS)
 
 
 def check_models(models: str | None) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.options import JsonOpt, TaskOpt, check_task
+from cli.options import JsonOpt, TaskOpt, TasksOpt, check_task, check_tasks
 from cli.output import console, emit, fail
 from pipelines.settings import load_settings
 
@@ -25,19 +25,20 @@ prefect_app = typer.Typer(help="A Prefect server under the home that flow comman
 @app.command()
 def worker(
     pool: Annotated[str | None, typer.Option(help="Process work pool (default from settings: popularity).")] = None,
-    task: TaskOpt = "binary",
+    task: TasksOpt = None,
     healthcheck: Annotated[bool, typer.Option(help="Serve the worker's /health on :8080 for container probes.")]
     = False,
 ) -> None:
-    """Create the work pool, register the scheduled retrain and monitor deployments, and run a worker on it."""
-    check_task(task)
+    """Create the work pool, register the scheduled retrain and monitor deployments of each task (binary and
+    score unless --task names some), and run a worker on it."""
+    tasks = check_tasks(task)
     if not os.environ.get("PREFECT_API_URL"):
         fail("a worker needs a Prefect server: set PREFECT_API_URL (`popularity stack up` starts one)", 2)
     settings = load_settings()
     from flows.schedules import register_on_pool, run_worker
 
     pool = pool or settings.stack.pool
-    names = register_on_pool(pool, task, settings)
+    names = [name for each in tasks for name in register_on_pool(pool, each, settings)]
     console.print(f"registered {', '.join(names)} on pool {pool}; starting its worker")
     run_worker(pool, healthcheck)
 
@@ -98,7 +99,8 @@ def _stack(task: str = "binary"):
 
 @stack_app.command("up")
 def stack_up(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
-    """Start MLflow, Prefect, a worker with the scheduled deployments, and the service, as local processes."""
+    """Start MLflow, Prefect, a worker with every task's scheduled deployments, and the service of --task, as
+    local processes."""
     check_task(task)
     from ops.stack import StackError
 

@@ -40,7 +40,8 @@ def _drift(champion: dict, settings: Settings) -> tuple[DriftResult, pd.DataFram
     store = open_request_store(settings)
     # the projection is the champion's own: compare only the requests it answered
     since = time.time() - d.window_hours * 3600 if d.window_hours else None
-    current = store.read(last=d.window, version=str(champion["version"]), since=since, profiled=True)
+    current = store.read(last=d.window, version=str(champion["version"]), since=since, profiled=True,
+                         model=champion.get("name"))  # the other task's service writes the same store
     result = check_drift(reference, current, d.p_value, d.drifted_share_threshold, d.min_requests,
                          d.mmd_permutations)
     if result.enough_data and "profile_rate" in current:
@@ -54,7 +55,7 @@ def _drift(champion: dict, settings: Settings) -> tuple[DriftResult, pd.DataFram
 def _performance(champion: dict, task: str, settings: Settings) -> PerformanceResult:
     """The champion's predictions against the outcomes that came back as feedback."""
     observed = feedback.latest(feedback.open_feedback_store(settings).read())
-    predictions = open_request_store(settings).read() if len(observed) else pd.DataFrame()
+    predictions = open_request_store(settings).read(model=champion.get("name")) if len(observed) else pd.DataFrame()
     return performance.evaluate(predictions, observed, champion, task, settings.performance)
 
 

@@ -49,9 +49,10 @@ class RequestLog:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
-             profiled: bool = False) -> pd.DataFrame:
+             profiled: bool = False, model: str | None = None) -> pd.DataFrame:
         """The newest ``last`` records across the current file and its rotated backups, of one model
-        ``version``, newer than ``since`` and profiled for drift (with a ``profile_rate``) when asked."""
+        ``version``, newer than ``since`` and profiled for drift (with a ``profile_rate``) when asked; with
+        ``model``, of that registered model (or naming none: written before models were named)."""
         files = [self.path.with_suffix(f".jsonl.{i}") for i in range(self.backups, 0, -1)] + [self.path]
         rows: list[dict] = []
         self.skipped = 0
@@ -70,6 +71,8 @@ class RequestLog:
                 else:
                     self.skipped += 1
         frame = pd.DataFrame(rows)
+        if model is not None and "model" in frame:
+            frame = frame[frame["model"].isna() | (frame["model"] == model)]
         if version is not None and "version" in frame:
             frame = frame[frame["version"].astype(str) == str(version)]
         if since is not None and "ts" in frame:

@@ -1,5 +1,5 @@
-"""The request store: each served request's prediction id, the caller's post id, score, model version
-and time, with the monitored features of those profiled for drift. The ids let realized engagement,
+"""The request store: each served request's prediction id, the caller's post id, score, model name and
+version and time, with the monitored features of those profiled for drift. The ids let realized engagement,
 known days later, be joined back to what was predicted.
 
 One interface, two places: the JSON Lines log under the home (one machine, the default) and a SQL
@@ -24,7 +24,7 @@ from monitoring.request_log import LOOKUP_COLUMNS, RequestLog
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-COLUMNS = ("ts", "version", "score", "label", "prediction_id", "post_id")
+COLUMNS = ("ts", "model", "version", "score", "label", "prediction_id", "post_id")
 POST_ID_CHARS = 128  # the longest caller id the table holds
 
 metadata = sa.MetaData()
@@ -33,6 +33,9 @@ served = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("ts", sa.Float, nullable=False, index=True),
     sa.Column("version", sa.String(64), nullable=False),
+    # the registered model (popularity-binary, popularity-score): every task's service writes this table,
+    # and version numbers repeat across tasks. Null in rows from before the column.
+    sa.Column("model", sa.String(128)),
     sa.Column("score", sa.Float),
     sa.Column("label", sa.Integer),
     sa.Column("prediction_id", sa.String(32)),
@@ -49,9 +52,10 @@ class RequestStore(Protocol):
     def append(self, records: list[dict]) -> None: ...
 
     def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
-             profiled: bool = False) -> pd.DataFrame:
+             profiled: bool = False, model: str | None = None) -> pd.DataFrame:
         """The newest ``last`` records, oldest first, of one model ``version``, newer than ``since``, and
-        with ``profiled`` only those that carry the drift profile (a ``profile_rate``)."""
+        with ``profiled`` only those that carry the drift profile (a ``profile_rate``); with ``model``,
+        only that registered model's (and records that name none, written before models were named)."""
 
     def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
         """``ts``, ``prediction_id`` and ``post_id`` of the records with one of these ids: what joining
@@ -101,8 +105,10 @@ class SqlRequestStore:
             connection.execute(served.insert(), rows)
 
     def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
-             profiled: bool = False) -> pd.DataFrame:
+             profiled: bool = False, model: str | None = None) -> pd.DataFrame:
         query = sa.select(served).order_by(served.c.id.desc())
+        if model is not None:
+            query = query.where(served.c.model.is_(None) | (served.c.model == model))
         if profiled:
             query = query.where(served.c.features["profile_rate"].as_float().is_not(None))
         if version is not None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from ops.processes import ManagedProcess, free_port, mlflow_server, prefect_server
 from pipelines.settings import Settings
+from pipelines.tasks import TASKS
 
 DATABASES = ("mlflow", "prefect", "monitoring")
 
@@ -197,22 +198,26 @@ class Stack:
                 "POPULARITY_STORE__URL": self.database_url("monitoring", "postgresql+psycopg2")}
 
     def _worker(self, started: list[Part]) -> Part:
-        """``popularity worker``: it registers the deployments, then polls the pool."""
+        """``popularity worker``: it registers every task's deployments (the service serves one task; the
+        other's champion is served the same way), then polls the pool."""
         pool = self.settings.stack.pool
         worker = ManagedProcess("worker", [sys.executable, "-m", "cli", "worker", "--pool", pool,
-                                           "--task", self.task], self._log("worker"), self._part_env(started)).start()
+                                           "--task", ",".join(TASKS)], self._log("worker"),
+                                self._part_env(started)).start()
         api = self._part_env(started)["PREFECT_API_URL"]
-        worker.wait_healthy(f"{api}/deployments/name/monitor/popularity-{self.task}",
-                            self.settings.stack.start_timeout_s)
+        for task in TASKS:
+            worker.wait_healthy(f"{api}/deployments/name/monitor/popularity-{task}",
+                                self.settings.stack.start_timeout_s)
         return Part("worker", worker.pid, f"{api.removesuffix('/api')}/work-pools/work-pool/{pool}", None,
                     str(worker.log_path))
 
     def _service(self, started: list[Part]) -> Part:
-        """The service starts with or without a champion: ``/livez`` says it is up, ``/readyz`` whether
-        it serves a model."""
+        """The service of the stack's task starts with or without a champion: ``/livez`` says it is up,
+        ``/readyz`` whether it serves a model."""
         port = free_port(self.settings.serving.port)
+        env = {**self._part_env(started), "POPULARITY_TASK": self.task}
         service = ManagedProcess("service", [sys.executable, "-m", "cli", "serve", "--port", str(port)],
-                                 self._log("service"), self._part_env(started)).start()
+                                 self._log("service"), env).start()
         url = f"http://{self.settings.serving.host}:{port}"
         service.wait_healthy(f"{url}/livez", self.settings.stack.start_timeout_s)
         return Part("service", service.pid, url, f"{url}/livez", str(service.log_path), ready=f"{url}/readyz")

@@ -158,8 +158,8 @@ class Popularity:
             self.metrics.observe(r["score"], r["label"], r["version"])
             ids = {"prediction_id": uuid.uuid4().hex, **({"post_id": post_ids[i]} if post_ids[i] else {})}
             drift_profile = {"profile_rate": profile_rate, **profile} if profile is not None else {}
-            records.append({"ts": time.time(), "version": r["version"], "score": r["score"], "label": r["label"],
-                            **ids, **drift_profile})
+            records.append({"ts": time.time(), "model": r["model"], "version": r["version"], "score": r["score"],
+                            "label": r["label"], **ids, **drift_profile})
             results.append({**r, "model_version": r["version"], **ids})
         self.requests.submit(records)
         return results

@@ -27,7 +27,8 @@ from tests.helpers import LoopbackServer, photo
 # no worker is left with one of them at the end.
 CHAMPION_GROUP = "champion"
 LONGEST_FIRST = ("test_production", "test_decay_retrain", CHAMPION_GROUP, "test_end_to_end", "test_faults",
-                 "test_drift_retrain", "test_ddp", "test_schedules", "test_models", "test_registry")
+                 "test_drift_retrain", "test_nowcast_service", "test_ddp", "test_schedules", "test_models",
+                 "test_registry")
 
 
 def group(item: pytest.Item) -> str:

@@ -53,6 +53,21 @@ def test_both_stores_answer_the_same_query_alike(backend, postgres_database, tmp
                                    check_names=False)
 
 
+@pytest.mark.parametrize("backend", ["jsonl", "postgresql"])
+def test_each_tasks_service_reads_back_its_own_model_though_versions_repeat(backend, postgres_database, tmp_path):
+    """The binary and the score service write one store, each its v1: a window of one model's v1 holds
+    that model's records, and those written before records named their model."""
+    store = _store(backend, postgres_database, tmp_path)
+    store.append(_records("1", 3, 0.0))  # written before the model was recorded
+    store.append([{**r, "model": "popularity-binary"} for r in _records("1", 5, 10.0)])
+    store.append([{**r, "model": "popularity-score"} for r in _records("1", 4, 20.0)])
+    score = store.read(version="1", model="popularity-score")
+    assert list(score["ts"]) == [0.0, 1.0, 2.0, 20.0, 21.0, 22.0, 23.0]
+    assert set(score["model"].dropna()) == {"popularity-score"}
+    assert len(store.read(last=4, version="1", model="popularity-binary", since=5.0)) == 4
+    assert len(store.read(version="1")) == 12
+
+
 def test_a_table_from_before_the_ids_gains_them_and_refuses_a_repeated_prediction_id(postgres_database):
     """Replicas of a newer version start against the table an older one made: it gains the id columns."""
     before = sa.MetaData()

@@ -10,12 +10,14 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bench.champion import train_champion
+from monitoring.request_log import RequestLog
 from ops.processes import ServiceProcess
 from tests.helpers import API_KEY, photo
 
@@ -54,7 +56,7 @@ def _predict(client: httpx.Client, daily_views: list[float] | None = None) -> di
     return response.json()
 
 
-def test_the_score_service_serves_the_nowcast_and_its_score_follows_the_early_views(score_service):
+def test_the_score_service_serves_the_nowcast_and_its_score_follows_the_early_views(score_service, nowcast_home):
     model = score_service.get("/model").json()
     assert (model["name"], model["alias"], model["candidate"], model["family"]) == (MODEL, "champion", "nowcast",
                                                                                    "sequence")
@@ -69,6 +71,15 @@ def test_the_score_service_serves_the_nowcast_and_its_score_follows_the_early_vi
     # the served score is on the score task's own scale, log(views per day + 1), not log(1 + day-30 views),
     # which could not lie below log(1 + the views of day 3)
     assert 0 < slow["score"] < math.log1p(slow_views[-1]) and fast["score"] < math.log1p(fast_views[-1])
+
+    # its requests are recorded as the score model's: a binary service's v1 writing the same store is another
+    answered = {a["prediction_id"] for a in (without, slow, fast)}
+    log = RequestLog(nowcast_home / "monitoring" / "requests", 10 * 1024 * 1024, 5)
+    deadline = time.monotonic() + 30
+    while not answered <= set(log.read().get("prediction_id", [])) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the service writes its records in batches, off the request path
+    assert answered <= set(log.read(version="1", model=MODEL)["prediction_id"])
+    assert not answered & set(log.read(model="popularity-binary").get("prediction_id", []))
 
     too_many = score_service.post("/predict", files={"image": ("post.jpg", photo(3, side=128), "image/jpeg")},
                                   data={"daily_views": json.dumps(list(range(1, 9)))})

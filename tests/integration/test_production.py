@@ -30,6 +30,7 @@ from ops.processes import REPO, free_port
 from monitoring.request_store import SqlRequestStore
 from pipelines.data.sources.demo import DemoSource
 from pipelines.settings import Settings
+from pipelines.tasks import TASKS
 from serving.readiness import STARTING
 from tests import postgres
 from tests.helpers import API_KEY
@@ -310,7 +311,8 @@ def test_a_retrain_on_the_champions_own_data_is_refused_and_changes_nothing(prod
 
 
 def test_the_compose_worker_command_runs_against_the_stack(production):
-    """The worker command the compose file and the manifests run: it registers on the stack's server."""
+    """The worker command the compose file and the manifests run: it registers every task's deployments on
+    the stack's server."""
     (worker,) = {tuple(c) for c in deploy_commands() if c[1] == "worker"}
     port = str(free_port())
     process = subprocess.Popen([sys.executable, "-m", "cli", *worker[1:]],
@@ -326,7 +328,7 @@ def test_the_compose_worker_command_runs_against_the_stack(production):
             _wait(lambda: len(client.read_workers_for_work_pool(POOL, offset=0, limit=10)) >= 2, 60,
                   "a second worker registering on the pool")
             names = {d.name for d in client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)}
-        assert names == {f"popularity-{TASK}"}
+        assert names == {f"popularity-{task}" for task in TASKS}  # both tasks' retrain and monitor
     finally:
         os.killpg(process.pid, 15)
         process.wait(60)

@@ -1,4 +1,5 @@
-"""`popularity schedule` against a real Prefect server: deployments with their crons, and a run completes."""
+"""`popularity schedule` against a real Prefect server: deployments with their crons, and a run completes;
+`popularity worker` registers the deployments of the tasks it is given, both tasks as the deploy files run it."""
 
 from __future__ import annotations
 
@@ -73,3 +74,84 @@ def test_deployments_are_registered_with_their_schedules_and_a_run_completes(ser
         run = run_deployment("monitor/popularity-binary", timeout=150, poll_interval=2, as_subflow=False)
         assert run.state.is_completed(), (run.state, log_path.read_text()[-3000:])
     assert "no champion" in log_path.read_text()
+
+
+def _worker(url: str, settings: Settings, log_path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`popularity worker ARGS` against the server at ``url``, its health check on a free port."""
+    port = str(free_port())
+    env = {**os.environ, "POPULARITY_HOME": str(settings.root), "PREFECT_API_URL": url,
+           "PREFECT_HOME": str(settings.root / "prefect"), "PREFECT_WORKER_WEBSERVER_PORT": port}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen([sys.executable, "-m", "cli", "worker", *args], env=env,
+                               stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return process, f"http://127.0.0.1:{port}/health"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _healthy(health: str, process, log_path, timeout_s: float = 120) -> None:
+    """The worker answers its health check once it has registered everything and polls the pool."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        try:
+            if httpx.get(health, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"the worker did not answer {health} in {timeout_s}s:\n{log_path.read_text()[-3000:]}")
+
+
+def test_the_worker_registers_one_task_or_every_task_as_the_deploy_files_run_it(tmp_path):
+    """`popularity worker --task binary` registers the binary task's two deployments only; the command of
+    compose, the manifests and the image registers the retrain and monitor deployments of both tasks."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import DeploymentSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines.tasks import TASKS
+    from tests.unit.test_deploy_files import deploy_commands
+
+    (deployed,) = {tuple(c) for c in deploy_commands() if c[1] == "worker"}
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    with local_server(settings, free_port()) as url, temporary_settings(updates={PREFECT_API_URL: url}):
+        def names(client) -> set[str]:
+            return {f"{client.read_flow(d.flow_id).name}/{d.name}"
+                    for d in client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)}
+
+        process, health = _worker(url, settings, tmp_path / "one.log", "--pool", "solo", "--task", "binary",
+                                  "--healthcheck")
+        try:
+            _healthy(health, process, tmp_path / "one.log")
+        finally:
+            _stop(process)
+        with get_client(sync_client=True) as client:
+            assert names(client) == {"retrain/popularity-binary", "monitor/popularity-binary"}
+
+        process, health = _worker(url, settings, tmp_path / "all.log", *deployed[2:])
+        try:
+            _healthy(health, process, tmp_path / "all.log")
+        finally:
+            _stop(process)
+        with get_client(sync_client=True) as client:
+            assert names(client) == {f"{flow}/popularity-{task}" for flow in ("retrain", "monitor") for task in TASKS}
+            for task in TASKS:
+                retrain = client.read_deployment_by_name(f"retrain/popularity-{task}")
+                monitor = client.read_deployment_by_name(f"monitor/popularity-{task}")
+                assert retrain.parameters == {"task": task, "trigger": "schedule"}
+                assert monitor.parameters == {"task": task, "retrain": True}
+                assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 1"]
+                assert [s.schedule.cron for s in monitor.schedules] == ["0 * * * *"]
+                assert retrain.work_pool_name == monitor.work_pool_name == "popularity"
+    assert "popularity-score" in (tmp_path / "all.log").read_text()  # the worker says what it registered

@@ -172,6 +172,53 @@ def test_worker_commands_in_compose_and_manifests_share_one_pool():
     assert all("--healthcheck" in argv for _, argv in workers), "the probes ask the worker's /health"
 
 
+def _tasks(argv: list[str]) -> list[str]:
+    """The tasks a ``popularity worker`` call registers, as the command reads its ``--task`` options."""
+    from cli.options import check_tasks
+
+    given = [argv[i + 1] for i, part in enumerate(argv[:-1]) if part == "--task"]
+    given += [part.split("=", 1)[1] for part in argv if part.startswith("--task=")]
+    return check_tasks(given)
+
+
+def test_every_worker_registers_the_deployments_of_every_task():
+    from pipelines.tasks import TASKS
+
+    workers = _runs("", "worker")
+    assert workers
+    for label, argv in workers:
+        assert sorted(_tasks(argv)) == sorted(TASKS), f"{label}: {shlex.join(argv)} leaves a task unscheduled"
+        assert "--task" in argv, f"{label}: name the tasks the worker registers"
+
+
+def _served_tasks_compose() -> dict[str, str]:
+    return {name: str(service.get("environment", {}).get("POPULARITY_TASK", "binary"))
+            for name, service in _compose()["services"].items() if "serve" in _subcommands(service)}
+
+
+def test_compose_and_manifests_serve_every_task_beside_each_other():
+    """One service per task: the same command, the task from POPULARITY_TASK, its own port or Service."""
+    from pipelines.tasks import TASKS
+
+    compose = _compose()["services"]
+    served = _served_tasks_compose()
+    assert sorted(served.values()) == sorted(TASKS), served
+    ports = [port for name in served for port in compose[name]["ports"]]
+    assert len({port.rsplit(":", 1)[0] for port in ports}) == len(ports), f"two services on one host port: {ports}"
+
+    deployments = {doc["metadata"]["name"]: doc for _, doc in _manifests() if doc["kind"] == "Deployment"}
+    selectors = [doc["spec"]["selector"] for _, doc in _manifests() if doc["kind"] == "Service"]
+    tasks = {}
+    for name, doc in deployments.items():
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            if "serve" in _subcommands(container):
+                tasks[name] = _env(container).get("POPULARITY_TASK", {}).get("value", "binary")
+                labels = doc["spec"]["template"]["metadata"]["labels"]
+                matching = [sel for sel in selectors if sel.items() <= labels.items()]
+                assert len(matching) == 1, f"{name}: one Service selects its pods, not {matching}"
+    assert sorted(tasks.values()) == sorted(TASKS), tasks
+
+
 def test_no_compose_or_manifest_registers_deployments_another_way():
     assert not (DEPLOY / "prefect.yaml").exists(), "`popularity worker` registers the deployments"
     for path in [COMPOSE, DOCKERFILE, *sorted(K8S.glob("*.yaml"))]:
