@@ -33,12 +33,7 @@ def served(tmp_path):
         try:
             yield url, process, tmp_path / "schedule.log"
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            _stop(process)
             log.close()
 
 
