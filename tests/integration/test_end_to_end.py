@@ -104,7 +104,8 @@ def test_the_run_probed_the_service_and_checked_drift(demo_run):
     reference = set(pd.read_parquet(profile).columns) - {"image_id"}
     assert {"dominant_r", "dominant_share", "face_count", "pc1", "score"} <= reference <= set(logged.columns)
     assert logged[sorted(reference)].notna().all().all()
-    assert set(logged.columns) - reference <= {"ts", "version", "label", "profile_rate", "prediction_id"}
+    assert set(logged.columns) - reference <= {"ts", "model", "version", "label", "profile_rate", "prediction_id"}
+    assert (logged["model"] == "popularity-binary").all()  # each task's monitor reads its own model's records
     assert logged["prediction_id"].notna().all() and logged["prediction_id"].is_unique
     assert (logged["profile_rate"] == 1).all()  # one probe request at a time: every one is profiled
 
