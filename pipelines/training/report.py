@@ -36,8 +36,8 @@ def oracle_latent(oracle: pd.DataFrame, manifest: pd.DataFrame, scheme: str | No
     column = LATENT.get((scheme or "median-split", task))
     if column is None:
         return None
-    if column == "expected_score":  # the score divides the views by the days they were counted over (observed)
-        frame = manifest.set_index("image_id")[[c for c in ("posted_at", "views_days") if c in manifest]].assign(
+    if column == "expected_score":  # the score divides the views by the days since posting, which are observed
+        frame = manifest.set_index("image_id")[["posted_at"]].assign(
             views=np.exp(oracle.set_index("image_id")["expected_log_views"]))
         return labels.popularity_score(frame)
     return oracle.set_index("image_id")[column]

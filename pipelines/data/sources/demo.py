@@ -132,7 +132,6 @@ class DemoSource:
                 "posted_at": posted_at,
                 "likes": likes,
                 "views": int(daily[-1]),
-                "views_days": DAYS,  # the views are the sequence's last day: counted over 30 days
                 "favorites": int(chance.poisson(0.002 * daily[-1] * np.exp(0.5 * appeal))),
                 "comments": int(chance.poisson(0.01 * likes)),
                 "tag_count": tag_count,
