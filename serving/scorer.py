@@ -20,7 +20,7 @@ import bentoml
 import pandas as pd
 
 from pipelines import registry
-from pipelines.models.pyfunc import REQUEST_COLUMNS
+from pipelines.features.social import REQUEST_COLUMNS
 from pipelines.settings import load_settings
 
 settings = load_settings()  # a BentoML service module is an entry point: it reads the environment

@@ -31,7 +31,6 @@ REQUEST_COLUMNS = NUMERIC_REQUEST_COLUMNS + TEXT_COLUMNS
 LOG_COUNTS = ["followers", "user_contacts", "user_groups", "user_mean_views", "photo_count"]
 NAMES = ["log_followers", "account_age_days", "posts_per_week", "tag_count", "log_user_contacts",
          "log_user_groups", "log_user_mean_views", "log_photo_count", "hour_sin", "hour_cos", "text"]
-NUMERIC_NAMES = NAMES[:-1]
 TEXT_FEATURE = "text"  # the post's words in one string, embedded by the model
 TOKEN = re.compile(r"[^\s|,;#]+")  # one tag or word: separated by spaces, |, commas, semicolons or #
 
@@ -80,7 +79,7 @@ def social_features(social: pd.DataFrame) -> pd.DataFrame:
     angle = 2 * np.pi * s["posted_hour"] / 24
     logs = {f"log_{c}": np.log1p(s[c].clip(lower=0)) for c in LOG_COUNTS}
     counted = s["tags"].map(lambda t: float(len(words(t))) if isinstance(t, str) else np.nan)
-    text = [" ".join(w for column in TEXT_COLUMNS for w in words(row[column])) for _, row in s.iterrows()]
+    text = [" ".join(w for cell in cells for w in words(cell)) for cells in zip(*(s[c] for c in TEXT_COLUMNS))]
     return pd.DataFrame({
         **logs,
         "account_age_days": s["account_age_days"],

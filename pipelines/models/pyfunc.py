@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipelines.data.images import decode
 from pipelines.features.profile import Profiler
-from pipelines.features.social import NUMERIC_REQUEST_COLUMNS, REQUEST_COLUMNS, TEXT_COLUMNS, request_frame
+from pipelines.features.social import NUMERIC_REQUEST_COLUMNS, TEXT_COLUMNS, request_frame
 from pipelines.settings import ImageLimits
 
 CODE_DIR = Path(__file__).resolve().parents[1]

@@ -58,11 +58,6 @@ class TextEmbedding(TransformerMixin, BaseEstimator):
         return np.array([f"text{i}" for i in range(self.n_components_)], dtype=object)
 
 
-def has_text(x: pd.DataFrame) -> bool:
-    """Whether a feature table carries words: a ``text`` column with at least one non-empty text."""
-    return TEXT_FEATURE in x and bool(x[TEXT_FEATURE].map(lambda t: isinstance(t, str) and bool(t.strip())).any())
-
-
 def text_steps(x: pd.DataFrame, components: int, seed: int = 0) -> list:
     """The steps that turn ``x``'s ``text`` column into its embedding (and pass every other column on,
     as a DataFrame), or none when ``x`` has no text column."""
