@@ -40,7 +40,7 @@ def worker(
     pool = pool or settings.stack.pool
     names = [name for each in tasks for name in register_on_pool(pool, each, settings)]
     console.print(f"registered {', '.join(names)} on pool {pool}; starting its worker")
-    run_worker(pool, healthcheck)
+    run_worker(pool, healthcheck, settings.stack.worker_niceness)
 
 
 @app.command()

@@ -98,7 +98,10 @@ def register_on_pool(pool: str, task: str, settings: Settings) -> list[str]:
     return names
 
 
-def run_worker(pool: str, healthcheck: bool = False) -> None:
-    """Replace this process with ``prefect worker start`` on the pool (signals reach the worker itself)."""
+def run_worker(pool: str, healthcheck: bool = False, niceness: int = 0) -> None:
+    """Replace this process with ``prefect worker start`` on the pool (signals reach the worker itself),
+    ``niceness`` lower in priority: the flow runs it starts inherit it, so on one machine a retrain
+    never starves the service that answers beside it."""
+    os.nice(niceness)
     args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     os.execv(sys.executable, args + (["--with-healthcheck"] if healthcheck else []))

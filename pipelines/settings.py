@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -139,6 +139,12 @@ class ServingSettings(BaseModel):
     compare_max_images: int = 10
     max_feedback_rows: int = 1000  # rows of one POST /feedback
     max_pixels: int = 16_000_000  # an upload's declared pixels; below the collector's cap (images.max_pixels)
+    # A JPEG is decoded at a reduced DCT scale (1/8 of each side at most), so its cost follows the model's
+    # side, not its declared size: phones' and cameras' 24–50 MP photos are served.
+    max_jpeg_pixels: int = 64_000_000
+    # One request's body, first byte to last: a client trickling its body is answered 408 after it, and
+    # holds no admission or scoring slot meanwhile (the body is read before the request is admitted).
+    body_deadline_s: float = 30.0
     decode_concurrency: int = 2  # uploads decoded at once per API worker: bounds decoding memory
     max_concurrency: int = 32  # requests in flight per API worker; more get 429 at once
     # The drift profile costs about 12 ms an image, more than scoring: with up to this many requests in
@@ -202,6 +208,9 @@ class StackSettings(BaseModel):
     prefect_port: int = 4200
     pool: str = "popularity"
     start_timeout_s: float = 180.0
+    # `popularity worker` and the flow runs it starts yield the CPU to the service on a shared machine
+    # (os.nice: 10 gives a busy service about nine tenths of a contended core; 0 keeps the priority).
+    worker_niceness: int = Field(default=10, ge=0, le=19)
 
 
 class ValidationSettings(BaseModel):
@@ -247,6 +256,12 @@ class Settings(BaseSettings):
     performance: PerformanceSettings = PerformanceSettings()
     store: StoreSettings = StoreSettings()
     stack: StackSettings = StackSettings()
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _empty_key_is_no_key(cls, key: SecretStr | None) -> SecretStr | None:
+        """``POPULARITY_API_KEY=`` (or blanks) is no key, everywhere: never a key that anyone matches."""
+        return key if key is not None and key.get_secret_value().strip() else None
 
     @property
     def root(self) -> Path:

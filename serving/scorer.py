@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import bentoml
 import pandas as pd
+from PIL import Image
 
 from pipelines import registry
 from pipelines.features.social import REQUEST_COLUMNS
@@ -37,10 +38,24 @@ class Loaded:
 
 
 def load(packed: bentoml.Model | None) -> Loaded:
-    """The champion's python model and summary: the packed copy if any, else the registry's."""
+    """The champion's python model and summary (the packed copy if any, else the registry's), warmed up."""
     if packed is not None:
-        return Loaded(registry.load_python_model(packed.path_of("mlflow_model")), dict(packed.info.metadata))
-    return Loaded(*registry.load_model(settings.task, settings))
+        loaded = Loaded(registry.load_python_model(packed.path_of("mlflow_model")), dict(packed.info.metadata))
+    else:
+        loaded = Loaded(*registry.load_model(settings.task, settings))
+    warm_up(loaded)
+    return loaded
+
+
+def warm_up(loaded: Loaded) -> None:
+    """Score and profile one blank photo before the model is swapped in or called ready: what a model
+    loads lazily (the pretrained trunks behind its features and the drift profile, torch's first-call
+    set-up) is paid here, off the request path, not by the first requests, which on a loaded machine
+    waited past the traffic timeout for it."""
+    blank = Image.new("RGB", (settings.images.model_side,) * 2, (128, 128, 128))
+    social = pd.DataFrame([{}]).reindex(columns=REQUEST_COLUMNS)
+    loaded.model.predict_images([blank], social)
+    loaded.model.profile_images([blank])
 
 
 def champion_version() -> str | None:

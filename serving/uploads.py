@@ -14,5 +14,6 @@ def decode_upload(data: bytes, settings: Settings) -> Image.Image:
     """The RGB picture the scorer gets for ``data``; :class:`~pipelines.data.images.ImageError` says what
     was wrong with a refused one."""
     limits = settings.images
-    img, _ = decode(data, limits.max_bytes, settings.serving.max_pixels, limits.min_side, max_side=limits.model_side)
+    img, _ = decode(data, limits.max_bytes, settings.serving.max_pixels, limits.min_side, max_side=limits.model_side,
+                    max_jpeg_pixels=settings.serving.max_jpeg_pixels)
     return img

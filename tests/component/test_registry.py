@@ -185,3 +185,19 @@ def test_export_environment_bounds_mlflow_retries(settings):
         settings.export_environment()
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(settings.registry.http_retries)
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+
+
+def test_the_scorer_warms_a_champion_up_before_serving_it(trained):
+    """What a champion loads lazily (the drift profile's pretrained trunk) is loaded when the scorer
+    loads it, before it is swapped in or called ready, not by the first requests (on a loaded machine
+    they waited past the 60 s traffic timeout for it)."""
+    from pipelines.features import embeddings
+    from serving.scorer import Loaded, warm_up
+
+    data, c = trained
+    version = _challenge(data, c["stats-gb"]).version
+    model, summary = registry.load_model("binary", data.settings, version=str(version))
+    embeddings.backbone.cache_clear()
+    warm_up(Loaded(model, summary))
+    assert embeddings.backbone.cache_info().currsize == 1
+    assert embeddings.backbone.cache_info().misses == 1

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "POPULARITY_HOME": str(home)}
+def _cli(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POPULARITY_HOME": str(home), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)
     return subprocess.run([sys.executable, "-X", "importtime", "-m", "cli", *args], env=env, cwd=ROOT,
@@ -112,8 +114,12 @@ def test_a_read_only_command_without_a_champion_says_so_without_prefect(tmp_path
     assert not (tmp_path / "home" / "prefect").exists()
 
 
-def test_serving_off_loopback_without_an_api_key_is_refused_before_bentoml_starts(tmp_path):
-    done = _cli(tmp_path / "home", "serve", "--host", "0.0.0.0", "--port", "9")
+@pytest.mark.parametrize("key", [None, "", "  "])
+def test_serving_off_loopback_without_an_api_key_is_refused_before_bentoml_starts(tmp_path, monkeypatch, key):
+    """An empty or blank POPULARITY_API_KEY is no key: the guard would let everyone in."""
+    monkeypatch.delenv("POPULARITY_API_KEY", raising=False)
+    env = {"POPULARITY_API_KEY": key} if key is not None else {}
+    done = _cli(tmp_path / "home", "serve", "--host", "0.0.0.0", "--port", "9", env=env)
     assert done.returncode == 2
     (message,) = _messages(done.stderr)
     assert "without an API key" in message and "POPULARITY_API_KEY" in message and "--insecure" in message
@@ -125,3 +131,16 @@ def test_only_loopback_addresses_count_as_loopback():
 
     assert all(map(loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
     assert not any(map(loopback, ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.com", "localhost.evil.com"]))
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_api_key_is_no_key_in_the_settings_and_the_guard(monkeypatch, key):
+    from pipelines.settings import Settings
+    from serving.guards import ApiKey, guards
+
+    monkeypatch.setenv("POPULARITY_API_KEY", key)
+    settings = Settings()
+    assert settings.api_key is None
+    assert [options["key"] for guard, options in guards(settings) if guard is ApiKey] == [None]
+    monkeypatch.setenv("POPULARITY_API_KEY", "k3y")
+    assert Settings().api_key.get_secret_value() == "k3y"

@@ -126,3 +126,24 @@ def test_the_services_decode_is_the_full_decode_shrunk(photographs, mode, fmt):
     full.thumbnail((256, 256))
     assert small.size == full.size
     assert np.abs(np.asarray(small, dtype=float) - np.asarray(full, dtype=float)).mean() < 4
+
+
+def test_a_served_jpeg_has_its_own_pixel_cap_as_it_decodes_at_a_reduced_scale(settings):
+    """A phone's 24 MP JPEG is served (decoded at 1/8 scale, 750×500, then shrunk); a PNG of the same size
+    still meets the 16 MP cap, and a JPEG past its own 64 MP cap is refused before any pixel is decoded."""
+    from serving.uploads import decode_upload
+
+    ramp = np.add.outer(np.arange(4000, dtype=np.uint16), np.arange(6000, dtype=np.uint16)) // 40
+    camera = encode(np.stack([ramp % 256, (ramp * 3) % 256, ramp[::-1] % 256], axis=-1).astype(np.uint8),
+                    quality=80)
+    img = decode_upload(camera, settings)
+    assert img.mode == "RGB" and max(img.size) == settings.images.model_side and img.size[0] > img.size[1]
+    with pytest.raises(ImageError) as err:
+        decode_upload(_png_header_only(6000, 4000), settings)
+    assert err.value.reason == "too_many_pixels" and "16000000" in str(err.value)
+    declared = bytearray(camera)  # the same JPEG declaring 10000×8000 in its frame header (SOF0)
+    sof = declared.index(b"\xff\xc0")
+    declared[sof + 5:sof + 9] = struct.pack(">HH", 8000, 10000)
+    with pytest.raises(ImageError) as err:
+        decode_upload(bytes(declared), settings)
+    assert err.value.reason == "too_many_pixels" and "64000000" in str(err.value)
