@@ -1,8 +1,10 @@
 """The pipeline's commands: the whole run, and each stage on its own (collect, validate, train,
-promote), plus ``model``, the champion they leave behind."""
+promote), plus ``model``, the champion they leave behind, and ``demo-data``, fresh demo data for a
+retrain source to learn from."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -199,4 +201,31 @@ def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
     except registry.RegistryUnavailable as exc:
         fail(str(exc), kind="unavailable")
     console.print(champion_table(summary))
+    emit(summary, as_json)
+
+
+@app.command("demo-data")
+def demo_data(
+    folder: Annotated[Path, typer.Argument(help="The incoming folder (created): draw-NNNN/ photos and manifest.csv.",
+                                           file_okay=False)],
+    draw: Annotated[int | None, typer.Option(help="Which draw of the generator (default: the folder's next; "
+                                                  "draw 0 is the demo's own data).")] = None,
+    shift: Annotated[str, typer.Option(help="none, dark (photos at 40% brightness), city (a scene category the "
+                                            "demo never drew) or taste (the audience likes other photos).")] = "none",
+    count: Annotated[int | None, typer.Option(help="Photos in the draw (default: demo.size, 2,000).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the demo generator's next draw into FOLDER as fresh data to retrain on: photos plus manifest.csv,
+    replaced whole (point POPULARITY_DRIFT__RETRAIN_SOURCE at manifest:FOLDER/manifest.csv)."""
+    settings = load_settings()
+    from pipelines.data.sources import SpecError
+    from pipelines.data.sources.demo import write_draw
+
+    try:
+        summary = write_draw(folder, settings, draw=draw, shift=shift, n=count)
+    except SpecError as exc:
+        fail(str(exc), 2)
+    console.print(f"draw {summary['draw']} ({summary['shift']}): {summary['photos']} photos in {summary['images']}, "
+                  f"manifest {summary['manifest']}; retrain from it with "
+                  f"POPULARITY_DRIFT__RETRAIN_SOURCE=manifest:{Path(summary['manifest']).resolve()}")
     emit(summary, as_json)

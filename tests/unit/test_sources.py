@@ -382,3 +382,38 @@ def test_tags_as_a_list_in_json_lines_are_text(tmp_path, settings):
     counted = collect(parse_spec(f"manifest:{tmp_path / 'counts.csv'}", settings), settings, name="counts",
                       progress=False).manifest.set_index("likes")
     assert counted["tag_count"].to_dict() == {3: 4.0, 5: 0.0} and "tags" not in counted  # numbers: a count
+
+
+def test_a_fresh_demo_draw_is_new_data_that_the_manifest_source_collects_whole(tmp_path, settings):
+    """`popularity demo-data`: each draw is new photos and users; the manifest replaced whole is what a
+    `manifest:` retrain source collects, with the demo's label scheme, and a dark draw is darker."""
+    from PIL import Image, ImageStat
+
+    from pipelines.data.sources.demo import write_draw
+
+    incoming = tmp_path / "incoming"
+    first = write_draw(incoming, settings, n=30)
+    snap1 = collect(parse_spec(f"manifest:{incoming / 'manifest.csv'}", settings), settings, progress=False)
+    second = write_draw(incoming, settings, n=30, shift="dark")
+    assert (first["draw"], second["draw"]) == (1, 2)  # the folder's next draw by default
+    assert sorted(p.name for p in incoming.iterdir()) == ["draw-0001", "draw-0002", "draw.json", "manifest.csv"]
+    snap2 = collect(parse_spec(f"manifest:{incoming / 'manifest.csv'}", settings), settings, progress=False)
+    for snap in (snap1, snap2):  # every row arrives: kept, or filtered by seed 003's MAD rule on followers
+        assert len(snap.manifest) + len(snap.rejects) == 30 and snap.rejects["message"].str.contains("followers are outside").all()
+    assert snap1.meta["label"] == snap2.meta["label"] == DemoSource.default_label
+    assert not set(snap1.manifest["image_id"]) & set(snap2.manifest["image_id"])  # nothing of draw 1 is in draw 2
+    assert snap1.id != snap2.id and {"followers", "views_d30", "likes"} <= set(snap2.manifest)
+
+    def brightness(snapshot) -> float:
+        return float(np.mean([ImageStat.Stat(Image.open(snapshot.path / p).convert("L")).mean[0]
+                              for p in snapshot.manifest["image_path"]]))
+
+    assert brightness(snap2) < 0.6 * brightness(snap1)
+    # the same draw again is the same data (a retrain on it would be refused: nothing new to learn)
+    write_draw(tmp_path / "again", settings, draw=1, n=30)
+    again = collect(parse_spec(f"manifest:{tmp_path / 'again' / 'manifest.csv'}", settings), settings, progress=False)
+    assert set(again.manifest["image_id"]) == set(snap1.manifest["image_id"])
+    with pytest.raises(SpecError, match="--shift"):
+        write_draw(incoming, settings, shift="purple")
+    with pytest.raises(SpecError, match="draw 0"):
+        write_draw(incoming, settings, draw=0)

@@ -11,13 +11,18 @@ demo result can be reported beside the best achievable one.
 from __future__ import annotations
 
 import colorsys
+import csv
+import io
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from pipelines.data.images import to_jpeg
 from pipelines.data.sources import Item, SpecError
@@ -30,6 +35,13 @@ VARIANTS = ("city",)
 # (muted, dark, off-centre photos), a decay that only realized outcomes can reveal.
 RULES = ("default", "shifted")
 DAYS = 30
+# What a fresh draw written by :func:`write_draw` may change about the world: darker photos (input drift),
+# a scene category never drawn before (input drift), or what the audience likes (decay, no input drift).
+SHIFTS = ("none", "dark", "city", "taste")
+DRAW_STRIDE = 1000  # draw N is generator seed demo.seed + 1000·N: apart from the demo (draw 0) and its probe (+1)
+DARK = 0.4  # a dark draw's brightness factor, the demo's own shifted probe
+MANIFEST_COLUMNS = ("post_id", "user_id", "posted_at", "followers", "account_age_days", "posts_per_week",
+                    "tag_count", "likes", "views", "favorites", "comments", *(f"views_d{d}" for d in range(1, DAYS + 1)))
 
 
 def _shape_prototypes() -> np.ndarray:
@@ -202,3 +214,56 @@ class DemoSource:
                     if rng.uniform() < 0.5:
                         draw.rectangle([wx, wy, wx + step / 2, wy + step / 2], fill=(250, 220, 120))
 
+
+
+def next_draw(folder: Path) -> int:
+    """The draw after the one the folder holds (``draw.json``), 1 for a new folder."""
+    try:
+        return int(json.loads((Path(folder) / "draw.json").read_text())["draw"]) + 1
+    except (FileNotFoundError, KeyError, ValueError, TypeError):
+        return 1
+
+
+def write_draw(folder: Path, settings: Settings, draw: int | None = None, shift: str = "none",
+               n: int | None = None) -> dict:
+    """Write a fresh draw of the demo generator into ``folder`` as the team's incoming data: its photos under
+    ``draw-NNNN/`` and ``manifest.csv`` (the photo, its user and engagement) replaced whole, so a collection
+    reading the manifest meanwhile sees the previous draw or this one, never half of one.
+
+    Draw N is generator seed ``demo.seed + 1000·N`` (new scenes, new users: fresh data to learn from; the
+    demo itself is draw 0), ``demo.size`` photos unless ``n`` says; ``shift`` darkens the photos, draws a
+    scene category the demo never had (``city``) or changes what the audience likes (``taste``)."""
+    if shift not in SHIFTS:
+        raise SpecError(f"--shift must be one of {list(SHIFTS)}, not {shift!r}")
+    folder = Path(folder)
+    draw = next_draw(folder) if draw is None else draw
+    if draw < 1:
+        raise SpecError(f"--draw must be 1 or more (draw 0 is the demo's own data), not {draw}")
+    n = settings.demo.size if n is None else n
+    if n < 10:
+        raise SpecError(f"a draw needs at least 10 photos, not {n}")
+    source = DemoSource(n=n, seed=settings.demo.seed + DRAW_STRIDE * draw, size=settings.demo.image_px,
+                        users=min(settings.demo.users, max(10, n // 10)), variant="city" if shift == "city" else None,
+                        rule="shifted" if shift == "taste" else "default")
+    photos = folder / f"draw-{draw:04d}"
+    photos.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in source.items():
+        data = item.data
+        if shift == "dark":
+            data = to_jpeg(ImageEnhance.Brightness(Image.open(io.BytesIO(data)).convert("RGB")).enhance(DARK))
+        name = f"{item.fields['post_id']}.jpg"
+        (photos / name).write_bytes(data)
+        row = {column: item.fields[column] for column in MANIFEST_COLUMNS}
+        row["posted_at"] = row["posted_at"].isoformat()
+        rows.append({"image": f"{photos.name}/{name}", **row})
+    tmp = folder / f".manifest.csv.{os.getpid()}.tmp"
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(folder / "manifest.csv")
+    summary = {"folder": str(folder), "manifest": str(folder / "manifest.csv"), "draw": draw, "shift": shift,
+               "photos": len(rows), "seed": source.seed, "images": str(photos)}
+    (folder / "draw.json").write_text(json.dumps(summary))
+    return summary
