@@ -1,17 +1,21 @@
-"""ASGI guards at the HTTP boundary: the optional API key, a header cap, multipart-only image routes,
-the request body cap, and cancelling the work of a client that went away.
+"""ASGI guards at the HTTP boundary: the optional API key, a header cap, each route's one media type,
+the request body cap and deadline, admission, and cancelling the work of a client that went away.
 
-They run before BentoML parses a multipart body, so an oversized or unauthorised upload costs
-neither disk nor decoding, and the answer is a 4xx with a JSON message rather than a parser error.
+They run before BentoML parses a body, so an oversized, trickled or unauthorised upload costs neither
+disk nor decoding, and the answer is a 4xx with a JSON message rather than a parser error.
 :func:`guards` gives them in their order, the API key outermost: nothing of an anonymous request is read.
+The body is read in full, within ``serving.body_deadline_s``, *before* the request is admitted: a client
+trickling its body holds no admission slot (BentoML's own limit, outside these guards, is not used).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import os
 
 import anyio
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,20 +23,26 @@ from pipelines.settings import Settings
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
 IMAGE_ROUTES = ("/predict", "/predict_batch", "/compare")
+JSON_ROUTES = ("/feedback",)
 FILE_FIELDS = ("image", "images")
-MAX_FILENAME_BYTES = 255  # NAME_MAX: BentoML keeps an upload's name in its temporary file's name
+# NAME_MAX is 255 bytes, and BentoML keeps an upload's name as the suffix of a temporary file named
+# ``tmp`` + 8 random characters + the name (tempfile.NamedTemporaryFile).
+MAX_FILENAME_BYTES = 255 - len("tmp") - 8
 
 
 def guards(settings: Settings, fields: dict[str, tuple[str, ...]] | None = None) -> list[tuple[type, dict]]:
     """The middlewares and their options, outermost first (BentoML and Starlette wrap in that order).
     ``fields`` names the form fields each route takes (by path); a part under any other name is a 400."""
     key = settings.api_key.get_secret_value() if settings.api_key else None
+    serving = settings.serving
+    types = {**dict.fromkeys(IMAGE_ROUTES, b"multipart/form-data"), **dict.fromkeys(JSON_ROUTES, b"application/json")}
     return [
         (ApiKey, {"key": key}),
-        (HeaderCap, {"max_bytes": settings.serving.max_header_bytes}),
-        (MultipartOnly, {"paths": IMAGE_ROUTES}),
-        (BodyCap, {"max_bytes": settings.serving.max_body_bytes, "file_fields": FILE_FIELDS,
-                   "fields": fields or {}}),
+        (HeaderCap, {"max_bytes": serving.max_header_bytes}),
+        (MediaTypeOnly, {"types": types}),
+        (BodyCap, {"max_bytes": serving.max_body_bytes, "file_fields": FILE_FIELDS,
+                   "fields": fields or {}, "deadline_s": serving.body_deadline_s}),
+        (Admission, {"max_concurrency": serving.max_concurrency}),
         (CancelOnDisconnect, {}),
     ]
 
@@ -83,32 +93,38 @@ class HeaderCap:
         await self.app(scope, receive, send)
 
 
-class MultipartOnly:
-    """Image routes take multipart/form-data only, answered 415 before any body is read: BentoML would
-    also parse JSON or a form, and fetch an image field given as text as a URL."""
+class MediaTypeOnly:
+    """Each route in ``types`` takes its one media type, others answered 415 before any body is read.
+    Image routes take multipart/form-data only: BentoML would also parse JSON or a form, and fetch an
+    image field given as text as a URL. ``/feedback`` takes application/json only: BentoML reads any
+    other type (``text/plain``, which a browser sends cross-site without asking) as JSON too."""
 
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...]):
-        self.app, self.paths = app, paths
+    def __init__(self, app: ASGIApp, types: dict[str, bytes]):
+        self.app, self.types = app, types
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+        if scope["type"] == "http" and scope["method"] == "POST" and (wanted := self.types.get(scope["path"])):
             kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-            if kind != b"multipart/form-data":
+            if kind != wanted:
                 given = kind.decode(errors="replace") or "no Content-Type"
                 return await _reply(send, 415, "unsupported_media_type",
-                                    f"{scope['path']} takes multipart/form-data, not {given}")
+                                    f"{scope['path']} takes {wanted.decode()}, not {given}")
         await self.app(scope, receive, send)
 
 
 class BodyCap:
     """Refuses bodies above ``max_bytes`` with 413 (by Content-Length, and by counting for chunked
-    uploads), and with 400 malformed multipart bodies, text in a file field, a part under a name the
-    route does not take and a file name too long for a file system: BentoML would answer most of them
-    with a 500, and fetch text in a file field as a URL (a server-side request we never want)."""
+    uploads), bodies not in within ``deadline_s`` of the first read with 408, and with 400 malformed
+    multipart bodies, text in a file field, a part under a name the route does not take, a file name
+    too long for a file system, and a field BentoML cannot read as JSON or text (a number of more than
+    4,300 digits, nesting deeper than Python's recursion limit, bytes that are not UTF-8): BentoML would
+    answer most of them with a 500, and fetch text in a file field as a URL (a server-side request we
+    never want)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, file_fields: tuple[str, ...],
-                 fields: dict[str, tuple[str, ...]]):
+                 fields: dict[str, tuple[str, ...]], deadline_s: float = 30.0):
         self.app, self.max_bytes, self.file_fields, self.fields = app, max_bytes, file_fields, fields
+        self.deadline_s = deadline_s
 
     def _refuse(self, send: Send, size: str):
         return _reply(send, 413, "too_large", f"the request body is {size} bytes, above the cap of {self.max_bytes}")
@@ -121,15 +137,20 @@ class BodyCap:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._refuse(send, length.decode(errors="replace"))
         chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._refuse(send, f"more than {self.max_bytes}")
-            more = message.get("more_body", False)
+        with anyio.move_on_after(self.deadline_s) as deadline:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.max_bytes:
+                    return await self._refuse(send, f"more than {self.max_bytes}")
+                more = message.get("more_body", False)
+        if deadline.cancelled_caught:
+            return await _reply(send, 408, "request_timeout",
+                                f"the request body did not arrive within {self.deadline_s:g} s ({size} bytes came)",
+                                [(b"connection", b"close")])
         body = b"".join(chunks)
         if headers.get(b"content-type", b"").startswith(b"multipart/"):
             if problem := await _multipart_problem(scope, body, self.file_fields, self.fields.get(scope["path"])):
@@ -140,6 +161,28 @@ class BodyCap:
             return replay.pop() if replay else await receive()
 
         await self.app(scope, replayed, send)
+
+
+class Admission:
+    """At most ``max_concurrency`` requests in handling at once, more answered 429 with ``Retry-After``.
+    It stands after :class:`BodyCap`: a request is admitted once its body is in, so slow clients cannot
+    hold the slots that scoring needs. Health and metrics are never refused."""
+
+    def __init__(self, app: ASGIApp, max_concurrency: int):
+        self.app, self.max_concurrency, self.in_flight = app, max_concurrency, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_concurrency:
+            return await _reply(send, 429, "too_many_requests",
+                                f"{self.max_concurrency} requests are in handling; retry shortly",
+                                [(b"retry-after", b"1")])
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class CancelOnDisconnect:
@@ -200,9 +243,36 @@ async def _multipart_problem(scope: Scope, body: bytes, file_fields: tuple[str, 
         for field in file_fields:
             if any(isinstance(v, str) for v in form.getlist(field)):
                 return f"the field {field!r} must be a file upload (URLs are not fetched)"
-        for _, value in form.multi_items():
-            if not isinstance(value, str) and len((value.filename or "").encode()) > MAX_FILENAME_BYTES:
-                return f"a file name is longer than {MAX_FILENAME_BYTES} bytes"
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile) and (problem := _filename_problem(value.filename or "")):
+                return problem
+            if name not in file_fields and (problem := await _value_problem(name, value)):
+                return problem
         return None
     finally:
         await form.close()
+
+
+def _filename_problem(filename: str) -> str | None:
+    name = os.fsencode(os.path.basename(filename))
+    if len(name) > MAX_FILENAME_BYTES:
+        return f"a file name is longer than {MAX_FILENAME_BYTES} bytes"
+    if b"\0" in name:
+        return "a file name holds a NUL byte"
+    return None
+
+
+async def _value_problem(name: str, value: str | UploadFile) -> str | None:
+    """Why BentoML could not read a form field as it does (JSON when it parses, else text), or None."""
+    data = await value.read() if isinstance(value, UploadFile) else value  # a file part: BentoML reads its bytes
+    try:
+        json.loads(data)
+    except json.JSONDecodeError:
+        return None  # text, read as such
+    except UnicodeDecodeError:
+        return f"the field {name!r} is not text"
+    except RecursionError:
+        return f"the field {name!r} is nested too deeply"
+    except ValueError as exc:  # a number of more than 4,300 digits
+        return f"the field {name!r} cannot be read: {str(exc).split(';')[0]}"
+    return None

@@ -62,7 +62,9 @@ class Rejected(Exception):
         self.reason, self.message, self.status = reason, message, status
 
 
-@bentoml.service(name="popularity", workers=1, traffic={"timeout": 60, "max_concurrency": SERVING.max_concurrency})
+# No BentoML max_concurrency: its limiter stands outside the guards, so a client trickling its body would
+# hold a slot; serving.guards.Admission admits requests once their body is in (max_concurrency per worker).
+@bentoml.service(name="popularity", workers=1, traffic={"timeout": 60})
 @bentoml.asgi_app(web, path="/")
 class Popularity:
     """Scores uploaded photos with the champion; see the README for each endpoint's contract."""

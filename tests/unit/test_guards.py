@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from pydantic import SecretStr
@@ -13,7 +14,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from serving.guards import CancelOnDisconnect, guards
+from serving.guards import Admission, BodyCap, CancelOnDisconnect, guards
+from serving.schemas import Count, EarlyViews, Outcome, PostId, Upload
 from tests.helpers import photo
 
 KEY = "s3cret"
@@ -106,3 +108,154 @@ def test_a_handler_is_cancelled_when_its_client_leaves_before_the_answer(client_
         assert steps == ["decode"] and sent == []
     else:
         assert steps == ["decode", "score"] and sent[0]["status"] == 200
+
+
+# The service's own input models, as BentoML builds them from its methods' signatures (a subset of the
+# fields): what BentoML would make of each body the guards let through.
+def _predict(image: Upload, followers: Count = None, post_id: PostId | None = None,
+             daily_views: EarlyViews | None = None) -> dict: ...
+
+
+def _compare(images: list[Upload], post_ids: list[PostId] | None = None) -> dict: ...
+
+
+def _feedback(rows: list[Outcome]) -> dict: ...
+
+
+@pytest.fixture
+def bentoml_client(settings):
+    """The guards in front of BentoML's own request parsing (its serde and temporary upload files): a
+    parse error other than a validation error is what BentoML answers with a 500."""
+    from _bentoml_impl.serde import JSONSerde, MultipartSerde
+    from _bentoml_sdk.io_models import IODescriptor
+    from bentoml._internal.context import _request_var
+    from pydantic import ValidationError
+
+    specs = {f"/{f.__name__[1:]}": IODescriptor.from_input(f) for f in (_predict, _compare, _feedback)}
+
+    async def parse(request: Request) -> JSONResponse:
+        serde = JSONSerde() if request.url.path == "/feedback" else MultipartSerde()
+        token = _request_var.set(request)
+        try:
+            await serde.parse_request(request, specs[request.url.path])
+        except ValidationError as exc:
+            return JSONResponse({"error": "validation", "detail": str(exc)[:200]}, status_code=400)
+        except Exception as exc:
+            return JSONResponse({"error": repr(exc)[:200]}, status_code=500)
+        finally:
+            _request_var.reset(token)
+        return JSONResponse({"parsed": True})
+
+    fields = {path: tuple(spec.model_fields) for path, spec in specs.items()}
+    app = Starlette(routes=[Route(p, parse, methods=["POST"]) for p in specs],
+                    middleware=[Middleware(guard, **options) for guard, options in guards(settings, fields)])
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_form_fields_bentoml_cannot_read_are_a_400_not_a_500(bentoml_client):
+    image = ("a.jpg", photo(0), "image/jpeg")
+    assert bentoml_client.post("/predict", files={"image": image}, data={"followers": "12"}).status_code == 200
+    cases = {
+        "a 5,000-digit follower count": ({"image": image}, {"followers": "9" * 5000}),
+        "a binary post id part": ({"image": image, "post_id": ("p", b"\xff\xfe\x00")}, {}),
+        "daily views nested 5,000 deep": ({"image": image}, {"daily_views": "[" * 5000 + "]" * 5000}),
+        "a 250-byte file name": ({"image": ("a" * 246 + ".jpg", photo(0), "image/jpeg")}, {}),
+        "a 244-byte file name with a NUL": ({"image": ("a\0" + "a" * 238 + ".jpg", photo(0), "image/jpeg")}, {}),
+    }
+    for case, (files, data) in cases.items():
+        r = bentoml_client.post("/predict", files=files, data=data)
+        assert r.status_code == 400, (case, r.text)
+    digits = bentoml_client.post("/compare", files=[("images", image), ("images", image)],
+                                 data={"post_ids": "[" + "1" * 5000 + ', "b"]'})
+    assert digits.status_code == 400 and "4300 digits" in digits.json()["message"], digits.text
+    longest = bentoml_client.post("/predict", files={"image": ("a" * 240 + ".jpg", photo(0), "image/jpeg")})
+    assert longest.status_code == 200, longest.text  # 244 bytes: the longest name BentoML can keep
+
+
+def test_feedback_takes_only_json_and_its_bad_numbers_are_a_400(bentoml_client):
+    row = {"post_id": "p1", "likes": 3}
+    assert bentoml_client.post("/feedback", json={"rows": [row]}).status_code == 200
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        r = bentoml_client.post("/feedback", content=json.dumps({"rows": [row]}).encode(),
+                                headers={"Content-Type": kind} if kind else {})
+        assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type", (kind, r.text)
+    for bad in ('{"rows": [{"post_id": "p1", "likes": ' + "9" * 5000 + "}]}",
+                '{"rows": [{"post_id": "p1", "daily_views": ' + "[" * 5000 + "]" * 5000 + "}]}"):
+        r = bentoml_client.post("/feedback", content=bad.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+
+
+def _asgi_request(body_chunks: list[bytes], gap_s: float, path: str = "/predict"):
+    """An ASGI request whose body arrives in ``body_chunks``, ``gap_s`` apart: ((scope, receive, send), sent)."""
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", b"text/plain")]}
+    chunks, sent = list(body_chunks), []
+
+    async def receive():
+        if chunks:
+            await asyncio.sleep(gap_s)
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+        await asyncio.sleep(60)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    return (scope, receive, send), sent
+
+
+def test_a_trickled_body_gets_408_and_holds_no_admission_slot():
+    """One admission slot; a client sending a byte every 0.1 s is answered 408 at the 0.5 s deadline,
+    and a normal request sent meanwhile is admitted and answered, not 429."""
+    handled: list[bytes] = []
+
+    async def handler(scope, receive, send):
+        handled.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    app = BodyCap(Admission(handler, max_concurrency=1), max_bytes=10_000, file_fields=(), fields={},
+                  deadline_s=0.5)
+
+    async def run():
+        slow = _asgi_request([b"x"] * 50, 0.1)
+        normal = _asgi_request([b"photo"], 0.0)
+        started = asyncio.get_running_loop().time()
+        trickler = asyncio.create_task(app(*slow[0]))
+        await asyncio.sleep(0.2)
+        await app(*normal[0])
+        await trickler
+        return slow[1], normal[1], asyncio.get_running_loop().time() - started
+
+    slow_sent, normal_sent, took = asyncio.run(run())
+    assert normal_sent[0]["status"] == 200 and handled == [b"photo"]
+    assert slow_sent[0]["status"] == 408 and json.loads(slow_sent[1]["body"])["error"] == "request_timeout"
+    assert took < 2.0
+
+
+def test_admission_answers_429_past_its_slots_but_never_to_health():
+    release = asyncio.Event()
+
+    async def handler(scope, receive, send):
+        if scope["path"] == "/predict":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    app = Admission(handler, max_concurrency=1)
+
+    async def run():
+        first = _asgi_request([b"a"], 0.0)
+        busy = asyncio.create_task(app(*first[0]))
+        await asyncio.sleep(0.05)
+        second, health = _asgi_request([b"b"], 0.0), _asgi_request([], 0.0, "/livez")
+        await app(*second[0])
+        await app(*health[0])
+        release.set()
+        await busy
+        return first[1], second[1], health[1]
+
+    first, second, health = asyncio.run(run())
+    assert first[0]["status"] == 200 and health[0]["status"] == 200
+    assert second[0]["status"] == 429 and (b"retry-after", b"1") in second[0]["headers"]
