@@ -1,7 +1,8 @@
 """Realized engagement, known days after a prediction, recorded against the prediction it belongs to.
 
 A feedback row names its prediction by ``prediction_id`` or by the caller's ``post_id`` (then the
-newest prediction for that post), and carries the engagement counted so far (likes, views,
+first prediction made with that post id: its owner, whom a later prediction with the same id does not
+displace; a row naming both must name a prediction made with that post id), and carries the engagement counted so far (likes, views,
 favorites, comments, daily views ``views_dN``) with the time it was observed (``observed_at``, now
 by default), plus whatever the champion's label scheme needs besides (followers for
 likes/followers). The feedback suite checks every batch; a row that fails is rejected with its
@@ -115,15 +116,25 @@ def _seconds(value, now: float) -> float:
 
 
 def _resolve(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
-    """Each row's prediction (by id, else the newest for its post) with when it was made; unknown: NaN.
-    ``predictions`` are the store's :meth:`~monitoring.request_store.RequestStore.lookup` of the rows' ids."""
-    known = predictions.dropna(subset=["prediction_id"])
+    """Each row's prediction (by id, else the first made with its post id) with when it was made and
+    the post id it was made with; unknown: NaN. ``predictions`` are the store's
+    :meth:`~monitoring.request_store.RequestStore.lookup` of the rows' ids."""
+    known = predictions.dropna(subset=["prediction_id"]).drop_duplicates("prediction_id")
     made = known.set_index("prediction_id")["ts"]
-    newest = known.dropna(subset=["post_id"]).sort_values("ts").drop_duplicates("post_id", keep="last")
-    by_post = newest.set_index("post_id")["prediction_id"]
+    owner = known.set_index("prediction_id")["post_id"]
+    first = known.dropna(subset=["post_id"]).sort_values("ts", kind="stable").drop_duplicates("post_id", keep="first")
+    by_post = first.set_index("post_id")["prediction_id"]
     given = rows["prediction_id"].where(rows["prediction_id"].notna(), rows["post_id"].map(by_post))
     resolved = given.where(given.isin(made.index))
-    return rows.assign(prediction_id=resolved, predicted_at=resolved.map(made).astype(float))
+    return rows.assign(prediction_id=resolved, predicted_at=resolved.map(made).astype(float),
+                       predicted_post_id=resolved.map(owner))
+
+
+def _foreign_posts(rows: pd.DataFrame) -> list[int]:
+    """Rows that name a known prediction and a post id it was not made with: an outcome of one post
+    is never stored against another's prediction."""
+    named = rows["post_id"].notna() & rows["prediction_id"].notna()
+    return rows.index[named & (rows["post_id"] != rows["predicted_post_id"])].tolist()
 
 
 def _keep_image(data: bytes, fmt: str, folder: Path) -> str:
@@ -168,7 +179,11 @@ def record(rows: pd.DataFrame, settings: Settings, images: list[tuple[bytes, str
     rows = _resolve(rows, predictions)
     store = open_feedback_store(settings)
     prior = store.read(rows["prediction_id"].dropna().unique())
+    foreign = _foreign_posts(rows)
+    rows = rows.drop(columns=["predicted_post_id"])
     report, reasons = validate_feedback(rows, prior, now, settings, mode)
+    for i in foreign:
+        reasons[i] = [*reasons.get(i, []), "post_id_of_prediction"]
 
     accepted_rows = []
     folder = settings.feedback_dir

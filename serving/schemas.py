@@ -14,8 +14,10 @@ from monitoring.request_store import POST_ID_CHARS
 from pipelines.features.social import EARLY_VIEWS
 
 Upload = Annotated[Path, ContentType("*/*")]
-Count = Annotated[float | None, Field(ge=0, le=1e12, allow_inf_nan=False)]
-Finite = Annotated[float | None, Field(allow_inf_nan=False)]
+MAX_COUNT = 1e12  # above any real post's engagement: one absurd count would hold a post's later rows back
+Count = Annotated[float | None, Field(ge=0, le=MAX_COUNT, allow_inf_nan=False)]
+# An outcome's count: finite and at most MAX_COUNT; a negative one is the feedback suite's row-level reason.
+Finite = Annotated[float | None, Field(le=MAX_COUNT, allow_inf_nan=False)]
 EarlyViews = Annotated[list[Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]],
                        Field(min_length=1, max_length=len(EARLY_VIEWS))]
 
@@ -41,7 +43,8 @@ PostId = Annotated[str, BeforeValidator(_integer_as_text),
 
 class Outcome(BaseModel):
     """One post's engagement so far, naming its prediction by ``prediction_id`` or the caller's ``post_id``.
-    Counts are not range-checked here: the feedback suite rejects a bad row with its reasons."""
+    Counts must be finite and at most :data:`MAX_COUNT` (else the request is a 400); the feedback suite
+    rejects the other bad rows (a negative count, a count that fell, …) each with its reasons."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,7 +57,8 @@ class Outcome(BaseModel):
     favorites: Finite = None
     comments: Finite = None
     followers: Finite = None
-    daily_views: Annotated[list[float], Field(max_length=30)] | None = None  # views_d1, views_d2, … so far
+    daily_views: Annotated[list[Annotated[float, Field(le=MAX_COUNT, allow_inf_nan=False)]],
+                           Field(max_length=30)] | None = None  # views_d1, views_d2, … so far
 
     @model_validator(mode="after")
     def _names_a_prediction(self) -> Outcome:

@@ -54,14 +54,31 @@ def test_observation_times_may_be_datetimes_strings_numbers_or_missing(settings)
     assert stored[ids[0]] == pytest.approx(now - 60) and (stored[ids[1:]] == now).all()
 
 
-def test_a_post_predicted_twice_gets_its_newest_prediction(settings):
-    _serve(settings, 1, ts=time.time() - 2 * HOUR)
+def test_a_post_id_belongs_to_its_first_prediction_a_later_caller_does_not_capture_it(settings):
+    """The owner rule: outcomes by ``post_id`` go to the first prediction made with it; another caller
+    predicting later with the same post id gets its own prediction id, not the post's outcomes."""
+    (first,) = _serve(settings, 1, ts=time.time() - 2 * HOUR)
     first_post = open_request_store(settings).read()["post_id"].iloc[0]
-    newer = f"{'2':0>32}"
+    later = f"{'2':0>32}"
     open_request_store(settings).append([{"ts": time.time() - HOUR, "version": "1", "score": 0.4, "label": 0,
-                                          "prediction_id": newer, "post_id": first_post}])
+                                          "prediction_id": later, "post_id": first_post}])
     assert _record(settings, [{"post_id": first_post, "likes": 3}]).accepted == 1
-    assert feedback.open_feedback_store(settings).read()["prediction_id"].tolist() == [newer]
+    assert feedback.open_feedback_store(settings).read()["prediction_id"].tolist() == [first]
+
+
+def test_a_row_naming_one_posts_prediction_with_another_post_id_is_refused(settings):
+    ids = _serve(settings, 3)  # post-1-0, post-1-1, post-1-2
+    unnamed = f"{'3':0>32}"
+    open_request_store(settings).append([{"ts": time.time() - HOUR, "version": "1", "score": 0.4, "label": 0,
+                                          "prediction_id": unnamed}])
+    result = _record(settings, [{"prediction_id": ids[0], "post_id": "post-1-1", "likes": 9},
+                                {"prediction_id": unnamed, "post_id": "post-1-2", "likes": 9},
+                                {"prediction_id": ids[2], "post_id": "post-1-2", "likes": 4}])
+    assert result.accepted == 1
+    assert {r["index"]: r["reasons"] for r in result.summary()["rejected_rows"]} == {
+        0: ["post_id_of_prediction"], 1: ["post_id_of_prediction"]}
+    stored = feedback.open_feedback_store(settings).read()
+    assert stored["prediction_id"].tolist() == [ids[2]] and stored["post_id"].tolist() == ["post-1-2"]
 
 
 def test_bad_feedback_is_rejected_with_reasons_and_kept(settings):

@@ -174,6 +174,8 @@ def test_form_fields_bentoml_cannot_read_are_a_400_not_a_500(bentoml_client):
 
 
 def test_feedback_takes_only_json_and_its_bad_numbers_are_a_400(bentoml_client):
+    """Only JSON (a browser posts text/plain cross-site without asking); counts finite and at most 1e12
+    (one absurd count would hold every later genuine observation of its post back), NaN never dropped."""
     row = {"post_id": "p1", "likes": 3}
     assert bentoml_client.post("/feedback", json={"rows": [row]}).status_code == 200
     for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
@@ -181,6 +183,9 @@ def test_feedback_takes_only_json_and_its_bad_numbers_are_a_400(bentoml_client):
                                 headers={"Content-Type": kind} if kind else {})
         assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type", (kind, r.text)
     for bad in ('{"rows": [{"post_id": "p1", "likes": ' + "9" * 5000 + "}]}",
+                '{"rows": [{"post_id": "p1", "likes": 1e300}]}', '{"rows": [{"post_id": "p1", "views": 2e12}]}',
+                '{"rows": [{"post_id": "p1", "daily_views": [3, NaN]}]}',
+                '{"rows": [{"post_id": "p1", "daily_views": [3, Infinity]}]}',
                 '{"rows": [{"post_id": "p1", "daily_views": ' + "[" * 5000 + "]" * 5000 + "}]}"):
         r = bentoml_client.post("/feedback", content=bad.encode(), headers={"Content-Type": "application/json"})
         assert r.status_code == 400, r.text
