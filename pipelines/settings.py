@@ -151,6 +151,10 @@ class ServingSettings(BaseModel):
     # flight every image is profiled; above it each is, at random, with probability this / in flight,
     # and its record carries that rate.
     profile_in_flight: int = 8
+    # What runs a CNN (the champion, the drift profile's trunk) on CPU: its ONNX graph exported at training in
+    # ONNX Runtime, or eager torch. CUDA, a model without a graph and a graph that failed parity keep torch.
+    runtime: Literal["onnx", "torch"] = "onnx"
+    threads: int = 0  # ONNX Runtime's intra-op threads per network (0: one per physical core)
     bento_model: str | None = None  # the packed BentoML model tag; set inside a built Bento
     watch_interval_s: float = 10.0  # how often the service asks the registry for a new champion (0: never)
 

@@ -152,4 +152,7 @@ class Scorer:
 
     @bentoml.api
     async def info(self) -> dict:
-        return self.current.summary if self.current else {}
+        """The champion's summary, with the runtime that runs its networks and why (ONNX Runtime or torch)."""
+        if self.current is None:
+            return {}
+        return {**self.current.summary, "runtime": getattr(self.current.model, "runtime", {})}

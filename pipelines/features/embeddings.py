@@ -7,6 +7,7 @@ features, and every model on them, insensitive to a horizontal flip.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -39,10 +40,11 @@ def backbone(name: str) -> nn.Module:
 
 @torch.no_grad()
 def embed(images: list[Image.Image], name: str = "mobilenet_v2", px: int = 128, flip: bool = True,
-          batch_size: int = 64) -> np.ndarray:
-    """``N×D`` float32 embeddings; the mean of the image's and its mirror's when ``flip``."""
-    model = backbone(name)
-    dev = next(model.parameters()).device
+          batch_size: int = 64, network: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+    """``N×D`` float32 embeddings; the mean of the image's and its mirror's when ``flip``. ``network``: the
+    trunk's exported graph (:class:`pipelines.runtime.OnnxNetwork`) to run instead of the torch trunk."""
+    model = network or backbone(name)
+    dev = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
     transform = vision.eval_transform(px)
     out = []
     for start in range(0, len(images), batch_size):

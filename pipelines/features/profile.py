@@ -22,6 +22,7 @@ from pipelines.data.images import to_array
 from pipelines.features import embeddings, faces, quality
 from pipelines.features.colors import dominant_colors
 from pipelines.features.monitored import DOMINANT, PROJECTION_PREFIX
+from pipelines.runtime import Choice, OnnxNetwork, choose
 from pipelines.vision import WeightsUnavailable
 
 
@@ -48,7 +49,15 @@ class Profiler:
         return profiler
 
     def _embed(self, images: list[Image.Image]) -> np.ndarray:
-        return embeddings.embed(images, self.embed_backbone, self.embed_px, flip=False)
+        network = self.__dict__.get("network")  # the trunk's exported graph, when ``use_graph`` chose it
+        return embeddings.embed(images, self.embed_backbone, self.embed_px, flip=False, network=network)
+
+    def use_graph(self, graph: str | None, parity: dict | None, runtime: str = "onnx", threads: int = 0) -> Choice:
+        """Embed with the trunk's exported ONNX graph where ``runtime.choose`` allows it, else the torch trunk."""
+        choice = choose(runtime, graph, parity)
+        if choice.runtime == "onnx":
+            self.network = OnnxNetwork(graph, threads)
+        return choice
 
     @property
     def projection_columns(self) -> list[str]:

@@ -13,6 +13,7 @@ from pipelines import vision
 from pipelines.data.images import to_array
 from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.models import cnn
+from pipelines.runtime import OnnxNetwork, choose
 
 # our own estimators (e.g. the scale × shape sequence model) ship as code beside the weights
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "pipelines.models.")
@@ -63,7 +64,9 @@ class SklearnBackend:
 
 
 class TorchBackend:
-    def __init__(self, config: dict, artifacts: dict):
+    """A CNN: its exported ONNX graph in ONNX Runtime on CPU, else the torch network (see ``runtime.choose``)."""
+
+    def __init__(self, config: dict, artifacts: dict, runtime: str = "onnx", threads: int = 0):
         self.task = config["task"]
         self.px = config["image_px"]
         self.crop = config.get("crop", "resized")
@@ -71,6 +74,10 @@ class TorchBackend:
         self.target_std = config.get("target_std", 1.0)
         self.calibration = config.get("calibration")  # Platt scaling of ordinal/ranking outputs
         self.flip_average = config.get("flip_average", False)  # models logged before it: one view
+        self.choice = choose(runtime, artifacts.get("onnx"), config.get("onnx"))
+        if self.choice.runtime == "onnx":
+            self.model = OnnxNetwork(artifacts["onnx"], threads)
+            return
         self.model = cnn.build_network(config["backbone"], pretrained=False)
         state = torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
@@ -87,6 +94,9 @@ class TorchBackend:
         return raw * self.target_std + self.target_mean
 
 
-def load(config: dict, artifacts: dict):
-    return {"sklearn": SklearnBackend, "torch": TorchBackend}[config["kind"]](config, artifacts)
+def load(config: dict, artifacts: dict, runtime: str = "onnx", threads: int = 0):
+    """The candidate's backend; a CNN runs in ``runtime`` where it can (ONNX Runtime with ``threads``)."""
+    if config["kind"] == "torch":
+        return TorchBackend(config, artifacts, runtime, threads)
+    return {"sklearn": SklearnBackend}[config["kind"]](config, artifacts)
 

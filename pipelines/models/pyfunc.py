@@ -23,7 +23,7 @@ from PIL import Image
 from pipelines.data.images import decode
 from pipelines.features.profile import Profiler
 from pipelines.features.social import NUMERIC_REQUEST_COLUMNS, TEXT_COLUMNS, request_frame
-from pipelines.settings import ImageLimits
+from pipelines.settings import ImageLimits, Settings
 
 CODE_DIR = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).with_name("model_code.py")
@@ -45,9 +45,17 @@ class PopularityModel(mlflow.pyfunc.PythonModel):
 
         self.config = dict(context.model_config)
         self.limits = ImageLimits(**self.config.get("limits", {}))
-        self.backend = backends.load(self.config, context.artifacts)
+        serving = Settings().serving  # read when loaded: POPULARITY_SERVING__RUNTIME and __THREADS
+        self.backend = backends.load(self.config, context.artifacts, serving.runtime, serving.threads)
         profiler = context.artifacts.get("profiler")
         self.profiler = Profiler.load(profiler) if profiler else Profiler()
+        self.runtime: dict[str, dict] = {}  # which runtime runs each network, and why (the service's /model)
+        if isinstance(self.backend, backends.TorchBackend):
+            self.runtime["model"] = self.backend.choice.as_dict()
+        if self.profiler.components:
+            choice = self.profiler.use_graph(context.artifacts.get("profiler_onnx"), self.config.get("profiler_onnx"),
+                                             serving.runtime, serving.threads)
+            self.runtime["profiler"] = choice.as_dict()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         limits = self.limits
@@ -92,6 +100,6 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     names = ["mlflow", "torch", "torchvision", "scikit-learn", "skops", "pandas", "numpy", "pillow", "scipy",
-             "pydantic-settings", "tqdm", "opencv-python-headless"]
+             "pydantic-settings", "tqdm", "opencv-python-headless", "onnxruntime"]
     return [f"{n}=={version(n)}" for n in names]
 

@@ -19,6 +19,7 @@ from pipelines.models.pyfunc import log_model
 from pipelines.tasks import PRIMARY
 from pipelines.training.candidates import CANDIDATES
 from pipelines.training.data import TrainingData
+from pipelines.training.export import export_network, export_profiler
 from pipelines.training.tuning import repeat_scores, tune
 
 
@@ -89,7 +90,13 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         fitted.config["limits"] = data.settings.images.model_dump()
         example = to_jpeg(next(iter(data.images.values())))
         profiler = data.profiler.save(Path(tmp) / "profiler.json")
-        info = log_model(fitted.config, {**fitted.artifacts, "profiler": str(profiler)}, example)
+        artifacts = {**fitted.artifacts, "profiler": str(profiler)}
+        if fitted.config["kind"] == "torch":  # the network's ONNX graph, checked on the validation images
+            export_network(fitted, data, Path(tmp))
+            artifacts |= fitted.artifacts
+        if profiler_graph := export_profiler(data, fitted.config):
+            artifacts["profiler_onnx"] = profiler_graph
+        info = log_model(fitted.config, artifacts, example)
         model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
         val_images, val_social = data.split_images("val"), data.social("val")
         val_scores = model.predict_images(val_images, val_social)["score"].to_numpy()
