@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export POPULARITY_HOME ?= $(CURDIR)/.popularity
 
-.PHONY: setup demo test test-fast lint-imports lock clean bench
+.PHONY: setup demo test test-fast lint-imports lock clean bench stack-containers test-containers
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,20 @@ test-fast: lint-imports
 
 lint-imports: setup
 	$(BIN)/lint-imports
+
+# The team stack as containers (deploy/compose.yaml), from images built here with no registry:
+# deploy/containers/build.sh installs Docker from Debian's packages and starts dockerd when needed (root),
+# makes the base from debootstrap, fills the wheelhouse from requirements.lock and builds the images.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+stack-containers:
+	@test -n "$$POSTGRES_PASSWORD" -a -n "$$POPULARITY_API_KEY" || { echo "set POSTGRES_PASSWORD and POPULARITY_API_KEY (URL-safe)"; exit 2; }
+	deploy/containers/build.sh
+	$(COMPOSE) -p popularity -f deploy/compose.yaml up -d
+
+# The container tier (tests/containers, marker `containers`): builds the images, runs the compose stack,
+# trains a first champion through the worker deployment, asks the service container, `down -v`.
+test-containers: setup
+	$(BIN)/pytest -m containers tests/containers
 
 bench: setup
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -50,7 +50,11 @@ def build(settings: Settings, gpu: bool = False) -> tuple[str, Path]:
     options = yaml.safe_load(BENTOFILE.read_text())
     options["envs"] = [*options.get("envs", []), *({"name": k, "value": v} for k, v in envs.items())]
     if gpu:
-        options.setdefault("docker", {})["cuda_version"] = "12.1"
+        # No `cuda_version`: BentoML's CUDA bases stop at 12.8 and the lock's torch is a CUDA 13 build whose
+        # wheels (nvidia-* in requirements.lock) carry the CUDA runtime. The Python base serves on a GPU
+        # that the NVIDIA container runtime exposes (a driver for CUDA 13 on the node); these ask it to.
+        options["envs"] += [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+                            {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"}]
     env = {**os.environ, **envs}
     with tempfile.TemporaryDirectory() as tmp:
         bentofile = Path(tmp) / "bentofile.yaml"
@@ -69,7 +73,8 @@ def _bentoml(args: list[str], env: dict[str, str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", action="store_true", help="ask for a GPU and a CUDA base image")
+    parser.add_argument("--gpu", action="store_true",
+                        help="serve on a GPU (CUDA 13 runtime from the locked torch wheels)")
     tag, path = build(load_settings(), parser.parse_args().gpu)
     print(f"{tag} at {path}")
 
