@@ -5,7 +5,9 @@ known days later, be joined back to what was predicted.
 One interface, two places: the JSON Lines log under the home (one machine, the default) and a SQL
 table (``POPULARITY_STORE__URL``, the stack's PostgreSQL) that every replica writes and the monitor
 reads from any host. The service hands its records to a :class:`BatchWriter`, which writes them in
-batches on its own thread, so a slow or unreachable store never delays an answer.
+batches on its own thread, so a slow or unreachable store never delays an answer; a batch the store
+refused stays in a bounded buffer and is retried with backoff. The table is created on first use, not
+when the store is opened, so a store that is down when the service starts never stops it starting.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from functools import lru_cache
+from itertools import islice
 from typing import Protocol
 
 import pandas as pd
@@ -96,12 +101,19 @@ class SqlRequestStore:
     def __init__(self, url: str):
         self.engine = engine(url)
         self.skipped = 0
-        create_tables(metadata, self.engine)
+        self._tables = False
+
+    def _ready(self) -> sa.Engine:
+        """The engine, the tables created on first use (retried on each use until it succeeds)."""
+        if not self._tables:
+            create_tables(metadata, self.engine)
+            self._tables = True
+        return self.engine
 
     def append(self, records: list[dict]) -> None:
         rows = [{**{c: r.get(c) for c in COLUMNS}, "version": str(r.get("version", "")),
                  "features": {k: v for k, v in r.items() if k not in COLUMNS}} for r in records]
-        with self.engine.begin() as connection:
+        with self._ready().begin() as connection:
             connection.execute(served.insert(), rows)
 
     def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
@@ -117,18 +129,18 @@ class SqlRequestStore:
             query = query.where(served.c.ts >= since)
         if last:
             query = query.limit(last)
-        with self.engine.connect() as connection:
+        with self._ready().connect() as connection:
             rows = connection.execute(query).mappings().all()
         return pd.DataFrame([{**row["features"], **{c: row[c] for c in COLUMNS}} for row in reversed(rows)])
 
     def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
         query = sa.select(served.c.ts, served.c.prediction_id, served.c.post_id).where(
             served.c.prediction_id.in_(prediction_ids) | served.c.post_id.in_(post_ids))
-        with self.engine.connect() as connection:
+        with self._ready().connect() as connection:
             return pd.DataFrame(connection.execute(query).mappings().all(), columns=list(LOOKUP_COLUMNS))
 
     def count_by_version(self) -> dict[str, int]:
-        with self.engine.connect() as connection:
+        with self._ready().connect() as connection:
             rows = connection.execute(sa.select(served.c.version, sa.func.count()).group_by(served.c.version))
             return {version: count for version, count in rows}
 
@@ -144,14 +156,23 @@ def open_request_store(settings: Settings) -> RequestStore:
 class BatchWriter:
     """Writes records to a store in batches on its own thread; the request path only enqueues.
 
-    A full queue (the store is down for long) drops records and counts them, as does a failed write:
-    monitoring data may be lost, an answer may not wait.
+    A batch the store refuses stays at the head of a buffer and is retried, waiting ``retry_s`` and
+    doubling up to ``max_retry_s``: an outage loses nothing the buffer holds. Records beyond
+    ``max_rows`` (the queue's bound, and the buffer's) are dropped and counted, oldest first in the
+    buffer; so is a batch refused ``max_attempts`` times while the store answers (a record it will
+    never take). Monitoring data may be lost, counted; an answer may not wait. ``problem`` says why
+    the last write failed (None once one succeeds).
     """
 
-    def __init__(self, store: RequestStore, flush_rows: int, flush_interval_s: float, max_rows: int):
+    def __init__(self, store: RequestStore, flush_rows: int, flush_interval_s: float, max_rows: int,
+                 retry_s: float = 0.5, max_retry_s: float = 30.0, max_attempts: int = 5):
         self.store, self.flush_rows, self.interval = store, flush_rows, flush_interval_s
+        self.max_rows, self.retry_s, self.max_retry_s, self.max_attempts = max_rows, retry_s, max_retry_s, max_attempts
         self.queue: queue.Queue[dict] = queue.Queue(maxsize=max_rows)
+        self.buffer: deque[dict] = deque()  # taken from the queue, not yet written: the writer's own
         self.written = self.dropped = 0
+        self.problem: str | None = None
+        self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
         threading.Thread(target=self._run, name="request-store-writer", daemon=True).start()
@@ -162,29 +183,61 @@ class BatchWriter:
                 self.queue.put_nowait(record)
                 self._idle.clear()
             except queue.Full:
-                self.dropped += 1
+                self._drop(1)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every submitted record has been written (or dropped)."""
+        """Wait until every submitted record has been written (or dropped); False after ``timeout_s``."""
         return self._idle.wait(timeout_s)
 
-    def _run(self) -> None:
-        while True:
+    def _drop(self, n: int) -> None:
+        with self._lock:
+            self.dropped += n
+
+    def _take(self, block: bool) -> bool:
+        """Move queued records into the buffer (waiting up to the flush interval when ``block``), keeping
+        at most ``max_rows``; False when there was nothing to take."""
+        try:
+            self.buffer.append(self.queue.get(timeout=self.interval) if block else self.queue.get_nowait())
+        except queue.Empty:
+            return False
+        while len(self.buffer) < self.max_rows + self.flush_rows:
             try:
-                batch = [self.queue.get(timeout=self.interval)]
+                self.buffer.append(self.queue.get_nowait())
             except queue.Empty:
+                break
+        if (excess := len(self.buffer) - self.max_rows) > 0:  # the oldest go first
+            for _ in range(excess):
+                self.buffer.popleft()
+            self._drop(excess)
+        return True
+
+    def _run(self) -> None:
+        delay, attempts = 0.0, 0
+        while True:
+            if not self.buffer and not self._take(block=True):
                 self._idle.set()
                 continue
-            while len(batch) < self.flush_rows:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._take(block=False)
+            batch = list(islice(self.buffer, self.flush_rows))
             try:
                 self.store.append(batch)
+            except Exception as exc:  # the store is down or refused the batch: keep it, retry, keep serving
+                attempts += 1
+                unreachable = isinstance(exc, OSError | sa.exc.OperationalError | sa.exc.InterfaceError)
+                if self.problem is None:
+                    log.warning("could not write %d request records (retrying): %s", len(batch), exc)
+                self.problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                if unreachable or attempts < self.max_attempts:
+                    delay = min(max(2 * delay, self.retry_s), self.max_retry_s)
+                    time.sleep(delay)
+                    continue
+                log.error("dropping %d request records the store refused %d times", len(batch), attempts)
+                self._drop(len(batch))
+            else:
                 self.written += len(batch)
-            except Exception:  # the store is down: count the loss and keep serving
-                self.dropped += len(batch)
-                log.exception("could not write %d request records", len(batch))
-            if self.queue.empty():
+                self.problem = None
+            for _ in batch:
+                self.buffer.popleft()
+            delay, attempts = 0.0, 0
+            if not self.buffer and self.queue.empty():
                 self._idle.set()

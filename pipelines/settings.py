@@ -157,6 +157,8 @@ class ServingSettings(BaseModel):
     threads: int = 0  # ONNX Runtime's intra-op threads per network (0: one per physical core)
     bento_model: str | None = None  # the packed BentoML model tag; set inside a built Bento
     watch_interval_s: float = 10.0  # how often the service asks the registry for a new champion (0: never)
+    # A champion version that failed to load is tried again after watch_interval_s, doubling up to this.
+    load_retry_max_s: float = 3600.0
 
 
 class DriftSettings(BaseModel):

@@ -12,6 +12,7 @@ leaves the old one serving.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from PIL import Image
 from pipelines import registry
 from pipelines.features.social import REQUEST_COLUMNS
 from pipelines.settings import load_settings
+from serving.readiness import LoadBackoff
 
 settings = load_settings()  # a BentoML service module is an entry point: it reads the environment
 SERVING = settings.serving
@@ -81,6 +83,7 @@ class Scorer:
         self.current: Loaded | None = None
         self.problem: str | None = None
         self.load_failures = 0
+        self.backoff = LoadBackoff(SERVING.watch_interval_s or 10.0, SERVING.load_retry_max_s)
         self._lock = asyncio.Lock()
         if packed := getattr(self, "packed", None):
             self.current = load(packed)
@@ -114,15 +117,16 @@ class Scorer:
                 for i, (s, lab) in enumerate(zip(result["score"], result["label"], strict=True))]
 
     @bentoml.api
-    async def refresh(self) -> dict:
+    async def refresh(self, force: bool = False) -> dict:
         """Load the registry's champion if the alias moved, off the event loop, then swap it in; a
-        champion that fails to load leaves the current one serving. Returns the status."""
+        champion that fails to load leaves the current one serving, and is tried again with backoff
+        (``force``, from ``/reload``: now). Returns the status."""
         if getattr(self, "packed", None) is None:
             async with self._lock:  # one load at a time, however many replicas' API processes ask
-                await self._follow_alias()
+                await self._follow_alias(force)
         return self._status()
 
-    async def _follow_alias(self) -> None:
+    async def _follow_alias(self, force: bool = False) -> None:
         try:
             version = await anyio.to_thread.run_sync(champion_version)
         except Exception as exc:
@@ -134,12 +138,17 @@ class Scorer:
         if self.current is not None and str(self.current.summary["version"]) == version:
             self.problem = None
             return
+        if not force and not self.backoff.due(version, time.monotonic()):
+            return  # it failed lately: its problem stands until the next try
         try:
             self.current = await anyio.to_thread.run_sync(load, None)
             self.problem = None
+            self.backoff.loaded(version)
         except Exception as exc:
             self.load_failures += 1
-            self.problem = f"could not load champion v{version}: {why(exc)}"
+            wait = self.backoff.failed(version, time.monotonic())
+            self.problem = (f"could not load champion v{version}: {why(exc)} (failed {self.backoff.failures[version]}"
+                            f" time(s); next try in {wait:.0f} s or at /reload)")
 
     @bentoml.api
     async def status(self) -> dict:

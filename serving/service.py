@@ -25,6 +25,7 @@ import aiohttp
 import anyio
 import bentoml
 import pandas as pd
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -99,10 +100,10 @@ class Popularity:
                 return
             await asyncio.sleep(SERVING.watch_interval_s if reached and SERVING.watch_interval_s > 0 else 1.0)
 
-    async def _refresh(self) -> bool:
+    async def _refresh(self, force: bool = False) -> bool:
         """Update :data:`STATUS` from the scorer; False when the scorer cannot be reached (yet)."""
         try:
-            STATUS.update(await self.scorer.to_async.refresh())
+            STATUS.update(await self.scorer.to_async.refresh(force=force))
             return True
         except Exception as exc:
             STATUS.unreachable(why(exc))
@@ -181,6 +182,11 @@ class Popularity:
                     raise
         return await self.scorer.to_async.score(items)
 
+    def _unavailable(self, message: str) -> JSONResponse:
+        self.metrics.reject("store_unavailable")
+        return JSONResponse({"error": "store_unavailable", "message": message}, status_code=503,
+                            headers={"Retry-After": "10"})
+
     def _refuse(self, reason: str, message: str, status: int = 400) -> JSONResponse:
         self.metrics.reject(reason)
         return JSONResponse({"error": reason, "message": message}, status_code=status)
@@ -248,10 +254,15 @@ class Popularity:
                        ) -> dict:
         """Record realized engagement (JSON ``{"rows": [...]}``) against the predictions it belongs to;
         each rejected row comes back with its reasons, and 422 when none was accepted."""
-        await anyio.to_thread.run_sync(self.requests.flush, 10.0)  # answered predictions are known
+        # answered predictions are known first; a store that is down is a 503 with the reason, at once
+        if self.requests.problem or not await anyio.to_thread.run_sync(self.requests.flush, 10.0):
+            return self._unavailable(f"the request store cannot be written: {self.requests.problem or 'too slow'}")
         frame = pd.DataFrame([row.fields() for row in rows])
-        async with self.recording:
-            result = await anyio.to_thread.run_sync(record_feedback, frame, settings)
+        try:
+            async with self.recording:
+                result = await anyio.to_thread.run_sync(record_feedback, frame, settings)
+        except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            return self._unavailable(f"the store cannot be reached: {why(exc)}")
         body = result.summary()
         if not result.accepted:
             return JSONResponse({"error": "feedback_rejected", **body}, status_code=422)
@@ -260,8 +271,9 @@ class Popularity:
     @bentoml.api
     async def reload(self) -> dict:
         """Follow the registry's champion now rather than at the next watch; requests in flight finish
-        on the old one. 503 with the reason when no champion is loaded or the new one failed to load."""
-        await self._refresh()
+        on the old one. 503 with the reason when no champion is loaded or the new one failed to load
+        (a version that failed lately is tried again now, not after its backoff)."""
+        await self._refresh(force=True)
         if not STATUS.ready or STATUS.problem:
             return JSONResponse({"error": "reload_failed", "message": STATUS.problem, **asdict(STATUS)},
                                 status_code=503)
