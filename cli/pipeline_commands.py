@@ -95,19 +95,22 @@ def collect(
     """Collect a source into an immutable snapshot; prints the snapshot id and path."""
     settings = load_settings().for_collection(allow_private, allow_outside_paths)
     from pipelines.data.labels import SCHEMES, LabelError
+    from pipelines.data.snapshots import SnapshotNameError, check_name
     from pipelines.data.sources import SpecError, parse_spec
 
     if label is not None and label not in SCHEMES:
         fail(f"unknown --label {label!r}; choose from {sorted(SCHEMES)}", 2)
     check_runner(runner)
     try:
+        if name is not None:
+            check_name(name)
         parse_spec(source, settings)
         reuse_prefect()
         from flows.data_flows import collect_flow
 
         summary = collect_flow(source=source, name=name, label=label, drop_outliers=drop_outliers, runner=runner,
                                allow_private=allow_private, allow_outside_paths=allow_outside_paths)
-    except (SpecError, LabelError) as exc:
+    except (SpecError, LabelError, SnapshotNameError) as exc:
         fail(str(exc), 2)
     console.print(f"snapshot {summary['snapshot']} at {summary['path']}: {summary['items']} items, "
                   f"{summary['rejects']} rejects {summary.get('reject_reasons', {})}, labels {summary['labels']}")

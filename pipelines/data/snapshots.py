@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,20 @@ from pipelines.data.images import decode
 from pipelines.settings import ImageLimits
 
 REJECT_COLUMNS = ["source_ref", "reason", "message"]
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # one folder under datasets/: no separator, no ``..``
+
+
+class SnapshotNameError(ValueError):
+    """A data set name that is not one plain folder name under ``datasets/``."""
+
+
+def check_name(name: str) -> str:
+    """``name`` when it is a plain data set name (letters, digits, ``_ . -``, at most 64, not starting with
+    a dot), so a snapshot is always written under the home's ``datasets/``; else :class:`SnapshotNameError`."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise SnapshotNameError(f"bad data set name {name!r}: use letters, digits, '_', '.' and '-' (at most 64, "
+                                "starting with a letter or digit), no path")
+    return name
 
 
 def code_version() -> str:
@@ -136,7 +151,7 @@ class SnapshotWriter:
     rejects: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.parent = self.datasets_dir / self.name
+        self.parent = self.datasets_dir / check_name(self.name)
         self.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(self.parent, self.stale_after_s)
         self.tmp = self.parent / f".tmp-{uuid.uuid4().hex}"

@@ -144,3 +144,12 @@ def test_an_empty_api_key_is_no_key_in_the_settings_and_the_guard(monkeypatch, k
     assert [options["key"] for guard, options in guards(settings) if guard is ApiKey] == [None]
     monkeypatch.setenv("POPULARITY_API_KEY", "k3y")
     assert Settings().api_key.get_secret_value() == "k3y"
+
+
+def test_a_data_set_name_that_is_a_path_is_refused_before_anything_is_written(tmp_path):
+    for name in ("../../x", "/tmp/x", "a/b", "..", ".hidden", ""):
+        done = _cli(tmp_path / "home", "collect", "--source", "demo:5", "--name", name)
+        assert done.returncode == 2, (name, done.stderr)
+        (message,) = _messages(done.stderr)
+        assert "bad data set name" in message and "prefect" not in _imported(done.stderr), name
+    assert not (tmp_path / "x").exists() and not (tmp_path / "home" / "datasets").exists()

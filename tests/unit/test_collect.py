@@ -176,3 +176,13 @@ def test_a_new_writer_removes_the_temporary_folders_of_killed_writers(settings):
     writer = SnapshotWriter(settings.datasets_dir, "demo", 3600.0)
     assert sorted(p.name for p in parent.iterdir()) == sorted([".tmp-fresh", ".tmp-alive", writer.tmp.name])
     writer.abort()
+
+
+def test_a_snapshot_is_written_under_datasets_whatever_name_it_is_given(settings):
+    from pipelines.data.snapshots import SnapshotNameError
+
+    for name in ("../../x", "../x", "a/../../b", "/abs", ".tmp-1"):
+        with pytest.raises(SnapshotNameError):
+            SnapshotWriter(settings.datasets_dir, name, 3600.0)
+    assert not (settings.root / "x").exists() and not settings.root.parent.joinpath("x").exists()
+    assert SnapshotWriter(settings.datasets_dir, "my-set_2.v1", 3600.0).parent == settings.datasets_dir / "my-set_2.v1"
