@@ -52,7 +52,7 @@ def predict(
     """Score images through a running service, or in process with the champion."""
     check_task(task)
     settings = load_settings()
-    results = _through_service(images, url) if url else _in_process(images, task, settings)
+    results = _through_service(images, url, settings) if url else _in_process(images, task, settings)
     for r in results:
         console.print(f"{r['image']}: " + (f"score {r['score']:.3f} label {r['label']}" if "score" in r
                                            else f"[red]{r.get('error')}[/]"))
@@ -61,11 +61,12 @@ def predict(
         raise typer.Exit(1)
 
 
-def _through_service(images: list[Path], url: str) -> list[dict]:
+def _through_service(images: list[Path], url: str, settings: Settings) -> list[dict]:
     import httpx
 
     results = []
-    with httpx.Client(timeout=60) as client:
+    key = {"X-API-Key": settings.api_key.get_secret_value()} if settings.api_key is not None else {}
+    with httpx.Client(timeout=60, headers=key) as client:
         for path in images:
             try:
                 response = client.post(f"{url.rstrip('/')}/predict", files={"image": (path.name, path.read_bytes())})

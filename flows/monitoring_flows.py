@@ -11,7 +11,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.data_flows import check_snapshot, collect_snapshot
-from flows.training_flows import open_parent_run, promote_flow, train_flow
+from flows.training_flows import open_parent_run, promote_flow, train_flow, verdict_markdown
 from monitoring import feedback, monitor
 from monitoring.cooldown import Cooldown
 from pipelines import registry
@@ -41,25 +41,54 @@ def _refuse_stale(snapshot_id: str, task: str, settings: Settings) -> None:
                         "trained on: nothing new to learn; point POPULARITY_DRIFT__RETRAIN_SOURCE at fresh data")
 
 
+def _trigger() -> str:
+    """Who started this run when the caller did not say: the deployment's schedule, or a person (the UI's
+    Run button, `prefect deployment run`, a call in a notebook)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return "schedule" if context is not None and context.flow_run.auto_scheduled else "manual"
+
+
+def _refused(task: str, trigger: str, promoted: dict, settings: Settings):
+    """A retraining the gate refused ends Cancelled, named ``Refused``, with the gate's reason as its message:
+    not the green of a promotion, not the red of a failure. A monitor's claim on the cooldown shrinks to the
+    retry delay, so the next fresh data need not wait a whole cooldown."""
+    from prefect.states import Cancelled
+
+    if trigger in MONITOR_TRIGGERS:
+        nxt = Cooldown.for_task(task, settings).retry_after(settings.drift.refused_retry_hours)
+    else:
+        nxt = "the cooldown of drift-started retraining is untouched"
+    print(f"the gate refused v{promoted['version']}; the champion stays. {nxt[0].upper()}{nxt[1:]}")
+    return nxt, Cancelled(name="Refused", message=f"not promoted: {promoted['reason']}; {nxt}"[:2000])
+
+
 @flow(name="retrain", log_prints=True)
 def retrain_flow(task: str = "binary", source: str | None = None, models: list[str] | None = None,
-                 quick: bool | None = None, trigger: str = "manual", reason: str = "") -> dict:
+                 quick: bool | None = None, trigger: str | None = None, reason: str = ""):
     """Collect fresh data from the source, validate, train and promote.
 
-    Unset arguments come from the drift settings, so a drift-started run is as cheap as configured.
+    Unset arguments come from the drift settings, so a drift-started run is as cheap as configured; an
+    unset ``trigger`` is ``schedule`` for a run the deployment's schedule made and ``manual`` otherwise.
     The feedback rows that came back with their images join the fresh data
-    (``performance.retrain_with_feedback``). A failure leaves production as it was: the champion
-    stays, the parent MLflow run is marked FAILED and a monitor's claim on the cooldown is given back.
+    (``performance.retrain_with_feedback``). The run ends Completed when the gate promoted, Cancelled
+    (``Refused``, the gate's reason as the message) when it refused, and Failed on an error; either way its
+    ``verdict`` artifact holds the comparison and the gate's checks. A failure leaves production as it
+    was: the champion stays, the parent MLflow run is marked FAILED and a monitor's claim on the cooldown
+    is given back.
     """
     settings = load_settings()
     d = settings.drift
+    trigger = trigger or _trigger()
     source = source or d.retrain_source
     if not source:
         raise ValueError("retraining needs fresh data: set POPULARITY_DRIFT__RETRAIN_SOURCE (a source spec such "
-                         "as manifest:/data/incoming/manifest.csv) or pass source")
+                         "as manifest:/data/incoming/manifest.csv; `popularity demo-data` writes one) or pass source")
     quick = d.retrain_quick if quick is None else quick
-    parent = open_parent_run(settings, f"retrain-{task}", {"trigger": trigger, "reason": reason[:500], "task": task,
-                                                          "source": source})
+    parent = open_parent_run(settings, f"retrain-{trigger}", {"trigger": trigger, "reason": reason[:500],
+                                                             "task": task, "source": source})
+    print(f"retraining {task} ({trigger}) from {source}; MLflow parent run {parent}")
     try:
         returned = feedback.export_manifest(settings) if settings.performance.retrain_with_feedback else None
         also = [f"manifest:{returned}"] if returned else None
@@ -75,9 +104,27 @@ def retrain_flow(task: str = "binary", source: str | None = None, models: list[s
         if trigger in MONITOR_TRIGGERS:
             Cooldown.for_task(task, settings).release()
         raise
-    return {"mlflow_run_id": parent, "snapshot": Path(snapshot_path).name, "trigger": trigger,
-            "feedback_rows": bool(also), "validation": validation, "registered": trained["registered"],
-            "promotion": promoted}
+    MlflowClient().log_metric(parent, "promoted", float(bool(promoted["promoted"])))
+    MlflowClient().set_tag(parent, "verdict", promoted["reason"][:500])
+    summary = {"mlflow_run_id": parent, "snapshot": Path(snapshot_path).name, "trigger": trigger,
+               "feedback_rows": bool(also), "validation": validation, "registered": trained["registered"],
+               "promotion": promoted}
+    heading = f"Retraining {settings.model_name(task)} ({trigger})"
+    create_markdown_artifact(key="verdict", markdown=verdict_markdown(trained, promoted, heading),
+                             description="the gate's verdict and the candidates' comparison")
+    if promoted["promoted"]:
+        return summary
+    summary["next_attempt"], state = _refused(task, trigger, promoted, settings)
+    state.data = summary
+    return state
+
+
+def run_retraining(**parameters) -> dict:
+    """Run :func:`retrain_flow` here and return its summary, promoted or refused; an error raises."""
+    state = retrain_flow(**parameters, return_state=True)
+    if state.is_cancelled() and state.name == "Refused":
+        return {**state.result(raise_on_failure=False), "state": state.name, "state_message": state.message}
+    return {**state.result(), "state": state.name}
 
 
 def _start_retraining(task: str, settings: Settings, reason: str, trigger: str) -> dict:
@@ -94,7 +141,7 @@ def _start_retraining(task: str, settings: Settings, reason: str, trigger: str) 
     try:
         run = run_deployment(retrain_deployment(task), parameters=parameters, timeout=0, as_subflow=False)
     except ObjectNotFound:
-        return {"started": True, "mode": "in-process", "message": message, **retrain_flow(**parameters)}
+        return {"started": True, "mode": "in-process", "message": message, **run_retraining(**parameters)}
     except Exception:
         cooldown.release()
         raise

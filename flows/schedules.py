@@ -43,7 +43,7 @@ def schedules(task: str, settings: Settings, retrain_cron: str | None = None,
     return [
         Schedule(retrain_flow, "flows/monitoring_flows.py:retrain_flow", f"popularity-{task}",
                  retrain_cron or d.retrain_cron,
-                 {"task": task, "trigger": "schedule"},
+                 {"task": task},  # the run says who started it: its schedule, a person, or drift and decay
                  "Collect fresh data, validate, train and promote on a schedule; drift starts it too."),
         Schedule(monitor_flow, "flows/monitoring_flows.py:monitor_flow", f"popularity-{task}",
                  monitor_cron or d.monitor_cron,

@@ -7,14 +7,17 @@ MLflow runs are passed by id because MLflow's active run is thread-local.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import mlflow
+import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.data_flows import check_snapshot
 from flows.scaleout import compute_features
-from pipelines import promotion, registry, tracking
+from pipelines import model_card, promotion, registry, tracking
 from pipelines.data import verdicts
 from pipelines.data.snapshots import Snapshot
 from pipelines.settings import load_settings
@@ -43,9 +46,11 @@ def register_best(report: dict, task_name: str) -> dict:
 
 
 def open_parent_run(settings, run_name: str, tags: dict | None = None) -> str:
-    """A parent MLflow run for a flow's steps, closed at once: its steps reopen it by id."""
+    """A parent MLflow run for a flow's steps, closed at once: its steps reopen it by id. Its name ends with
+    the minute it started (``retrain-drift-2026-12-06T01:30``), so the runs table tells runs apart."""
     experiment = tracking.experiment(settings, PIPELINE_EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{run_name}-{started}") as run:
         if tags:
             mlflow.set_tags(tags)
         return run.info.run_id
@@ -85,7 +90,7 @@ def train_flow(snapshot: str | None = None, task: str = "binary", models: list[s
     if runner != "local":  # the feature tables land in the cache that the candidates read
         compute_features(str(snap.path), runner)
     models = check_models(models or settings.train.models or default_models(snap.manifest))
-    parent_run_id = parent_run_id or open_parent_run(settings, f"train-{task}")
+    parent_run_id = parent_run_id or open_parent_run(settings, f"train-{task}", {"task": task, "trigger": "manual"})
     if verdicts.load(settings.quarantine_dir, snap.id) is None:  # training reads only what validation passed
         check_snapshot(str(snap.path), parent_run_id)
     data = TrainingData(snap, task, settings)
@@ -111,4 +116,15 @@ def promote_flow(task: str = "binary", rollback: bool = False) -> dict:
     print(result.reason)
     return {"promoted": result.passed, "version": result.version, "reason": result.reason,
             "checks": result.checks, "numbers": result.numbers, "thresholds": result.thresholds,
-            "loosened": result.loosened}
+            "loosened": result.loosened, "table": model_card.markdown_table(result.table())}
+
+
+def verdict_markdown(trained: dict, promoted: dict, heading: str) -> str:
+    """What a person opening the top-level flow run wants to see: the verdict, the gate's checks beside
+    their thresholds, and every candidate's validation and test metrics beside the baseline."""
+    verdict = "**Promoted**" if promoted.get("promoted") else "**Not promoted** (the champion stays)"
+    registered = trained.get("registered", {})
+    comparison = model_card.markdown_table(pd.DataFrame(trained.get("table", [])), ".3f")
+    return (f"# {heading}\n\n{verdict}: {registered.get('name')} v{registered.get('version')} "
+            f"(`{registered.get('candidate')}`) — {promoted.get('reason', '')}\n\n## The gate\n\n"
+            f"{promoted.get('table', '')}\n\n## Candidates on snapshot {trained.get('snapshot')}\n\n{comparison}\n")

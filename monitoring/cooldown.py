@@ -59,6 +59,18 @@ class Cooldown:
             last = connection.execute(sa.select(claims.c.claimed_at).where(claims.c.name == self.name)).scalar_one()
         return False, f"retraining already started at {_iso(last)}; cooldown until {_iso(last + self.hours * 3600)}"
 
+    def retry_after(self, hours: float) -> str:
+        """Shorten the claim so that the next one may come ``hours`` from now (never lengthen it): a refused
+        retraining leaves production as it was, and the next fresh data should not wait a whole cooldown."""
+        now = time.time()
+        expires = now + hours * 3600
+        with self.engine.begin() as connection:
+            connection.execute(claims.update().where(claims.c.name == self.name,
+                                                     claims.c.claimed_at > expires - self.hours * 3600)
+                               .values(claimed_at=expires - self.hours * 3600))
+            last = connection.execute(sa.select(claims.c.claimed_at).where(claims.c.name == self.name)).scalar()
+        return f"the next retraining may start after {_iso(now if last is None else last + self.hours * 3600)}"
+
     def release(self) -> None:
         """Give the claim back: the retraining could not start, or it failed."""
         with self.engine.begin() as connection:

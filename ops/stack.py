@@ -109,7 +109,7 @@ class Stack:
             raise StackError("the stack is not running; start it with `popularity stack up`")
         return {"MLFLOW_TRACKING_URI": urls["mlflow"], "PREFECT_API_URL": urls["prefect"],
                 "POPULARITY_STORE__URL": self.database_url("monitoring", "postgresql+psycopg2"),
-                "POPULARITY_HOME": str(self.settings.root)}
+                "POPULARITY_HOME": str(self.settings.root), "POPULARITY_SERVICE_URL": urls["service"]}
 
     # -- commands
 

@@ -118,6 +118,20 @@ def stability(model, images: list, base: np.ndarray, social: pd.DataFrame | None
             "jpeg_shift": float(np.mean(np.abs(jpeg - base))) / spread}
 
 
+#: The gate's stability checks: (check, measure of :func:`stability`, the promotion setting that bounds it).
+STABILITY_CHECKS = (("flip_stability", "flip_shift", "flip_tolerance"), ("jpeg_stability", "jpeg_shift", "jpeg_tolerance"))
+
+
+def stability_verdicts(shifts: dict[str, float], promotion) -> list[tuple[str, str, float, float, bool]]:
+    """Each stability check as ``(check, measure, value, limit, passed)``: one rule, which selection applies to
+    the validation split's measures at training and the gate to the same split's measures at promotion."""
+    out = []
+    for check, measure, setting in STABILITY_CHECKS:
+        value, limit = float(shifts.get(measure, np.inf)), float(getattr(promotion, setting))
+        out.append((check, measure, value, limit, bool(value <= limit)))
+    return out
+
+
 def baseline(task: str, y_train: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
     """The majority class (binary) or the training mean (score), scored like any candidate."""
     if task == "binary":

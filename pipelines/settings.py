@@ -171,6 +171,7 @@ class DriftSettings(BaseModel):
     projection_dims: int = 8  # principal components of the CNN embedding that the monitor compares (by MMD)
     mmd_permutations: int = 200
     cooldown_hours: float = 24.0
+    refused_retry_hours: float = 1.0  # a retraining the gate refused holds the cooldown this long, not a whole one
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
     # Retraining, on drift or on its schedule: the source to collect fresh data from (required: the

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.social import social_inputs
@@ -34,11 +34,15 @@ def store_features(features: pd.DataFrame, cache: Path) -> pd.DataFrame:
 def snapshot_features(
     snapshot, featurizer: ImageFeaturizer, cache_dir: Path, limits, batch_size: int = 256
 ) -> pd.DataFrame:
-    """Features of every image of a snapshot, indexed by ``image_id``, cached per snapshot."""
+    """Features of every image of a snapshot, indexed by ``image_id``, cached per snapshot. Each batch prints
+    its progress: on the console, and in the Prefect run's logs when a flow runs it (``log_prints``)."""
     cache = features_cache(snapshot, featurizer, cache_dir)
     if cache.exists():
         return pd.read_parquet(cache)
     manifest = snapshot.manifest
-    frames = [batch_features(snapshot, manifest.iloc[start : start + batch_size], featurizer, limits)
-              for start in tqdm(range(0, len(manifest), batch_size), desc="features", unit="batch")]
+    frames, started, what = [], time.perf_counter(), "+".join(featurizer.groups)
+    for start in range(0, len(manifest), batch_size):
+        frames.append(batch_features(snapshot, manifest.iloc[start : start + batch_size], featurizer, limits))
+        done = min(start + batch_size, len(manifest))
+        print(f"features ({what}): {done}/{len(manifest)} images, {time.perf_counter() - started:.0f} s", flush=True)
     return store_features(pd.concat(frames), cache)

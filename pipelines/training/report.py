@@ -86,15 +86,15 @@ def comparison_table(candidates: list[Candidate], base: dict[str, float], oracle
 
 
 def gate_objections(candidate: Candidate, task: str, promotion) -> list[str]:
-    """What the promotion gate would refuse this candidate for, judged on the validation split with the
-    gate's own checks and thresholds (floor, flip and JPEG stability): a reason to skip it at selection."""
+    """What the promotion gate would refuse this candidate for, judged with the gate's own checks and thresholds:
+    the floor on the validation metric, and flip and JPEG stability by :func:`evaluation.stability_verdicts` on
+    the validation split, the very rows and rule the gate applies (so "stable" here is never "unstable" there)."""
     primary = PRIMARY[task]
     floor = promotion.floor_roc_auc if task == "binary" else promotion.floor_spearman
     value = candidate.validation.get(primary, np.nan)
     objections = [] if value >= floor else [f"validation {primary} {value:.3f} under the floor {floor:g}"]
-    for measure, limit in (("flip_shift", promotion.flip_tolerance), ("jpeg_shift", promotion.jpeg_tolerance)):
-        shift = candidate.validation.get(measure, np.inf)
-        if not shift <= limit:
+    for _, measure, shift, limit, passed in evaluation.stability_verdicts(candidate.validation, promotion):
+        if not passed:
             objections.append(f"{measure} {shift:.3f} over the gate's {limit:g}")
     return objections
 
@@ -175,6 +175,11 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
         mlflow.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlflow.log_metrics({f"oracle_{k}": v for k, v in oracle.items()})
         mlflow.log_metrics({f"rows_{k}": v for k, v in data.row_counts.items()})
+        # the chosen candidate's metric on the parent too, under its children's names: one column in the runs table
+        primary = PRIMARY[data.task]
+        mlflow.log_metrics({f"val_{primary}": choice.candidate.validation.get(primary, np.nan),
+                            f"test_{primary}": choice.candidate.metrics.get(primary, np.nan)})
+        mlflow.set_tag("chosen", choice.candidate.name)
         mlflow.log_text(table.to_markdown(index=False, floatfmt=".3f"), "comparison.md")
         mlflow.log_text(table.to_html(index=False, float_format="%.3f"), "comparison.html")
     return TrainReport(data.task, data.snapshot.id, parent_run_id, candidates, base, oracle, table, data.row_counts,

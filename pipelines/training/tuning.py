@@ -67,8 +67,15 @@ def tune(name: str, data: TrainingData, run_id: str, quick: bool) -> dict:
         primary = value[PRIMARY[data.task]]
         return primary if np.isfinite(primary) else -np.inf
 
+    def progress(study, trial) -> None:  # the console and, under a flow (log_prints), the Prefect run's logs
+        seconds = trial.duration.total_seconds() if trial.duration else float("nan")
+        value = f"{trial.value:.3f}" if trial.value is not None else f"none ({trial.state.name.lower()})"
+        best = f"{study.best_value:.3f}" if any(t.value is not None for t in study.trials) else "none"
+        print(f"{name} trial {trial.number + 1}/{s.tune_trials}: validation {PRIMARY[data.task]} {value} "
+              f"(best {best}) in {seconds:.0f} s, {trial.params}", flush=True)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=s.seed))
-    study.optimize(objective, n_trials=s.tune_trials, timeout=s.tune_budget_s)
+    study.optimize(objective, n_trials=s.tune_trials, timeout=s.tune_budget_s, callbacks=[progress])
     mlflow.log_metrics({"tune_trials": len(study.trials), f"tune_best_val_{PRIMARY[data.task]}": study.best_value})
     return study.best_params

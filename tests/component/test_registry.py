@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from pipelines import promotion, registry
 from pipelines.data.images import to_jpeg
 from pipelines.models.backends import save_estimator
 from pipelines.models.pyfunc import log_model
+from pipelines.training.report import gate_objections
 from pipelines.training.runs import Candidate, train_candidate
 from pipelines.training.trainers import _sklearn_config
 from tests.component.tiny import tiny_data
@@ -94,6 +96,25 @@ def test_gate_numbers_cover_every_sanity_check(trained):
     assert outcomes["floor"].passed == (result.numbers["challenger_roc_auc"] >= p.floor_roc_auc)
 
 
+def test_selection_and_the_gate_judge_stability_alike(trained):
+    """A candidate selection calls stable is not refused by the gate for stability, nor the reverse: both
+    measure flip and JPEG stability on the validation split with one estimate and one threshold."""
+    data, c = trained
+    candidate = c["stats-gb"]
+    _challenge(data, candidate)
+    worst = max(candidate.validation["flip_shift"], candidate.validation["jpeg_shift"])
+    assert worst > 0
+    for tolerance in (worst * 0.98, worst * 1.02):  # just under the candidate's shift, then just over it
+        settings = _loosened(data.settings, flip_tolerance=tolerance, jpeg_tolerance=tolerance)
+        stable_at_selection = not any("shift" in o for o in gate_objections(candidate, "binary", settings.promotion))
+        result = promotion.gate("binary", settings)
+        for measure in ("flip_shift", "jpeg_shift"):
+            assert result.numbers[measure] == pytest.approx(candidate.validation[measure], rel=1e-6, abs=1e-9)
+        assert result.numbers["stability_rows"] == len(data.rows("val"))
+        stable_at_gate = result.checks["flip_stability"] and result.checks["jpeg_stability"]
+        assert stable_at_gate == stable_at_selection == (tolerance > worst), (tolerance, result.reason)
+
+
 def _diverged(data, parent) -> Candidate:
     """A real logged model whose weights diverged to NaN: every score it gives is NaN."""
     featurizer = data.featurizer(("colors",))
@@ -156,6 +177,20 @@ def test_the_gate_records_its_thresholds_and_the_comparison_table(trained):
     assert "loosened from the defaults" in tags["gate_reason"]
     table = mlflow.artifacts.load_text(f"runs:/{c['stats-gb'].run_id}/gate/gate.md")
     assert "beats_champion" in table and "champion" in table.splitlines()[0]
+    assert not re.search(r"\bnan\b", table)  # an empty cell where a check has no number
+    # the version's MLflow description is its model card: data, metrics beside the baseline, every check
+    card = registry.client(strict).get_model_version(strict.model_name("binary"), version.version).description
+    assert card.startswith(f"# popularity-binary v{version.version}: `stats-gb` (classical)")
+    assert "**Not promoted.**" in card and "not promoted: failed beats_champion" in card
+    snapshot_rows = len(data.snapshot.manifest) + len(data.snapshot.rejects)
+    assert f"Snapshot `{data.snapshot.id}`" in card and f"{snapshot_rows} rows collected" in card
+    assert f"validation {len(data.rows('val'))}, test {len(data.rows('test'))}" in card
+    metrics_row = next(line for line in card.splitlines() if line.startswith("| roc_auc"))
+    assert f"{c['stats-gb'].validation['roc_auc']:.3f}" in metrics_row
+    assert f"{c['stats-gb'].metrics['roc_auc']:.3f}" in metrics_row
+    gate_row = next(line for line in card.splitlines() if line.startswith("| beats_champion"))
+    assert "0.5" in gate_row and "False" in gate_row
+    assert not re.search(r"\bnan\b", card, re.IGNORECASE) and len(card) <= 5000
 
 
 def test_a_missing_model_or_alias_is_no_champion(settings):

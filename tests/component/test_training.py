@@ -68,7 +68,7 @@ def test_time_split_tests_on_the_latest_posts(binary):
     assert timed.rows("test")["posted_at"].min() >= latest_train
 
 
-def test_repeats_and_tuning(binary):
+def test_repeats_and_tuning(binary, capsys):
     data, parent = binary
     settings = data.settings.model_copy(deep=True)
     settings.train.repeats, settings.train.tune, settings.train.tune_trials = 3, True, 2
@@ -87,6 +87,8 @@ def test_repeats_and_tuning(binary):
     assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values))
     trials = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{candidate.run_id}'")
     assert len(trials) == 2 and "metrics.val_roc_auc" in trials
+    printed = capsys.readouterr().out  # the progress a flow's log_prints carries to the Prefect run's logs
+    assert "stats-gb trial 1/2: validation roc_auc" in printed and "stats-gb trial 2/2" in printed
     table = comparison_table([candidate], {"roc_auc": 0.5}, {})
     assert table.loc[0, "roc_auc repeats"] == f"{mean:.3f} ± {std:.3f}"
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import mlflow
 import pandas as pd
@@ -25,6 +26,7 @@ def home(tmp_path_factory, prefect_api):
     """A home with a quick champion, whose drift-started retraining is quick too.
 
     The stability gates are relaxed: 120 tiny demo images make a champion that flips too easily for them.
+    The retraining's margin cannot be met (1.0 of ROC AUC), so the gate refuses what the retraining made.
     """
     home = tmp_path_factory.mktemp("drift") / "home"
     env = train_champion(home, "demo:120", {
@@ -32,7 +34,7 @@ def home(tmp_path_factory, prefect_api):
         "POPULARITY_DRIFT__RETRAIN_SOURCE": "demo:150",  # fresh data: not the champion's demo:120
         "POPULARITY_DRIFT__RETRAIN_QUICK": "true", "POPULARITY_DRIFT__WINDOW": str(WINDOW),
         "POPULARITY_PROMOTION__FLIP_TOLERANCE": "1", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "1"}, timeout_s=300)
-    return home, env
+    return home, {**env, "POPULARITY_PROMOTION__MARGIN": "1"}
 
 
 def _client(home) -> MlflowClient:
@@ -87,7 +89,21 @@ def test_no_drift_leaves_everything_alone(home):
     assert {"brightness_statistic", "face_count_p_value", "score_p_value"} <= set(check.data.metrics)
 
 
-def test_planted_drift_starts_exactly_one_retraining(home):
+def _retrain_flow_run(prefect_api: str):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain"])),
+                                       sort=FlowRunSort.START_TIME_DESC, limit=1)
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[run.id])))
+    return run, artifacts
+
+
+def test_planted_drift_starts_exactly_one_retraining_and_a_refusal_says_so(home, prefect_api):
     path, env = home
     _serve_window(path, _reference(path), seed=2, darken=0.3)
     first = _monitor(env)
@@ -96,12 +112,27 @@ def test_planted_drift_starts_exactly_one_retraining(home):
     assert first["retraining"]["mode"] == "in-process"
     runs = _retrain_runs(path)
     assert len(runs) == 1 and runs[0].data.tags["reason"].startswith("drift")
+    assert runs[0].info.run_name.startswith("retrain-drift-20")  # named by trigger and the minute it started
     versions = _client(path).search_model_versions("name = 'popularity-binary'")
     assert len(versions) == 2  # the retrained challenger joined the registry
 
-    # the same episode, within the cooldown: the requests stay dark for whichever model now serves them
+    # The gate refused it: the champion stays, the flow run is not the green of a promotion but Cancelled,
+    # named Refused, with the gate's reason, and its verdict artifact holds the checks and the comparison.
+    retraining = first["retraining"]
+    assert retraining["promotion"]["promoted"] is False and retraining["state"] == "Refused"
+    assert str(_champion(path).version) == "1"
+    run, artifacts = _retrain_flow_run(prefect_api)
+    assert run.state.is_cancelled() and run.state.name == "Refused", run.state
+    assert "beats_champion" in run.state.message and "next retraining may start after" in run.state.message
+    (verdict,) = [a for a in artifacts if a.key == "verdict"]
+    assert "Not promoted" in verdict.data and "beats_champion" in verdict.data and "stats-gb" in verdict.data
+    assert runs[0].data.metrics["promoted"] == 0 and "val_roc_auc" in runs[0].data.metrics
+
+    # the same episode: the refusal holds the claim for the retry delay (1 h), not the 24 h cooldown
     _serve_window(path, _reference(path), seed=3, darken=0.3)
     second = _monitor(env)
     assert second["drift"] and not second["retrain_triggered"]
     assert "cooldown until" in second["retraining"]["message"]
+    until = datetime.fromisoformat(second["retraining"]["message"].rsplit("cooldown until ", 1)[1].strip())
+    assert timedelta(minutes=50) < until - datetime.now(UTC) <= timedelta(hours=1)
     assert len(_retrain_runs(path)) == 1

@@ -1,18 +1,19 @@
-"""A day in production, as a user meets it: `popularity stack up` on PostgreSQL, a first champion trained
-on the worker, 16 clients of the service, a world that turns dark, the monitor deployment seeing it, a
-retrain on the worker on fresh data, the running service moving to the new champion with no failed
-request, and the next window against the new reference calm. Everything is asserted from the stores:
-Prefect's flow runs, MLflow's versions and the shared request table.
+"""A day in production, as a user meets it, following the README's team section command by command (read
+from README.md, run in order): fresh demo data in an incoming folder, `popularity stack up` on PostgreSQL, a
+first champion trained on the worker, 16 clients of the service, a world that turns dark (a dark draw and
+dark requests), the monitor deployment seeing it, a retrain on the worker on the fresh draw, the running
+service moving to the new champion with no failed request, and the next window against the new reference
+calm. Everything is asserted from the stores: Prefect's flow runs, MLflow's versions and the shared request
+table.
 
 The gate is relaxed here (margin, floor, stability: 160 demo photos make noisy numbers); the loop is
 under test, and the gate has its own tests."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,11 +25,9 @@ from pathlib import Path
 import httpx
 import pytest
 from mlflow import MlflowClient
-from PIL import Image, ImageEnhance
 
 from ops.processes import REPO, free_port
 from monitoring.request_store import SqlRequestStore
-from pipelines.data.sources.demo import DemoSource
 from pipelines.settings import Settings
 from pipelines.tasks import TASKS
 from serving.readiness import STARTING
@@ -44,28 +43,50 @@ PHOTOS, WINDOW, CLIENTS = 160, 200, 16
 TASK, POOL = "binary", "popularity"
 
 
-def write_source(folder: Path, seed: int, darken: float | None = None) -> list[bytes]:
-    """The team's incoming data: demo photos with their engagement as files and a manifest, replaced whole."""
-    folder.mkdir(parents=True, exist_ok=True)
-    demo = DemoSource(n=PHOTOS, seed=seed, size=128, users=20)
-    rows, photos = [], []
-    for i, item in enumerate(demo.items()):
-        data = item.data
-        if darken is not None:
-            out = io.BytesIO()
-            ImageEnhance.Brightness(Image.open(io.BytesIO(data)).convert("RGB")).enhance(darken).save(out, "JPEG")
-            data = out.getvalue()
-        name = f"s{seed}-{i:04d}.jpg"
-        (folder / name).write_bytes(data)
-        photos.append(data)
-        rows.append({"image": name, **{k: item.fields[k] for k in ("user_id", "likes", "followers", "posted_at")}})
-    tmp = folder / "manifest.csv.tmp"
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(folder / "manifest.csv")
-    return photos
+def team_commands() -> list[list[str]]:
+    """The README team section's shell blocks, each a list of command lines (comments dropped)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Run it as a team\n"):]
+    section = section[: section.index("\n## ", 1)]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [[re.sub(r"\s+#\s.*$", "", line).strip() for line in block.splitlines() if line.strip()]
+            for block in blocks]
+
+
+def shell(line: str, env: dict, cwd: Path, timeout_s: float = 900) -> tuple[subprocess.CompletedProcess, dict]:
+    """One README line in bash, as a user's shell runs it, from this checkout's venv; returns the run and the
+    shell's environment afterwards (``export`` and ``eval`` lines change it)."""
+    dump = cwd / ".env-after"
+    bash_env = {**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', os.defpath)}"}
+    done = subprocess.run(["bash", "-c", f"set -e\n{line}\nenv -0 > {dump}"], env=bash_env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout_s)
+    after = dict(part.split("=", 1) for part in dump.read_text().split("\0") if "=" in part) if done.returncode == 0 \
+        else env
+    dump.unlink(missing_ok=True)
+    return done, after
+
+
+@dataclass
+class Readme:
+    """Runs the README team section's lines in order, carrying the shell's environment from line to line."""
+
+    cwd: Path
+    env: dict
+    lines: list[str] = field(default_factory=lambda: [line for block in team_commands() for line in block])
+    ran: list[str] = field(default_factory=list)
+
+    def run(self, expected_start: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
+        line = self.lines[len(self.ran)]
+        assert line.startswith(expected_start), f"the README's next team command is {line!r}, not {expected_start!r}"
+        done, self.env = shell(line, self.env, self.cwd, timeout_s)
+        assert done.returncode == 0, (line, done.stdout[-2000:], done.stderr[-3000:])
+        self.ran.append(line)
+        return done
+
+    def skip(self, expected_start: str) -> None:
+        """A line the test's process has already done (the install: the tests run from that venv)."""
+        assert self.lines[len(self.ran)].startswith(expected_start), self.lines[len(self.ran)]
+        self.ran.append(self.lines[len(self.ran)])
 
 
 @dataclass
@@ -115,6 +136,7 @@ class Production:
     env: dict
     status: dict
     source: Path
+    readme: Readme
 
     @property
     def urls(self) -> dict[str, str]:
@@ -136,30 +158,36 @@ def popularity(args: list[str], env: dict, timeout_s: float = 600) -> subprocess
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory):
+    """The README's team section up to the stack's environment in this shell, in a fresh folder; the test's
+    own settings only make it smaller (160 photos a draw) and quicker, and relax the gate."""
     if not postgres.postgres_available():
         pytest.skip(postgres.SKIP_REASON)
     root = tmp_path_factory.mktemp("production")
-    source = root / "incoming"
-    write_source(source, seed=11)
     prefix = f"day_{uuid.uuid4().hex[:8]}"
     env = clean_env(
         POPULARITY_HOME=str(root / "home"), POPULARITY_STACK__DATABASE_PREFIX=prefix, POPULARITY_API_KEY=API_KEY,
         POPULARITY_STACK__MLFLOW_PORT="0", POPULARITY_STACK__PREFECT_PORT="0", POPULARITY_SERVING__PORT="0",
         PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2", POPULARITY_SERVING__WATCH_INTERVAL_S="1",
-        POPULARITY_DRIFT__RETRAIN_SOURCE=f"manifest:{source / 'manifest.csv'}",
+        POPULARITY_DEMO__SIZE=str(PHOTOS),
         POPULARITY_DRIFT__RETRAIN_MODELS='["stats-gb"]', POPULARITY_DRIFT__RETRAIN_QUICK="true",
         POPULARITY_DRIFT__WINDOW=str(WINDOW), POPULARITY_DRIFT__MIN_REQUESTS="100",
         POPULARITY_PROMOTION__MARGIN="-1", POPULARITY_PROMOTION__FLOOR_ROC_AUC="0",
         POPULARITY_PROMOTION__FLIP_TOLERANCE="100", POPULARITY_PROMOTION__JPEG_TOLERANCE="100")
+    env.pop("PREFECT_API_URL", None)  # the README's shell points at the stack itself (`popularity stack env`)
+    readme = Readme(root, env)
     try:
-        up = popularity(["stack", "up", "--json"], env)
-        assert up.returncode == 0, up.stderr[-3000:]
-        status = json.loads(up.stdout.strip().splitlines()[-1])
-        exports = popularity(["stack", "env"], env).stdout
-        env.update(line.removeprefix("export ").split("=", 1) for line in exports.splitlines())
-        yield Production(root, env, status, source)
+        readme.skip("make setup && . .venv/bin/activate")
+        readme.run("popularity demo-data incoming")
+        readme.run("export POPULARITY_DRIFT__RETRAIN_SOURCE=manifest:")
+        assert readme.env["POPULARITY_DRIFT__RETRAIN_SOURCE"] == f"manifest:{root / 'incoming' / 'manifest.csv'}"
+        readme.run("popularity stack up")
+        readme.run('eval "$(popularity stack env)"')
+        status = popularity(["stack", "status", "--json"], readme.env)
+        assert status.returncode == 0, status.stderr[-3000:]
+        yield Production(root, readme.env, json.loads(status.stdout.strip().splitlines()[-1]), root / "incoming",
+                         readme)
     finally:
-        down = popularity(["stack", "down", "--json"], env)
+        down = popularity(["stack", "down", "--json"], readme.env)
         for database in ("mlflow", "prefect", "monitoring"):
             postgres.drop_database(f"{prefix}_{database}")
         assert down.returncode == 0, down.stderr[-3000:]
@@ -203,8 +231,8 @@ def test_the_stack_is_up_and_the_service_waits_for_a_champion(production):
     not_ready = _wait(lambda: (r := httpx.get(f"{service}/readyz")).json().get("message") != STARTING and r, 30,
                       "the scorer's first answer")
     assert not_ready.status_code == 503 and "no champion yet" in not_ready.json()["message"]
-    refused = httpx.post(f"{service}/predict", files={"image": ("p.jpg", (production.source / "s11-0000.jpg")
-                                                               .read_bytes())}, headers={"X-API-Key": API_KEY})
+    refused = httpx.post(f"{service}/predict", files={"image": ("p.jpg", next((production.source / "draw-0001")
+                                                               .glob("*.jpg")).read_bytes())}, headers={"X-API-Key": API_KEY})
     assert refused.status_code == 503 and refused.json()["error"] == "no_champion"
     status = popularity(["stack", "status", "--json"], production.env)
     assert status.returncode == 0 and json.loads(status.stdout.splitlines()[-1])["parts"]["service"]["ready"] is False
@@ -214,43 +242,57 @@ def test_a_day_in_production(production):
     from prefect import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
-    service = production.urls["service"]
-    # Morning: the first champion, trained by the retrain deployment on the worker; the service that
-    # was waiting becomes ready by itself.
-    _run(production, f"retrain/popularity-{TASK}", task=TASK, trigger="manual")
+    service, readme = production.urls["service"], production.readme
+    assert production.env["POPULARITY_SERVICE_URL"] == service
+    # Morning: the first champion, trained by the retrain deployment on the worker (started by hand, as the
+    # README does); the service that was waiting becomes ready by itself.
+    readme.run("prefect deployment run retrain/popularity-binary --watch")
+    shown = readme.run("popularity model")
+    assert "popularity-binary v1" in shown.stdout + shown.stderr
     _wait(lambda: httpx.get(f"{service}/readyz").status_code == 200, 60, "the service becoming ready")
-    normal = Traffic(service, [p.read_bytes() for p in sorted(production.source.glob("*.jpg"))])
+    normal = Traffic(service, [p.read_bytes() for p in sorted((production.source / "draw-0001").glob("*.jpg"))])
+    assert len(normal.photos) == PHOTOS
     normal.send(160)
     assert {a for a in normal.answers} == {(200, "1")}, normal.answers[:5]
 
-    # Noon: the world turns dark. The incoming data and the requests both change.
-    dark = Traffic(service, write_source(production.source, seed=12, darken=0.35))
-    dark.send(WINDOW + 40)
-    assert {status for status, _ in dark.answers} == {200}
+    # Noon: the world turns dark. A dark draw arrives in the incoming folder, and dark requests (the
+    # README's `popularity predict … --url`) fill the monitor's window.
+    readme.run("popularity demo-data incoming --shift dark")
+    dark_photos = [p.read_bytes() for p in sorted((production.source / "draw-0002").glob("*.jpg"))]
+    readme.run("popularity predict incoming/draw-0002/*.jpg")
+    extra = Traffic(service, dark_photos)
+    extra.send(WINDOW + 40 - PHOTOS)  # the README sent one draw of 160; a drift window here is 200
     time.sleep(3)  # the service writes request records in batches, about every second
 
     # The hourly monitor (started now rather than on the hour) sees the drift and starts the retrain
-    # deployment, which collects the fresh data on the worker, trains, and passes the gate; meanwhile
+    # deployment, which collects the fresh draw on the worker, trains, and passes the gate; meanwhile
     # the clients keep sending, and the service moves to v2 without a restart.
     pid_before = production.status["parts"]["service"]["pid"]
-    traffic = Traffic(service, dark.photos)
+    traffic = Traffic(service, dark_photos)
     threads = traffic.start()
     try:
-        monitor = _run(production, f"monitor/popularity-{TASK}")
+        readme.run("prefect deployment run monitor/popularity-binary --watch")
         with _prefect(production), get_client(sync_client=True) as client:
             def retrain_by_drift():
                 runs = client.read_flow_runs(limit=20, sort=FlowRunSort.START_TIME_DESC)
                 return next((r for r in runs if r.parameters.get("trigger") == "drift"), None)
 
             retrain = _wait(retrain_by_drift, 60, "a drift-started retrain")
+            listed = readme.run("prefect flow-run ls --flow-name retrain --limit 2")
+            assert retrain.name in listed.stdout, listed.stdout
             retrain = _wait(lambda: (r := client.read_flow_run(retrain.id)).state.is_final() and r, 600,
                             "the retrain finishing")
+            runs = client.read_flow_runs(limit=20, sort=FlowRunSort.START_TIME_DESC)
+            monitor = next(r for r in runs if "retrain" in r.parameters)  # the monitor deployment's run
         assert retrain.state.is_completed(), retrain.state
         swapped = time.monotonic()
         _wait(lambda: any(version == "2" for _, version in traffic.answers[-CLIENTS:]), 60, "answers from v2")
         swap_s = time.monotonic() - swapped
     finally:
         traffic.stop(threads)
+    shown = readme.run("popularity model")
+    assert "popularity-binary v2" in shown.stdout + shown.stderr
+    assert len(readme.ran) == len(readme.lines)  # every command of the README's team section ran, in order
     assert {status for status, _ in traffic.answers} == {200}, [a for a in traffic.answers if a[0] != 200][:5]
     assert {version for _, version in traffic.answers} == {"1", "2"}
     assert production.status["parts"]["service"]["pid"] == pid_before and psutil_alive(pid_before)
@@ -258,7 +300,7 @@ def test_a_day_in_production(production):
 
     # Evening: the next window, answered by v2, is compared with v2's reference: calm.
     before = len(_drift_checks(production))
-    calm = Traffic(service, dark.photos)
+    calm = Traffic(service, dark_photos)
     calm.send(WINDOW + 40)
     time.sleep(3)
     _run(production, f"monitor/popularity-{TASK}")
@@ -278,16 +320,21 @@ def test_a_day_in_production(production):
     # MLflow: two versions, each with the gate's reason; the retrain's parent run says it was drift.
     versions = {v.version: v for v in production.mlflow.search_model_versions(f"name = 'popularity-{TASK}'")}
     assert set(versions) == {"1", "2"}
-    assert all(v.tags["gate"] == "passed" and v.description.startswith("promoted") for v in versions.values())
+    assert all(v.tags["gate"] == "passed" and "**Promoted to champion.**" in v.description for v in versions.values())
+    assert versions["2"].description.startswith("# popularity-binary v2: `stats-gb`")  # its model card
     assert production.mlflow.get_model_version_by_alias(f"popularity-{TASK}", "champion").version == "2"
     assert versions["2"].tags["snapshot"] != versions["1"].tags["snapshot"]  # fresh data, not the champion's
     pipeline = production.mlflow.get_experiment_by_name("popularity")
     (drift_run,) = production.mlflow.search_runs([pipeline.experiment_id], "tags.trigger = 'drift'")
     assert drift_run.data.tags["reason"].startswith("drift") and drift_run.info.status == "FINISHED"
+    assert drift_run.info.run_name.startswith("retrain-drift-") and "val_roc_auc" in drift_run.data.metrics
+    # the README's `prefect deployment run`, with no parameter: a person started it, not the schedule
+    (manual_run,) = production.mlflow.search_runs([pipeline.experiment_id], "tags.trigger = 'manual'")
+    assert manual_run.info.run_name.startswith("retrain-manual-") and manual_run.data.metrics["promoted"] == 1
     # The shared store: every answered request, by the version that answered it.
     counts = production.store.count_by_version()
-    answered = normal.answers + dark.answers + traffic.answers + calm.answers
-    assert sum(counts.values()) == len(answered)
+    answered = normal.answers + extra.answers + traffic.answers + calm.answers
+    assert sum(counts.values()) == len(answered) + PHOTOS  # and the README's `popularity predict` of one draw
     assert counts["2"] == sum(version == "2" for _, version in answered) >= WINDOW
 
 

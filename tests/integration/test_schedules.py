@@ -62,7 +62,7 @@ def test_deployments_are_registered_with_their_schedules_and_a_run_completes(ser
         assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 1"]
         assert [s.schedule.cron for s in monitor.schedules] == ["0 * * * *"]
         assert all(s.active for s in retrain.schedules + monitor.schedules)
-        assert retrain.parameters == {"task": "binary", "trigger": "schedule"}
+        assert retrain.parameters == {"task": "binary"}  # a run labels itself schedule or manual
         assert monitor.parameters == {"task": "binary", "retrain": True}
 
         # No champion yet: the hourly monitor says so and completes, deciding nothing.
@@ -144,7 +144,7 @@ def test_the_worker_registers_one_task_or_every_task_as_the_deploy_files_run_it(
             for task in TASKS:
                 retrain = client.read_deployment_by_name(f"retrain/popularity-{task}")
                 monitor = client.read_deployment_by_name(f"monitor/popularity-{task}")
-                assert retrain.parameters == {"task": task, "trigger": "schedule"}
+                assert retrain.parameters == {"task": task}
                 assert monitor.parameters == {"task": task, "retrain": True}
                 assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 1"]
                 assert [s.schedule.cron for s in monitor.schedules] == ["0 * * * *"]

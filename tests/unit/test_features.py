@@ -123,3 +123,24 @@ def test_seed_001s_crops_are_227_of_256():
         y, x = divmod(top_left, 256)
         expected = square[0, y:y + 227, x:x + 227]
         assert torch.equal(window, expected) or torch.equal(window, expected.flip(-1))
+
+
+def test_feature_extraction_reports_its_progress_batch_by_batch(tmp_path, settings, capsys):
+    """Each batch prints how far it got (a flow's log_prints carries it to the Prefect run's logs); the cached
+    table answers the next call without recomputing it."""
+    from pipelines.data.collect import collect
+    from pipelines.data.sources import parse_spec
+    from pipelines.features.cache import snapshot_features
+
+    snap = collect(parse_spec("demo:12", settings), settings, progress=False)
+    capsys.readouterr()
+    featurizer = ImageFeaturizer(groups=("quality",))
+    table = snapshot_features(snap, featurizer, tmp_path / "features", settings.images, batch_size=5)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("features (quality)")]
+    n = len(snap.manifest)
+    expected = [f"{min(done, n)}/{n}" for done in range(5, n + 5, 5)]
+    assert n > 5 and [line.split(": ")[1].split(" images")[0] for line in lines] == expected
+    assert len(table) == n
+    again = snapshot_features(snap, featurizer, tmp_path / "features", settings.images, batch_size=5)
+    assert "features (" not in capsys.readouterr().out
+    pd.testing.assert_frame_equal(again, table)
