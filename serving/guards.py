@@ -37,6 +37,7 @@ def guards(settings: Settings, fields: dict[str, tuple[str, ...]] | None = None)
     serving = settings.serving
     types = {**dict.fromkeys(IMAGE_ROUTES, b"multipart/form-data"), **dict.fromkeys(JSON_ROUTES, b"application/json")}
     return [
+        (SecurityHeaders, {}),
         (ApiKey, {"key": key}),
         (HeaderCap, {"max_bytes": serving.max_header_bytes}),
         (MediaTypeOnly, {"types": types}),
@@ -55,6 +56,38 @@ async def _reply(send: Send, status: int, error: str, message: str, headers: lis
     await send({"type": "http.response.body", "body": body})
 
 
+# Scripts and styles from this origin only (the page and /docs; Swagger UI sets inline styles), no framing,
+# no sniffing: the page keeps the API key in its form, so nothing from elsewhere may run beside it.
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                 b"img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                                 b"form-action 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every answer, the guards' refusals included."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 class ApiKey:
     """Requires ``Authorization: Bearer <key>`` or ``X-API-Key`` on everything but health, metrics
     and the static page (which holds no data and asks the user for the key)."""
@@ -63,7 +96,7 @@ class ApiKey:
         self.app, self.key = app, key.encode() if key else None
 
     def _open(self, path: str) -> bool:
-        return path in OPEN_PATHS or path in ("/", "/docs.json") or path.startswith("/static/")
+        return path in OPEN_PATHS or path in ("/", "/docs", "/docs.json") or path.startswith(("/static/", "/swagger-ui/"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.key is None or scope["type"] != "http" or self._open(scope["path"]):

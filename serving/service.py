@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import aiohttp
 import anyio
 import bentoml
+from bentoml._internal import server as bentoml_server
 import pandas as pd
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -46,15 +47,24 @@ from serving.uploads import decode_upload
 settings = load_settings()  # the same settings as the scorer's: read once per process
 SERVING = settings.serving
 STATIC = Path(__file__).with_name("static")
+SWAGGER_UI = Path(bentoml_server.__file__).parent / "static_content"  # BentoML's copy of swagger-ui-dist
 STATUS = ServingStatus()  # this API process's view of the scorer: read by /readyz and /metrics
 
-web = FastAPI(title="popularity web page")
+# FastAPI's own /docs would load Swagger UI from a CDN: the API's page is /docs below, on this origin.
+web = FastAPI(title="popularity web page", docs_url=None, redoc_url=None, openapi_url=None)
 web.mount("/static", StaticFiles(directory=STATIC), name="static")
+web.mount("/swagger-ui", StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
 
 
 @web.get("/", include_in_schema=False)
 def page() -> FileResponse:
     return FileResponse(STATIC / "index.html")
+
+
+@web.get("/docs", include_in_schema=False)
+def docs() -> FileResponse:
+    """The OpenAPI spec (/docs.json) in the Swagger UI that BentoML ships, served from here."""
+    return FileResponse(STATIC / "docs.html")
 
 
 class Rejected(Exception):

@@ -264,3 +264,28 @@ def test_admission_answers_429_past_its_slots_but_never_to_health():
     first, second, health = asyncio.run(run())
     assert first[0]["status"] == 200 and health[0]["status"] == 200
     assert second[0]["status"] == 429 and (b"retry-after", b"1") in second[0]["headers"]
+
+
+def test_every_answer_forbids_framing_sniffing_and_scripts_from_elsewhere(client):
+    for response in (client.post("/predict", files={"image": ("a.jpg", photo(0))}),  # 401 from a guard
+                     client.post("/reload", headers={"X-API-Key": KEY})):  # the app's own answer
+        headers = response.headers
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+        policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+        assert policy["script-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
+
+
+def test_the_docs_page_loads_only_this_origins_scripts_and_bentoml_ships_them():
+    """/docs is Swagger UI from BentoML's own copy, served by the service: no CDN script beside the key."""
+    import re
+    from pathlib import Path
+
+    from bentoml._internal import server
+
+    page = (Path(__file__).parents[2] / "serving" / "static" / "docs.html").read_text()
+    sources = re.findall(r'<(?:script|link)[^>]*(?:src|href)="([^"]+)"', page)
+    assert sources and all(s.startswith("/") and not s.startswith("//") for s in sources), sources
+    shipped = Path(server.__file__).parent / "static_content"
+    for source in sources:
+        if source.startswith("/swagger-ui/"):
+            assert (shipped / source.removeprefix("/swagger-ui/")).is_file(), source

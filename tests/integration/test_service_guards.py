@@ -1,0 +1,129 @@
+"""The real BentoML service with no champion and its request store lost: it starts and answers, and its
+guards hold where BentoML would answer 500 or hold a slot (issue 27). No champion is needed for any of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from ops.processes import ServiceProcess
+from tests.helpers import photo
+
+pytestmark = pytest.mark.integration
+SLOTS, DEADLINE_S = 4, 3.0
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory):
+    """A service on an empty home (no champion), its request store a PostgreSQL that is not there."""
+    root = tmp_path_factory.mktemp("bare")
+    env = {"POPULARITY_HOME": str(root / "home"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'home' / 'mlflow.db'}",
+           "POPULARITY_STORE__URL": "postgresql+psycopg2://postgres@127.0.0.1:9/nowhere",
+           "POPULARITY_SERVING__MAX_CONCURRENCY": str(SLOTS), "POPULARITY_SERVING__BODY_DEADLINE_S": str(DEADLINE_S),
+           "POPULARITY_API_KEY": ""}  # empty: no key
+    service = ServiceProcess(port=0, log_path=root / "service.log", env=env)
+    service.env.pop("PREFECT_API_URL", None)
+    super(ServiceProcess, service).start()
+    try:
+        service.wait_healthy(f"{service.url}/livez", 240)  # not /readyz: there is no champion
+        yield service
+    finally:
+        service.stop()
+
+
+def test_a_lost_store_neither_stops_the_start_nor_turns_feedback_into_a_500(bare):
+    deadline = time.monotonic() + 120
+    while "no champion" not in (ready := httpx.get(f"{bare.url}/readyz")).json()["message"]:
+        assert time.monotonic() < deadline, ready.text  # the scorer starts, then says why it is not ready
+        time.sleep(1)
+    assert ready.status_code == 503
+    r = httpx.post(f"{bare.url}/feedback", json={"rows": [{"post_id": "p1", "likes": 3}]}, timeout=60)
+    assert r.status_code == 503 and r.json()["error"] == "store_unavailable", r.text
+    assert "127.0.0.1" in r.json()["message"] or "connect" in r.json()["message"].lower()
+    assert r.headers["retry-after"]
+    text = httpx.post(f"{bare.url}/feedback", content=json.dumps({"rows": [{"post_id": "p1", "likes": 3}]}),
+                      headers={"Content-Type": "text/plain"})
+    assert text.status_code == 415
+
+
+def test_fields_bentoml_cannot_read_are_a_400_on_the_real_service(bare):
+    image = ("a.jpg", photo(0), "image/jpeg")
+    cases = {
+        "5,000-digit followers": ({"image": image}, {"followers": "9" * 5000}),
+        "binary post id part": ({"image": image, "post_id": ("p", b"\xff\xfe\x00")}, {}),
+        "daily views nested 5,000 deep": ({"image": image}, {"daily_views": "[" * 5000 + "]" * 5000}),
+        "250-byte file name": ({"image": ("a" * 246 + ".jpg", photo(0), "image/jpeg")}, {}),
+    }
+    with httpx.Client(base_url=bare.url, timeout=60) as client:
+        for case, (files, data) in cases.items():
+            r = client.post("/predict", files=files, data=data)
+            assert r.status_code == 400, (case, r.text)
+        digits = client.post("/compare", files=[("images", image), ("images", image)],
+                             data={"post_ids": "[" + "1" * 5000 + ', "b"]'})
+        assert digits.status_code == 400, digits.text
+        good = client.post("/predict", files={"image": ("a" * 240 + ".jpg", photo(0), "image/jpeg")})
+        assert good.status_code == 503 and good.json()["error"] == "no_champion", good.text  # read, then no model
+        assert client.get("/livez").status_code == 200
+
+
+def _rest(s: socket.socket) -> bytes:
+    s.settimeout(5)
+    chunks = []
+    try:
+        while chunk := s.recv(4096):
+            chunks.append(chunk)
+    except OSError:
+        pass
+    return b"".join(chunks)
+
+
+def _trickle(port: int) -> bytes:
+    """POST /predict declaring 1,000 bytes and sending one every 0.25 s; returns what the server answered."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                  b"Content-Length: 1000\r\n\r\n")
+        s.settimeout(0.25)
+        for _ in range(int(4 * DEADLINE_S * 4)):
+            try:
+                s.sendall(b"x")
+                if answer := s.recv(4096):
+                    return answer + _rest(s)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    return b""
+
+
+def test_clients_trickling_their_bodies_get_408_and_hold_no_admission_slot(bare):
+    port = int(bare.url.rsplit(":", 1)[1])
+    with ThreadPoolExecutor(SLOTS + 2) as pool:
+        answers = [pool.submit(_trickle, port) for _ in range(SLOTS + 2)]
+        time.sleep(1.0)  # every slot's worth of trickling clients is sending
+        started = time.monotonic()
+        admitted = httpx.get(f"{bare.url}/docs.json", timeout=30)
+        assert admitted.status_code == 200, admitted.text  # not 429: trickling bodies are not admitted yet
+        assert time.monotonic() - started < DEADLINE_S
+        answers = [a.result(timeout=60) for a in answers]
+    assert all(a.startswith(b"HTTP/1.1 408") and b"request_timeout" in a for a in answers), answers
+
+
+def test_the_page_and_the_docs_load_nothing_from_elsewhere_and_cannot_be_framed(bare):
+    with httpx.Client(base_url=bare.url, timeout=30) as client:
+        for path in ("/", "/docs"):
+            r = client.get(path)
+            assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY", path
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+            scripts = re.findall(r'<script[^>]*src="([^"]+)"', r.text)
+            assert scripts and all(s.startswith("/") and not s.startswith("//") for s in scripts), (path, scripts)
+            for script in scripts:
+                assert client.get(script).status_code == 200, script
+        assert "SwaggerUIBundle" in client.get("/swagger-ui/swagger-ui-bundle.js").text
