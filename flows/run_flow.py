@@ -10,12 +10,13 @@ from pathlib import Path
 import httpx
 import mlflow
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.data_flows import check_snapshot, collect_snapshot
 from flows.monitoring_flows import monitor_flow
 from ops.processes import ServiceProcess
-from flows.training_flows import open_parent_run, promote_flow, train_flow
+from flows.training_flows import open_parent_run, promote_flow, train_flow, verdict_markdown
 from monitoring.request_store import open_request_store
 from pipelines import registry
 from pipelines.data import probes
@@ -93,4 +94,8 @@ def run_flow(source: str = "demo", task: str = "binary", quick: bool = False, po
                "mlflow_run_id": parent}
     with mlflow.start_run(run_id=parent):
         mlflow.log_text(json.dumps(summary, indent=2, default=str), "summary.json")
+    verdicts = (f"\n## Drift\n\nHeld-out images: {drift['message']}\n\nThe same images at "
+                f"{settings.demo.probe_brightness:.0%} brightness: {shifted_drift['message']}\n")
+    create_markdown_artifact(key="verdict", markdown=verdict_markdown(trained, promoted, f"Pipeline run on {source}")
+                             + verdicts, description="the gate's verdict, the candidates and the drift verdicts")
     return summary

@@ -59,3 +59,20 @@ $("form").addEventListener("submit", async (event) => {
     $("status").textContent = `Error: ${error.message}`;
   }
 });
+
+// While /readyz answers 503 (no champion yet, or one that failed to load) the page says why and waits:
+// the service becomes ready by itself, and the page notices within 10 s.
+async function checkReady() {
+  let ready = false, reason = "the service does not answer";
+  try {
+    const response = await fetch("/readyz", { cache: "no-store" });
+    const body = await response.json().catch(() => ({}));
+    ready = response.ok;
+    reason = body.message || body.reason || `HTTP ${response.status}`;
+  } catch (error) { /* the service is down or restarting */ }
+  $("notready").hidden = ready;
+  $("go").disabled = !ready;
+  if (!ready) $("notready").textContent = `Not ready to score yet: ${reason}. This page checks again every 10 s.`;
+}
+checkReady();
+setInterval(checkReady, 10000);

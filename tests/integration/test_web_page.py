@@ -53,3 +53,23 @@ def test_upload_three_photos_and_see_the_ranking(service, browser, photographs, 
     shot = tmp_path / "web_page.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_the_page_says_it_is_not_ready_while_there_is_no_champion(browser, tmp_path):
+    """A service on a home without a champion: the page shows /readyz's reason and will not send photos."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ops.processes import ManagedProcess, ServiceProcess
+
+    service = ServiceProcess(port=0, log_path=tmp_path / "service.log", env={"POPULARITY_HOME": str(tmp_path / "home")})
+    ManagedProcess.start(service)  # not ServiceProcess.start: that waits for a readiness that never comes
+    try:
+        service.wait_healthy(f"{service.url}/livez", 180)
+        browser.get(service.url + "/")
+        WebDriverWait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "notready"), "no champion yet"))
+        assert browser.find_element(By.ID, "notready").is_displayed()
+        assert not browser.find_element(By.ID, "go").is_enabled()
+    finally:
+        service.stop()
