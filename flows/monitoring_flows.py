@@ -38,7 +38,8 @@ def _refuse_stale(snapshot_id: str, task: str, settings: Settings) -> None:
         return
     if champion["snapshot"] == snapshot_id:
         raise StaleData(f"the source gave snapshot {snapshot_id}, the one champion v{champion['version']} was "
-                        "trained on: nothing new to learn; point POPULARITY_DRIFT__RETRAIN_SOURCE at fresh data")
+                        "trained on: nothing new to learn; point POPULARITY_DRIFT__RETRAIN_SOURCE at fresh data (`popularity "
+                        "demo-data FOLDER` writes the demo generator's next draw there)")
 
 
 def _trigger() -> str:
@@ -61,7 +62,7 @@ def _refused(task: str, trigger: str, promoted: dict, settings: Settings):
     else:
         nxt = "the cooldown of drift-started retraining is untouched"
     print(f"the gate refused v{promoted['version']}; the champion stays. {nxt[0].upper()}{nxt[1:]}")
-    return nxt, Cancelled(name="Refused", message=f"not promoted: {promoted['reason']}; {nxt}"[:2000])
+    return nxt, Cancelled(name="Refused", message=f"{promoted['reason']}; {nxt}"[:2000])
 
 
 @flow(name="retrain", log_prints=True)

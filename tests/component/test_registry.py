@@ -100,9 +100,13 @@ def test_selection_and_the_gate_judge_stability_alike(trained):
     """A candidate selection calls stable is not refused by the gate for stability, nor the reverse: both
     measure flip and JPEG stability on the validation split with one estimate and one threshold."""
     data, c = trained
-    candidate = c["stats-gb"]
+
+    def worst(candidate) -> float:
+        return max(candidate.validation["flip_shift"], candidate.validation["jpeg_shift"])
+
+    candidate = max(c.values(), key=worst)  # boosted trees on colour statistics may not move at all
     _challenge(data, candidate)
-    worst = max(candidate.validation["flip_shift"], candidate.validation["jpeg_shift"])
+    worst = worst(candidate)
     assert worst > 0
     for tolerance in (worst * 0.98, worst * 1.02):  # just under the candidate's shift, then just over it
         settings = _loosened(data.settings, flip_tolerance=tolerance, jpeg_tolerance=tolerance)

@@ -98,6 +98,22 @@ def test_cooldown_allows_one_claim_until_it_expires(tmp_path):
     assert Cooldown(url, "retrain-binary", hours=0).claim("after the cooldown")[0]
 
 
+def test_a_refused_retraining_shortens_the_cooldown_to_the_retry_delay_and_never_lengthens_it(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    cooldown = Cooldown(_sqlite(tmp_path), "retrain-binary", hours=24)
+    assert cooldown.claim("drift")[0]
+    said = cooldown.retry_after(1.0)
+    claimed, message = cooldown.claim("drift again")
+    until = datetime.fromisoformat(message.rsplit("cooldown until ", 1)[1])
+    assert not claimed and timedelta(minutes=59) < until - datetime.now(UTC) <= timedelta(hours=1)
+    assert said == f"the next retraining may start after {until.isoformat(timespec='seconds')}"
+    cooldown.retry_after(5.0)  # a longer delay than the one left: the earlier time stands
+    assert cooldown.claim("drift again")[1] == message
+    cooldown.retry_after(0.0)
+    assert cooldown.claim("fresh data arrived")[0]
+
+
 def test_cooldown_release_gives_the_claim_back(tmp_path):
     cooldown = Cooldown(_sqlite(tmp_path), "retrain-binary", hours=24)
     assert cooldown.claim("drift")[0]
