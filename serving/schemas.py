@@ -11,10 +11,10 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from monitoring.request_store import POST_ID_CHARS
+from pipelines.data.labels import MAX_COUNT
 from pipelines.features.social import EARLY_VIEWS
 
 Upload = Annotated[Path, ContentType("*/*")]
-MAX_COUNT = 1e12  # above any real post's engagement: one absurd count would hold a post's later rows back
 Count = Annotated[float | None, Field(ge=0, le=MAX_COUNT, allow_inf_nan=False)]
 # An outcome's count: finite and at most MAX_COUNT; a negative one is the feedback suite's row-level reason.
 Finite = Annotated[float | None, Field(le=MAX_COUNT, allow_inf_nan=False)]

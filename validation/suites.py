@@ -24,7 +24,7 @@ import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
 from pipelines.data.images import FORMATS
-from pipelines.data.labels import COUNT_COLUMN, ENGAGEMENT_COUNTS, SEQUENCE_DAYS
+from pipelines.data.labels import COUNT_COLUMN, ENGAGEMENT_COUNTS, MAX_COUNT, SEQUENCE_DAYS
 from pipelines.settings import Settings
 
 SPLITS = ("train", "val", "test")
@@ -247,8 +247,8 @@ def feedback_frame(rows: pd.DataFrame, prior: pd.DataFrame, now: float) -> pd.Da
 
 
 def feedback_suite(columns: list[str]) -> gx.ExpectationSuite:
-    """Every row: a known prediction, engagement counted, no negative or falling count, no repeat, observed
-    after the prediction and not in the future."""
+    """Every row: a known prediction, engagement counted, no negative, absurd (above 1e12) or falling count,
+    no repeat, observed after the prediction and not in the future."""
     expectations = [
         row(gxe.ExpectColumnValuesToNotBeNull, "id_known", column="prediction_id"),
         row(gxe.ExpectColumnValuesToNotBeNull, "observed_at_readable", column="observed_at"),
@@ -261,5 +261,7 @@ def feedback_suite(columns: list[str]) -> gx.ExpectationSuite:
             min_value=-FUTURE_TOLERANCE_S),
     ]
     expectations += [row(gxe.ExpectColumnValuesToBeBetween, f"{c}_non_negative", column=c, min_value=0)
+                     for c in columns if COUNT_COLUMN.match(c)]
+    expectations += [row(gxe.ExpectColumnValuesToBeBetween, f"{c}_at_most_1e12", column=c, max_value=MAX_COUNT)
                      for c in columns if COUNT_COLUMN.match(c)]
     return gx.ExpectationSuite(name="feedback", expectations=expectations)

@@ -28,6 +28,9 @@ import pandas as pd
 
 SEQUENCE_DAYS = 30
 ENGAGEMENT_COUNTS = ("views", "favorites", "comments", "likes")  # counts that only grow as a post ages
+# Above any real post's engagement: one absurd count would hold every later genuine observation of its
+# post back (counts never fall), so an outcome's count above it is refused.
+MAX_COUNT = 1e12
 # Every column that counts something, so is a non-negative number (engagement, reach, daily views).
 COUNT_COLUMN = re.compile(r"^(likes|views|favorites|comments|followers|following|posts|tag_count|user_contacts|"
                           r"user_groups|user_mean_views|photo_count|views_d\d+)$")

@@ -206,3 +206,12 @@ def test_the_report_draws_realized_performance_beside_input_drift(settings, tmp_
     assert (tmp_path / "report" / "performance.png").stat().st_size > 0
     assert "Realized performance" in page and "no decay: realized roc_auc" in page and "too few to judge" in page
     assert len(realized.over_time) == 1 and realized.over_time["outcomes"].iloc[0] == 150
+
+
+def test_an_absurd_count_from_any_source_is_rejected_and_holds_no_later_observation_back(settings):
+    """likes=1e300 once would make every genuine later observation of the post fail counts_non_decreasing."""
+    ids = _serve(settings, 1)
+    now = time.time()
+    first = _record(settings, [{"prediction_id": ids[0], "likes": 1e300, "observed_at": now - 60}], now=now)
+    assert first.accepted == 0 and first.summary()["rejected_rows"] == [{"index": 0, "reasons": ["likes_at_most_1e12"]}]
+    assert _record(settings, [{"prediction_id": ids[0], "likes": 40, "observed_at": now - 30}], now=now).accepted == 1
