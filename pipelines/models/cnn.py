@@ -238,8 +238,8 @@ def fit(
 
 
 @torch.no_grad()
-def predict(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], pixels: np.ndarray, px: int, crop: str = "resized", batch_size: int = 64,
-            flip_average: bool = False) -> np.ndarray:
+def predict(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], pixels: np.ndarray, px: int,
+            crop: str = "resized", batch_size: int = 64, flip_average: bool = False) -> np.ndarray:
     """Raw outputs (logits or standardised scores) for an ``N×H×W×3`` uint8 batch; with ``flip_average`` the
     mean of the image's and its mirror's (test-time augmentation, as the flip-trained network saw both), so
     a photo uploaded mirrored scores the same. ``model`` is the torch network or its exported graph

@@ -226,15 +226,17 @@ def test_export_environment_bounds_mlflow_retries(settings):
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
 
 
-def test_the_scorer_warms_a_champion_up_before_serving_it(trained):
+def test_the_scorer_warms_a_champion_up_before_serving_it(trained, monkeypatch):
     """What a champion loads lazily (the drift profile's pretrained trunk) is loaded when the scorer
     loads it, before it is swapped in or called ready, not by the first requests (on a loaded machine
-    they waited past the 60 s traffic timeout for it)."""
+    they waited past the 60 s traffic timeout for it). The torch runtime is the lazy one: ONNX Runtime's
+    session of the trunk's graph is made when the model loads."""
     from pipelines.features import embeddings
     from serving.scorer import Loaded, warm_up
 
     data, c = trained
     version = _challenge(data, c["stats-gb"]).version
+    monkeypatch.setenv("POPULARITY_SERVING__RUNTIME", "torch")
     model, summary = registry.load_model("binary", data.settings, version=str(version))
     embeddings.backbone.cache_clear()
     warm_up(Loaded(model, summary))
