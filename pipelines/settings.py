@@ -147,6 +147,9 @@ class ServingSettings(BaseModel):
     body_deadline_s: float = 30.0
     decode_concurrency: int = 2  # uploads decoded at once per API worker: bounds decoding memory
     max_concurrency: int = 32  # requests in flight per API worker; more get 429 at once
+    # Uploaded images in flight per API worker (a request counts its images); more get 429 at once, so the
+    # admitted ones are scored within the batch queue's latency bound rather than all shed with 503.
+    max_images_in_flight: int = 128
     # The drift profile costs about 12 ms an image, more than scoring: with up to this many requests in
     # flight every image is profiled; above it each is, at random, with probability this / in flight,
     # and its record carries that rate.

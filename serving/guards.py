@@ -25,6 +25,7 @@ OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
 IMAGE_ROUTES = ("/predict", "/predict_batch", "/compare")
 JSON_ROUTES = ("/feedback",)
 FILE_FIELDS = ("image", "images")
+IMAGES = "popularity.images"  # the request's uploaded images, in its ASGI scope's state (BodyCap → Admission)
 # NAME_MAX is 255 bytes, and BentoML keeps an upload's name as the suffix of a temporary file named
 # ``tmp`` + 8 random characters + the name (tempfile.NamedTemporaryFile).
 MAX_FILENAME_BYTES = 255 - len("tmp") - 8
@@ -43,7 +44,7 @@ def guards(settings: Settings, fields: dict[str, tuple[str, ...]] | None = None)
         (MediaTypeOnly, {"types": types}),
         (BodyCap, {"max_bytes": serving.max_body_bytes, "file_fields": FILE_FIELDS,
                    "fields": fields or {}, "deadline_s": serving.body_deadline_s}),
-        (Admission, {"max_concurrency": serving.max_concurrency}),
+        (Admission, {"max_concurrency": serving.max_concurrency, "max_images": serving.max_images_in_flight}),
         (CancelOnDisconnect, {}),
     ]
 
@@ -186,8 +187,10 @@ class BodyCap:
                                 [(b"connection", b"close")])
         body = b"".join(chunks)
         if headers.get(b"content-type", b"").startswith(b"multipart/"):
-            if problem := await _multipart_problem(scope, body, self.file_fields, self.fields.get(scope["path"])):
+            problem, images = await _multipart_problem(scope, body, self.file_fields, self.fields.get(scope["path"]))
+            if problem:
                 return await _reply(send, 400, "bad_request", problem)
+            scope.setdefault("state", {})[IMAGES] = images  # what Admission counts
         replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed() -> Message:
@@ -197,25 +200,33 @@ class BodyCap:
 
 
 class Admission:
-    """At most ``max_concurrency`` requests in handling at once, more answered 429 with ``Retry-After``.
-    It stands after :class:`BodyCap`: a request is admitted once its body is in, so slow clients cannot
-    hold the slots that scoring needs. Health and metrics are never refused."""
+    """At most ``max_concurrency`` requests and ``max_images`` uploaded images in handling at once (a
+    request counts its images, as :class:`BodyCap` found them), more answered 429 with ``Retry-After``:
+    twelve batches of 64 are not all let in to miss the scorer's latency bound together. It stands after
+    :class:`BodyCap`: a request is admitted once its body is in, so slow clients cannot hold the slots
+    that scoring needs. Health and metrics are never refused."""
 
-    def __init__(self, app: ASGIApp, max_concurrency: int):
-        self.app, self.max_concurrency, self.in_flight = app, max_concurrency, 0
+    def __init__(self, app: ASGIApp, max_concurrency: int, max_images: int | None = None):
+        self.app, self.max_concurrency, self.max_images = app, max_concurrency, max_images
+        self.in_flight = self.images = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
+        images = scope.get("state", {}).get(IMAGES, 0)
         if self.in_flight >= self.max_concurrency:
             return await _reply(send, 429, "too_many_requests",
                                 f"{self.max_concurrency} requests are in handling; retry shortly",
                                 [(b"retry-after", b"1")])
-        self.in_flight += 1
+        if self.max_images and self.images and self.images + images > self.max_images:
+            return await _reply(send, 429, "too_many_images",
+                                f"{self.images} images are being scored (at most {self.max_images} at once); "
+                                "retry shortly", [(b"retry-after", b"1")])
+        self.in_flight, self.images = self.in_flight + 1, self.images + images
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.in_flight, self.images = self.in_flight - 1, self.images - images
 
 
 class CancelOnDisconnect:
@@ -259,8 +270,8 @@ class CancelOnDisconnect:
 
 
 async def _multipart_problem(scope: Scope, body: bytes, file_fields: tuple[str, ...],
-                             accepted: tuple[str, ...] | None) -> str | None:
-    """What is wrong with a multipart body, or None."""
+                             accepted: tuple[str, ...] | None) -> tuple[str | None, int]:
+    """What is wrong with a multipart body (or None), and how many images it uploads."""
     sent = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def once() -> Message:
@@ -269,19 +280,20 @@ async def _multipart_problem(scope: Scope, body: bytes, file_fields: tuple[str, 
     try:
         form = await Request(scope, once).form()
     except Exception:  # MultiPartException, HTTPException, ValueError: all mean a malformed body
-        return "the multipart/form-data body is malformed"
+        return "the multipart/form-data body is malformed", 0
+    images = sum(len(form.getlist(field)) for field in file_fields)
     try:
         if accepted is not None and (unknown := sorted(set(form.keys()) - set(accepted))):
-            return f"unknown fields {unknown}; {scope['path']} takes {list(accepted)}"
+            return f"unknown fields {unknown}; {scope['path']} takes {list(accepted)}", images
         for field in file_fields:
             if any(isinstance(v, str) for v in form.getlist(field)):
-                return f"the field {field!r} must be a file upload (URLs are not fetched)"
+                return f"the field {field!r} must be a file upload (URLs are not fetched)", images
         for name, value in form.multi_items():
             if isinstance(value, UploadFile) and (problem := _filename_problem(value.filename or "")):
-                return problem
+                return problem, images
             if name not in file_fields and (problem := await _value_problem(name, value)):
-                return problem
-        return None
+                return problem, images
+        return None, images
     finally:
         await form.close()
 

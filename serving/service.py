@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from http import HTTPStatus
 import time
 import uuid
 from dataclasses import asdict
@@ -27,6 +28,7 @@ import bentoml
 from bentoml._internal import server as bentoml_server
 import pandas as pd
 import sqlalchemy as sa
+from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -65,6 +67,9 @@ def page() -> FileResponse:
 def docs() -> FileResponse:
     """The OpenAPI spec (/docs.json) in the Swagger UI that BentoML ships, served from here."""
     return FileResponse(STATIC / "docs.html")
+
+
+RETRY = {"Retry-After": "5"}  # a 503 (no champion yet, the scorer busy) is worth retrying
 
 
 class Rejected(Exception):
@@ -164,7 +169,7 @@ class Popularity:
                 results.append({"error": p.reason, "message": p.message, "status": p.status})
                 continue
             r = scored[i]
-            if "error" in r:  # no champion loaded yet
+            if "error" in r:  # no champion loaded yet, or the scorer shed the batch
                 results.append({**r, "status": 503})
                 continue
             profile = r.pop("profile")
@@ -182,15 +187,21 @@ class Popularity:
         keep-alive race under load) is retried on a fresh one instead of failing the request. aiohttp
         reports that race as a ``ClientConnectionError``, or, when it hits while the body is read, as
         a bare ``RuntimeError("Connection closed.")``."""
-        for _ in range(attempts - 1):
-            try:
-                return await self.scorer.to_async.score(items)
-            except aiohttp.ClientConnectionError:
-                continue
-            except RuntimeError as exc:
-                if "Connection closed" not in str(exc):
-                    raise
-        return await self.scorer.to_async.score(items)
+        try:
+            for _ in range(attempts - 1):
+                try:
+                    return await self.scorer.to_async.score(items)
+                except aiohttp.ClientConnectionError:
+                    continue
+                except RuntimeError as exc:
+                    if "Connection closed" not in str(exc):
+                        raise
+            return await self.scorer.to_async.score(items)
+        except BentoMLException as exc:  # the batch queue shed it (over max_latency_ms): busy, not broken
+            if exc.error_code != HTTPStatus.SERVICE_UNAVAILABLE:
+                raise
+            self.metrics.reject("overloaded")
+            return [{"error": "overloaded", "message": "the scorer is busy; retry shortly"} for _ in items]
 
     def _unavailable(self, message: str) -> JSONResponse:
         self.metrics.reject("store_unavailable")
@@ -228,7 +239,7 @@ class Popularity:
         (result,) = await self._score([image], social, [post_id] if post_id else None)
         if "error" in result:
             return JSONResponse({"error": result["error"], "message": result["message"]},
-                                status_code=result["status"])
+                                status_code=result["status"], headers=RETRY if result["status"] == 503 else None)
         return {**result, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     @bentoml.api
@@ -249,6 +260,8 @@ class Popularity:
         if refused := self._count_ok(images, 2, SERVING.compare_max_images, post_ids):
             return refused
         results = await self._score(images, post_ids=post_ids)
+        if busy := next((r for r in results if r.get("status") == 503), None):  # no champion, or shed: not the images
+            return JSONResponse({"error": busy["error"], "message": busy["message"]}, status_code=503, headers=RETRY)
         bad = [{"index": i, **r} for i, r in enumerate(results) if "error" in r]
         if bad:
             return JSONResponse({"error": "bad_images", "message": "every image must be valid to rank them",

@@ -127,3 +127,12 @@ def test_the_page_and_the_docs_load_nothing_from_elsewhere_and_cannot_be_framed(
             for script in scripts:
                 assert client.get(script).status_code == 200, script
         assert "SwaggerUIBundle" in client.get("/swagger-ui/swagger-ui-bundle.js").text
+
+
+def test_without_a_champion_every_image_route_answers_503_to_retry_not_a_bad_image(bare):
+    image = ("a.jpg", photo(0), "image/jpeg")
+    with httpx.Client(base_url=bare.url, timeout=60) as client:
+        for path, files in (("/predict", {"image": image}), ("/compare", [("images", image), ("images", image)])):
+            r = client.post(path, files=files)
+            assert r.status_code == 503 and r.json()["error"] == "no_champion", (path, r.text)
+            assert r.headers["retry-after"]

@@ -289,3 +289,36 @@ def test_the_docs_page_loads_only_this_origins_scripts_and_bentoml_ships_them():
     for source in sources:
         if source.startswith("/swagger-ui/"):
             assert (shipped / source.removeprefix("/swagger-ui/")).is_file(), source
+
+
+def test_admission_counts_images_so_big_batches_wait_their_turn_with_429(settings):
+    """Image slots as well as request slots: a second 64-image batch beside one in handling is refused at
+    once (429), where all would have been let in to be shed by the scorer's queue (503, nothing scored)."""
+    release = asyncio.Event()
+
+    async def scoring(request: Request) -> JSONResponse:
+        await release.wait()
+        return JSONResponse({"scored": len((await request.form()).getlist("images"))})
+
+    settings.serving = settings.serving.model_copy(update={"max_images_in_flight": 100})
+    app = Starlette(routes=[Route("/predict_batch", scoring, methods=["POST"])],
+                    middleware=[Middleware(g, **o) for g, o in guards(settings, {"/predict_batch": ("images",)})])
+    batch = [("images", (f"{i}.jpg", photo(i % 4))) for i in range(64)]
+
+    async def run():
+        import httpx
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.create_task(client.post("/predict_batch", files=batch))
+            await asyncio.sleep(0.5)
+            second = await client.post("/predict_batch", files=batch)
+            small = asyncio.create_task(client.post("/predict_batch", files=batch[:30]))
+            await asyncio.sleep(0.3)
+            release.set()
+            return await first, second, await small
+
+    first, second, small = asyncio.run(run())
+    assert first.status_code == 200 and first.json()["scored"] == 64
+    assert second.status_code == 429 and second.json()["error"] == "too_many_images" and second.headers["retry-after"]
+    assert small.status_code == 200 and small.json()["scored"] == 30  # 64 + 30 fit in 100
