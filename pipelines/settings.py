@@ -138,6 +138,7 @@ class ServingSettings(BaseModel):
     max_batch_images: int = 64
     compare_max_images: int = 10
     max_feedback_rows: int = 1000  # rows of one POST /feedback
+    feedback_per_minute: int = 60  # POST /feedback requests per client address a minute (bursts up to it); 0: off
     max_pixels: int = 16_000_000  # an upload's declared pixels; below the collector's cap (images.max_pixels)
     # A JPEG is decoded at a reduced DCT scale (1/8 of each side at most), so its cost follows the model's
     # side, not its declared size: phones' and cameras' 24–50 MP photos are served.

@@ -44,6 +44,7 @@ def guards(settings: Settings, fields: dict[str, tuple[str, ...]] | None = None)
         (MediaTypeOnly, {"types": types}),
         (BodyCap, {"max_bytes": serving.max_body_bytes, "file_fields": FILE_FIELDS,
                    "fields": fields or {}, "deadline_s": serving.body_deadline_s}),
+        (RateLimit, {"paths": JSON_ROUTES, "per_minute": serving.feedback_per_minute}),
         (Admission, {"max_concurrency": serving.max_concurrency, "max_images": serving.max_images_in_flight}),
         (CancelOnDisconnect, {}),
     ]
@@ -197,6 +198,36 @@ class BodyCap:
             return replay.pop() if replay else await receive()
 
         await self.app(scope, replayed, send)
+
+
+class RateLimit:
+    """At most ``per_minute`` requests to ``paths`` per client address (a token bucket that refills
+    evenly, bursts up to ``per_minute``), more answered 429 with ``Retry-After``: one client may not
+    flood ``/feedback`` with outcomes. 0 turns it off; the newest 10,000 clients are remembered."""
+
+    CLIENTS = 10_000
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], per_minute: float):
+        self.app, self.paths, self.rate = app, paths, per_minute / 60.0
+        self.capacity = float(per_minute)
+        self.buckets: dict[str, tuple[float, float]] = {}  # client → (tokens, when)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.rate or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        now = anyio.current_time()
+        tokens, when = self.buckets.pop(client, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - when) * self.rate)
+        self.buckets[client] = (tokens - 1 if tokens >= 1 else tokens, now)  # newest last
+        if len(self.buckets) > self.CLIENTS:
+            del self.buckets[next(iter(self.buckets))]
+        if tokens < 1:
+            wait = max(1, round((1 - tokens) / self.rate))
+            return await _reply(send, 429, "rate_limited",
+                                f"at most {self.capacity:g} requests a minute to {scope['path']} per client; "
+                                f"retry in {wait} s", [(b"retry-after", str(wait).encode())])
+        await self.app(scope, receive, send)
 
 
 class Admission:

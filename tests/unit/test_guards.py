@@ -322,3 +322,23 @@ def test_admission_counts_images_so_big_batches_wait_their_turn_with_429(setting
     assert first.status_code == 200 and first.json()["scored"] == 64
     assert second.status_code == 429 and second.json()["error"] == "too_many_images" and second.headers["retry-after"]
     assert small.status_code == 200 and small.json()["scored"] == 30  # 64 + 30 fit in 100
+
+
+def test_feedback_is_rate_limited_per_client(settings):
+    """A burst of ``feedback_per_minute`` passes, the next is 429 with Retry-After; another client is not
+    held back by it; other routes are not limited."""
+    settings.serving = settings.serving.model_copy(update={"feedback_per_minute": 5})
+
+    async def ok(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route(p, ok, methods=["POST"]) for p in ("/feedback", "/reload")],
+                    middleware=[Middleware(g, **o) for g, o in guards(settings, {})])
+    row = {"rows": [{"post_id": "p", "likes": 1}]}
+    with TestClient(app, client=("10.0.0.1", 5000)) as one, TestClient(app, client=("10.0.0.2", 5000)) as other:
+        assert [one.post("/feedback", json=row).status_code for _ in range(5)] == [200] * 5
+        limited = one.post("/feedback", json=row)
+        assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 12
+        assert other.post("/feedback", json=row).status_code == 200
+        assert all(one.post("/reload").status_code == 200 for _ in range(10))
