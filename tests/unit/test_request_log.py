@@ -103,3 +103,19 @@ def test_the_monitor_message_counts_skipped_lines(tmp_path, settings, monkeypatc
         handle.write(b'{"version": 1, "bri')
     result, _, report = monitor.run("binary", settings)
     assert report is None and "1 torn or invalid request log lines skipped" in result.message
+
+
+def test_lookup_finds_the_records_of_the_ids_across_rotations_parsing_only_their_lines(tmp_path):
+    log = RequestLog(tmp_path, max_bytes=8_000, backups=5)
+    odd = 'p"q\\\\r\\u00e9'  # quotes, backslashes and non-ASCII survive json.dumps' escaping
+    records = [{"ts": float(i), "version": "1", "prediction_id": f"{i:032x}", "post_id": f"post-{i}"} for i in range(300)]
+    records[7]["post_id"] = odd
+    for k in range(0, 300, 50):
+        log.append(records[k:k + 50])
+    with open(log.path, "ab") as handle:
+        handle.write(b'{"ts": 1.0, "prediction_id": "' + b"f" * 32 + b'", "post_id": "torn')  # a torn last line
+    assert len(list(tmp_path.glob("requests.jsonl.*"))) >= 2
+    found = log.lookup([f"{3:032x}", f"{299:032x}", "f" * 32], ["post-150", odd, "post-never"])
+    assert sorted(found["prediction_id"]) == [f"{i:032x}" for i in (3, 7, 150, 299)]
+    assert found.set_index("prediction_id").loc[f"{7:032x}", "post_id"] == odd
+    assert found.columns.tolist() == ["ts", "prediction_id", "post_id"] and log.lookup([], []).empty
