@@ -145,6 +145,46 @@ def stack_env() -> None:
         print(f"export {name}={shlex.quote(value)}")
 
 
+@stack_app.command("runs")
+def stack_runs(
+    flow: Annotated[str | None, typer.Option(help="Only this flow's runs: retrain, monitor, train, promote, …")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="How many runs, newest first.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest flow runs on the stack's Prefect server (PREFECT_API_URL, else the running stack's): flow, run,
+    state with its message (Completed, Refused, Failed, …) and, for retraining, what started it."""
+    from ops.stack import StackError
+
+    try:
+        api = os.environ.get("PREFECT_API_URL") or _stack().environment()["PREFECT_API_URL"]
+    except StackError as exc:
+        fail(str(exc), kind="not_found")
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])) if flow else None,
+                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+        flows = {flow_id: client.read_flow(flow_id).name for flow_id in {r.flow_id for r in runs}}
+    rows = []
+    for r in runs:
+        trigger = (r.parameters.get("trigger") or ("schedule" if r.auto_scheduled else "manual")
+                   if flows[r.flow_id] == "retrain" else "")
+        rows.append({"flow": flows[r.flow_id], "run": r.name, "id": str(r.id), "trigger": trigger,
+                     "state": r.state.name if r.state else "", "message": (r.state.message or "") if r.state else "",
+                     "started": r.start_time.isoformat(timespec="seconds") if r.start_time else ""})
+    table = Table(title=f"flow runs at {api}")
+    for column in ("started", "flow", "run", "trigger", "state", "message"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(row[c] if c != "message" else row[c][:160] for c in ("started", "flow", "run", "trigger",
+                                                                             "state", "message")))
+    console.print(table if rows else "no flow runs yet")
+    emit({"runs": rows}, as_json)
+
+
 def _print_status(status: dict) -> None:
     table = Table(title=f"popularity stack ({status['home']})")
     for column in ("part", "state", "url"):

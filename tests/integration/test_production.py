@@ -168,7 +168,7 @@ def production(tmp_path_factory):
         POPULARITY_HOME=str(root / "home"), POPULARITY_STACK__DATABASE_PREFIX=prefix, POPULARITY_API_KEY=API_KEY,
         POPULARITY_STACK__MLFLOW_PORT="0", POPULARITY_STACK__PREFECT_PORT="0", POPULARITY_SERVING__PORT="0",
         PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2", POPULARITY_SERVING__WATCH_INTERVAL_S="1",
-        POPULARITY_DEMO__SIZE=str(PHOTOS),
+        POPULARITY_DEMO__SIZE=str(PHOTOS), COLUMNS="250",  # rich's tables unfolded, as on a wide terminal
         POPULARITY_DRIFT__RETRAIN_MODELS='["stats-gb"]', POPULARITY_DRIFT__RETRAIN_QUICK="true",
         POPULARITY_DRIFT__WINDOW=str(WINDOW), POPULARITY_DRIFT__MIN_REQUESTS="100",
         POPULARITY_PROMOTION__MARGIN="-1", POPULARITY_PROMOTION__FLOOR_ROC_AUC="0",
@@ -278,8 +278,9 @@ def test_a_day_in_production(production):
                 return next((r for r in runs if r.parameters.get("trigger") == "drift"), None)
 
             retrain = _wait(retrain_by_drift, 60, "a drift-started retrain")
-            listed = readme.run("prefect flow-run ls --flow-name retrain --limit 2")
-            assert "retrain" in listed.stdout, listed.stdout  # the flow's runs, the drift-started one first
+            listed = readme.run("popularity stack runs --flow retrain")
+            shown = listed.stdout + listed.stderr
+            assert retrain.name in shown and "drift" in shown and "manual" in shown, shown
             retrain = _wait(lambda: (r := client.read_flow_run(retrain.id)).state.is_final() and r, 600,
                             "the retrain finishing")
             runs = client.read_flow_runs(limit=20, sort=FlowRunSort.START_TIME_DESC)
