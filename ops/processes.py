@@ -100,9 +100,10 @@ class ManagedProcess:
 
 
 def service_args(host: str, port: int, bento: str | None = None) -> list[str]:
-    """``bentoml serve`` of this checkout's service, or of the built Bento tagged ``bento``."""
+    """``bentoml serve`` of this checkout's service, or of the built Bento tagged ``bento``, with its
+    process manager's control channel on Unix sockets only its user reaches (:mod:`ops.bentoml_serve`)."""
     target = [bento] if bento else ["serving.service:Popularity", "--working-dir", str(REPO)]
-    return [sys.executable, "-m", "bentoml", "serve", *target, "--host", host, "--port", str(port)]
+    return [sys.executable, "-m", "ops.bentoml_serve", *target, "--host", host, "--port", str(port)]
 
 
 def exec_service(host: str, port: int) -> NoReturn:

@@ -136,3 +136,19 @@ def test_without_a_champion_every_image_route_answers_503_to_retry_not_a_bad_ima
             r = client.post(path, files=files)
             assert r.status_code == 503 and r.json()["error"] == "no_champion", (path, r.text)
             assert r.headers["retry-after"]
+
+
+def test_the_process_managers_control_channel_is_no_tcp_port_but_a_private_unix_socket(bare):
+    """circus took commands on a loopback TCP port, unauthenticated: any local user could run a command as
+    the service's user (``circusctl add --start``). Now the only TCP port the service listens on is its own."""
+    import psutil
+
+    port = int(bare.url.rsplit(":", 1)[1])
+    main = psutil.Process(bare.pid)
+    tree = [main, *main.children(recursive=True)]
+    listening = {c.laddr.port for p in tree for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+    assert listening == {port}, listening
+    sockets = [c.laddr for c in main.net_connections(kind="unix") if c.laddr and "popularity-circus-" in c.laddr]
+    assert sockets, main.net_connections(kind="unix")
+    folder = os.path.dirname(sockets[0])
+    assert os.stat(folder).st_mode & 0o077 == 0  # only the service's user may enter

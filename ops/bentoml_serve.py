@@ -1,0 +1,43 @@
+"""``bentoml serve`` with its process manager's control channel closed to other local users.
+
+BentoML runs its workers under circus, whose arbiter takes commands (``add --start``: run any command
+as the service's user) on a ZeroMQ endpoint that BentoML puts on a loopback TCP port, without
+authentication: any local user could connect. Here the arbiter's command and pub/sub endpoints are
+Unix sockets in a folder only the service's user may enter (``mkdtemp``: mode 0700), removed at exit.
+Run as ``python -m ops.bentoml_serve <bentoml serve arguments>``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def private_arbiters(folder: Path) -> None:
+    """Make every circus arbiter that BentoML creates from now on listen on Unix sockets in ``folder``."""
+    from bentoml._internal.utils import circus
+
+    def create_standalone_arbiter(watchers: list, *, threaded: bool = False, **kwargs: Any):
+        arbiter = circus.ThreadedArbiter if threaded else circus.Arbiter
+        return arbiter(watchers, endpoint=f"ipc://{folder / 'control'}", pubsub_endpoint=f"ipc://{folder / 'pubsub'}",
+                       check_delay=kwargs.pop("check_delay", 10), **kwargs)  # BentoML's own check_delay
+
+    circus.create_standalone_arbiter = create_standalone_arbiter  # BentoML imports it at each call
+
+
+def main(argv: list[str]) -> int:
+    folder = Path(tempfile.mkdtemp(prefix="popularity-circus-"))  # 0700: no other user reaches its sockets
+    try:
+        private_arbiters(folder)
+        from bentoml_cli.cli import cli
+
+        return cli.main(["serve", *argv], prog_name="bentoml", standalone_mode=True) or 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
