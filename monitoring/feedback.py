@@ -2,9 +2,9 @@
 
 A feedback row names its prediction by ``prediction_id`` or by the caller's ``post_id`` (then the
 first prediction made with that post id: its owner, whom a later prediction with the same id does not
-displace; a row naming both must name a prediction made with that post id), and carries the engagement counted so far (likes, views,
-favorites, comments, daily views ``views_dN``) with the time it was observed (``observed_at``, now
-by default), plus whatever the champion's label scheme needs besides (followers for
+displace; a row naming both must name a prediction made with that post id), and carries the engagement
+counted so far (likes, views, favorites, comments, daily views ``views_dN``) with the time it was
+observed (``observed_at``, now by default), plus whatever the champion's label scheme needs besides (followers for
 likes/followers). The feedback suite checks every batch; a row that fails is rejected with its
 reasons, kept under ``<home>/monitoring/feedback/rejected/``, never dropped silently. Accepted rows
 go to the ``feedback`` table (the shared store, or SQLite under the home). Their images, when the

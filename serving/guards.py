@@ -98,7 +98,8 @@ class ApiKey:
         self.app, self.key = app, key.encode() if key else None
 
     def _open(self, path: str) -> bool:
-        return path in OPEN_PATHS or path in ("/", "/docs", "/docs.json") or path.startswith(("/static/", "/swagger-ui/"))
+        return (path in OPEN_PATHS or path in ("/", "/docs", "/docs.json")
+                or path.startswith(("/static/", "/swagger-ui/")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.key is None or scope["type"] != "http" or self._open(scope["path"]):

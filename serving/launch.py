@@ -4,7 +4,7 @@ BentoML runs its workers under circus, whose arbiter takes commands (``add --sta
 as the service's user) on a ZeroMQ endpoint that BentoML puts on a loopback TCP port, without
 authentication: any local user could connect. Here the arbiter's command and pub/sub endpoints are
 Unix sockets in a folder only the service's user may enter (``mkdtemp``: mode 0700), removed at exit.
-Run as ``python -m ops.bentoml_serve <bentoml serve arguments>``.
+Run as ``python -m serving.launch <bentoml serve arguments>`` (ops starts the service so, by command line).
 """
 
 from __future__ import annotations
