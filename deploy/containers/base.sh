@@ -80,8 +80,11 @@ python_image() {
   DOCKER_BUILDKIT=1 $DOCKER build -q --build-arg BASE="$DEBIAN_IMAGE" -t "$PYTHON_IMAGE" "$context" >/dev/null
 }
 
-packages
-daemon
-debian_image
-python_image
+timed() {  # timed NAME FUNCTION: runs it, reports its seconds (bench.py reads them)
+  local start=$SECONDS; "$2"; echo "base.sh: $1 $((SECONDS - start)) s" >&2
+}
+timed packages packages
+timed dockerd daemon
+timed debian-base debian_image
+timed python-base python_image
 echo "export DOCKER=$DOCKER DOCKER_BUILDKIT=1"

@@ -27,7 +27,7 @@ SERVICES = {"postgres", "mlflow", "prefect-server", "prefect-worker", "service",
 @pytest.fixture(scope="module")
 def stack():
     workdir = Path(tempfile.mkdtemp(prefix="popularity-containers-", dir="/var/tmp"))
-    build_images(workdir / "build.log")
+    build_images(Path(tempfile.gettempdir()) / "popularity-containers-build.log")  # kept: each step's seconds
     stack = Stack(workdir, API_KEY)
     write_source(stack.incoming, seed=11)
     try:
