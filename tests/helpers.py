@@ -53,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
     """Routes: /img/K.jpg, /missing (404), /flaky/K (500 then 200), /busy/K (429 + Retry-After then 200),
     /slow (answers after 2 s), /huge and /huge-declared (over the cap), /text (text as image/jpeg),
     /slowish/K (0.2 s, counts requests in flight), /redirect/K (→ /img/K.jpg), /loop (→ itself),
-    /trickle (a byte every 0.1 s)."""
+    /trickle (a byte every 0.1 s), /short/K (a Content-Length that lies: half the photo's bytes)."""
 
     def log_message(self, *args) -> None:
         pass
@@ -112,6 +112,17 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
                     time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.close_connection = True
+        elif kind == "short":  # the body is whole, the Content-Length says half: a client reads half
+            body = photo(number)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body) // 2))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             self.close_connection = True

@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipelines.data import labels, splits
-from pipelines.data.download import download_items
+from pipelines.data.download import DownloadCache, cache_dir, download_items
 from pipelines.data.images import ImageError, decode
 from pipelines.data.snapshots import Snapshot, SnapshotWriter
 from pipelines.data.sources import Item, Reject, Source, SpecError
@@ -35,11 +35,14 @@ def prepare_batch(items: list[Item | Reject], settings: Settings, progress: bool
     """
     limits = settings.images
     out: list[Item | Reject] = []
+    cache = DownloadCache(cache_dir(settings))
     for item in download_items(items, settings, progress=progress):
         if isinstance(item, Item) and item.info is None:
             try:
                 _, info = decode(item.read(), limits.max_bytes, limits.max_pixels)
             except ImageError as exc:
+                if item.url and exc.reason == "corrupt":  # cut short (a lying Content-Length): not kept
+                    cache.forget(item.url)
                 item = Reject(item.ref, exc.reason, str(exc))
             else:
                 item = replace(item, info=info)

@@ -88,6 +88,12 @@ class DownloadCache:
             return None
         return self._blob(digest) if intact else None
 
+    def forget(self, url: str) -> None:
+        """Drop ``url``'s entry (its blob stays for other URLs with the same bytes, until it is stale):
+        a body that arrived whole by HTTP's count but does not decode, e.g. one cut short at a
+        Content-Length that lied, is fetched again next time rather than served from the cache for good."""
+        self._url_file(url).unlink(missing_ok=True)
+
     @contextmanager
     def incoming(self) -> Iterator[Incoming]:
         """A file to stream one body into; removed unless :meth:`put` took it."""

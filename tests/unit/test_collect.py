@@ -186,3 +186,17 @@ def test_a_snapshot_is_written_under_datasets_whatever_name_it_is_given(settings
             SnapshotWriter(settings.datasets_dir, name, 3600.0)
     assert not (settings.root / "x").exists() and not settings.root.parent.joinpath("x").exists()
     assert SnapshotWriter(settings.datasets_dir, "my-set_2.v1", 3600.0).parent == settings.datasets_dir / "my-set_2.v1"
+
+
+def test_a_body_cut_short_at_a_lying_content_length_is_a_reject_and_not_kept_in_the_cache(tmp_path, http_server,
+                                                                                          fast_settings):
+    from pipelines.data.download import DownloadCache, cache_dir
+
+    short = http_server.url("/short/3")
+    path = _url_manifest(tmp_path, http_server, n=2, extra=(f"{short},1,u9",))
+    snap = collect(parse_spec(f"manifest:{path}", fast_settings), fast_settings, progress=False)
+    assert len(snap.manifest) == 2 and snap.rejects["reason"].tolist() == ["corrupt"]
+    cache = DownloadCache(cache_dir(fast_settings))
+    assert cache.get(short) is None and cache.get(http_server.url("/img/0.jpg")) is not None
+    collect(parse_spec(f"manifest:{path}", fast_settings), fast_settings, progress=False)
+    assert http_server.hits["/short/3"] == 2 and http_server.hits["/img/0.jpg"] == 1  # asked again, the rest cached
