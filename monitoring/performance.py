@@ -1,7 +1,8 @@
 """Realized performance: what a model version predicted against the engagement that came back.
 
 The predictions of a window that have an outcome are labelled with the champion's own label scheme
-(likes/followers above the window's median, the popularity score of the views, …), then scored:
+(likes/followers above the median, the popularity score of the views, …) applied to that window alone,
+so "popular" means above the window's median, not the whole history's, then scored:
 realized ROC AUC (binary) or Spearman (score), calibration (Brier score and a reliability curve) and
 the share of predictions with an outcome, each with a bootstrap interval. Decay is the metric's whole
 interval lying more than ``performance.decay_margin`` below the champion's test metric: a model
@@ -57,19 +58,28 @@ def interval(statistic: Callable[[np.ndarray], float], n: int, resamples: int, c
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-def outcomes(predictions: pd.DataFrame, feedback: pd.DataFrame, scheme: str, task: str) -> pd.DataFrame:
-    """Predictions joined to their latest outcome, labelled by ``scheme``: ``predicted`` (the served
-    score) beside ``realized`` (the outcome's label, or score for the score task), oldest first."""
+EMPTY_OUTCOMES = ["prediction_id", "version", "ts", "predicted"]
+
+
+def outcomes(predictions: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Predictions joined to their latest outcome, not yet labelled: ``predicted`` (the served score)
+    beside the outcome's columns, oldest first."""
     if predictions.empty or feedback.empty or "prediction_id" not in predictions:
-        return pd.DataFrame(columns=["prediction_id", "version", "ts", "predicted", "realized"])
+        return pd.DataFrame(columns=EMPTY_OUTCOMES)
     served = predictions.dropna(subset=["prediction_id"])[["prediction_id", "version", "ts", "score"]]
     joined = served.rename(columns={"score": "predicted"}).merge(
         feedback.drop(columns=["score", "label", "version", "ts"], errors="ignore"), on="prediction_id")
-    if joined.empty:
-        return pd.DataFrame(columns=["prediction_id", "version", "ts", "predicted", "realized"])
-    labelled, _ = labels.apply(scheme, joined)
+    return joined.sort_values("ts").reset_index(drop=True)
+
+
+def realized(window: pd.DataFrame, scheme: str, task: str) -> pd.DataFrame:
+    """``window``'s outcomes labelled by ``scheme`` on that window alone (a median-based label is above
+    the window's own median), with ``realized``: the label, or the score for the score task."""
+    if window.empty:
+        return window.assign(realized=pd.Series(dtype=float))
+    labelled, _ = labels.apply(scheme, window)
     target = "label" if task == "binary" else "score"
-    return labelled.assign(realized=labelled[target].astype(float)).sort_values("ts").reset_index(drop=True)
+    return labelled.assign(realized=labelled[target].astype(float))
 
 
 @dataclass
@@ -103,13 +113,15 @@ def _metric(task: str) -> Callable[[np.ndarray, np.ndarray], float]:
     return roc_auc if task == "binary" else spearman
 
 
-def over_time(frame: pd.DataFrame, task: str, settings: PerformanceSettings) -> pd.DataFrame:
-    """The metric per version and ``bucket_hours`` of prediction time, with its interval."""
+def over_time(frame: pd.DataFrame, scheme: str, task: str, settings: PerformanceSettings) -> pd.DataFrame:
+    """The metric per version and ``bucket_hours`` of prediction time, each bucket labelled on its own
+    outcomes, with its interval."""
     if frame.empty:
         return pd.DataFrame(columns=["version", "start", "outcomes", "value", "low", "high"])
     metric, rows = _metric(task), []
     bucket = (frame["ts"] // (settings.bucket_hours * 3600)) * settings.bucket_hours * 3600
     for (version, start), part in frame.groupby([frame["version"].astype(str), bucket]):
+        part = realized(part, scheme, task)
         if len(part) < MIN_BUCKET_OUTCOMES:
             continue
         p, r = part["predicted"].to_numpy(float), part["realized"].to_numpy(float)
@@ -139,9 +151,9 @@ def evaluate(predictions: pd.DataFrame, feedback: pd.DataFrame, champion: dict, 
     if not scheme:
         result.message = f"v{version} records no label scheme (registered before outcomes were monitored); no decision"
         return result
-    everything = outcomes(predictions, feedback, scheme, task)
-    result.over_time = over_time(everything, task, settings)
-    mine = everything[everything["version"].astype(str) == version].tail(settings.window)
+    everything = outcomes(predictions, feedback)
+    result.over_time = over_time(everything, scheme, task, settings)
+    mine = realized(everything[everything["version"].astype(str) == version].tail(settings.window), scheme, task)
     result.outcomes = len(mine)
     if len(mine) < settings.min_outcomes:
         result.message = (f"{len(mine)} predictions of v{version} have an outcome, fewer than "

@@ -161,6 +161,28 @@ def test_decay_is_declared_only_when_the_whole_interval_is_below_the_floor(setti
     assert result.message.startswith("decay" if decay else "no decay")
 
 
+def test_popular_means_above_the_windows_own_median_not_the_historys(settings):
+    """200 outcomes that agreed with the scores, then 200 that turned at a lower level of engagement: the
+    check judges the newest window (200), labelled above that window's median likes/followers, and its
+    realized AUC is what scikit-learn computes on those labels (against the history's median every post
+    of the window would be unpopular)."""
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0, 1, 400)
+    ids = _serve(settings, 400, scores)
+    agreed = 0.6 + 0.3 * scores[:200] + rng.normal(0, 0.02, 200)
+    turned = 0.3 - 0.2 * scores[200:] + rng.normal(0, 0.08, 200)
+    ratio = np.concatenate([agreed, turned])
+    result = performance.evaluate(open_request_store(settings).read(), _outcomes(ids, ratio), _champion(), "binary",
+                                  settings.performance)
+    likes = np.round(turned * 1000)
+    window_labels = (likes > np.median(likes)).astype(int)
+    assert result.outcomes == 200
+    assert result.value == pytest.approx(roc_auc_score(window_labels, scores[200:]))
+    assert result.value < 0.3 and result.decay
+    assert performance.evaluate(open_request_store(settings).read(), _outcomes(ids[:200], agreed), _champion(),
+                                "binary", settings.performance).value > 0.9
+
+
 def test_few_outcomes_or_no_label_scheme_decide_nothing(settings):
     ids = _serve(settings, 100)
     observed = _outcomes(ids[:20], np.linspace(0.1, 0.9, 20))
