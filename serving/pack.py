@@ -24,6 +24,7 @@ from pipelines.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOFILE = REPO / "deploy" / "bentofile.yaml"
+CONTAINER_TEMPLATE = REPO / "deploy" / "containers" / "bento.Dockerfile.j2"
 
 
 def import_champion(settings: Settings):
@@ -40,9 +41,11 @@ def import_champion(settings: Settings):
     )
 
 
-def build(settings: Settings, gpu: bool = False) -> tuple[str, Path]:
+def build(settings: Settings, gpu: bool = False, base_image: str | None = None) -> tuple[str, Path]:
     """Import the champion and build the Bento in a child ``bentoml build`` whose environment names the
-    packed model (the service reads it when BentoML imports it); returns the Bento's tag and path."""
+    packed model (the service reads it when BentoML imports it); returns the Bento's tag and path. With
+    ``base_image`` (one holding the lock's packages, e.g. popularity-deps:0.1.0 from deploy/containers),
+    its image is built FROM it and installs nothing (deploy/containers/bento.Dockerfile.j2)."""
     import bentoml
 
     model = import_champion(settings)
@@ -55,6 +58,8 @@ def build(settings: Settings, gpu: bool = False) -> tuple[str, Path]:
         # that the NVIDIA container runtime exposes (a driver for CUDA 13 on the node); these ask it to.
         options["envs"] += [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
                             {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"}]
+    if base_image:
+        options["docker"] = {"base_image": base_image, "dockerfile_template": str(CONTAINER_TEMPLATE)}
     env = {**os.environ, **envs}
     with tempfile.TemporaryDirectory() as tmp:
         bentofile = Path(tmp) / "bentofile.yaml"
@@ -75,7 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true",
                         help="serve on a GPU (CUDA 13 runtime from the locked torch wheels)")
-    tag, path = build(load_settings(), parser.parse_args().gpu)
+    parser.add_argument("--base-image", help="build the image FROM this one, which holds the lock's packages "
+                                             "(popularity-deps:0.1.0 of deploy/containers/build.sh): no downloads")
+    args = parser.parse_args()
+    tag, path = build(load_settings(), args.gpu, args.base_image)
     print(f"{tag} at {path}")
 
 
