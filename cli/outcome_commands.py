@@ -29,6 +29,8 @@ def monitor(
     summary = monitor_flow(task=task, retrain=retrain)
     console.print(summary["message"])
     console.print(summary["performance"]["message"])
+    if summary["performance"].get("estimate"):
+        console.print(summary["performance"]["estimate"]["message"])
     if summary["retraining"]:
         console.print(summary["retraining"]["message"])
     emit({k: summary[k] for k in ("window", "drifted_share", "drift", "performance", "retrain_triggered",

@@ -159,8 +159,11 @@ def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
     drift, realized, report_path = monitor.run(task, settings)
     print(drift.message)
     print(realized.message)
+    estimated = f"\n\n## Estimated before outcomes\n\n{realized.estimate['message']}" if realized.estimate else ""
+    if realized.estimate:
+        print(realized.estimate["message"])
     create_markdown_artifact(key="monitor", markdown=f"## Input drift\n\n{drift.message}\n\n## Realized performance"
-                                                     f"\n\n{realized.message}\n\nReport: `{report_path}`")
+                                                     f"\n\n{realized.message}{estimated}\n\nReport: `{report_path}`")
     resource = {"prefect.resource.id": f"popularity.model.{settings.model_name(task)}"}
     if drift.drift:
         emit_event("popularity.drift.detected", resource=resource,

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from monitoring import feedback, performance
+from monitoring import estimation, feedback, performance
 from monitoring.drift import DriftResult, check_drift
 from monitoring.performance import PerformanceResult
 from monitoring.report import write_report
@@ -25,6 +25,9 @@ from pipelines.tasks import PRIMARY
 # The realized figures logged per check (``realized_<name>``), each the value or a bound of its interval.
 REALIZED = ("value", "low", "high", "share", "share_low", "share_high", "brier", "brier_low", "brier_high",
             "outcomes")
+# The estimate before outcomes logged per check (``estimated_<name>``): the window's, its interval, and
+# on the predictions the realized figure judged, the estimate and its error against it.
+ESTIMATED = ("value", "low", "high", "requests", "judged_estimate", "error")
 
 
 def reference_profile(champion: dict) -> pd.DataFrame:
@@ -59,6 +62,20 @@ def _performance(champion: dict, task: str, settings: Settings) -> PerformanceRe
     return performance.evaluate(predictions, observed, champion, task, settings.performance)
 
 
+def _estimate(champion: dict, reference: pd.DataFrame, realized: PerformanceResult,
+              settings: Settings) -> estimation.EstimateResult:
+    """The binary champion's AUC on its newest window of served predictions, estimated from its scores."""
+    p = settings.performance
+    served = open_request_store(settings).read(last=p.window, version=str(champion["version"]),
+                                               model=champion.get("name"))
+    scores = served["score"].dropna().to_numpy(float) if "score" in served else np.empty(0)
+    reference_scores = reference["score"].to_numpy(float) if "score" in reference else np.empty(0)
+    calibration = estimation.calibration_check(reference_scores, champion.get("metrics", {}))
+    judged = realized.judged if realized.enough_data else None
+    return estimation.estimate(scores, champion.get("label"), str(champion["version"]), settings.drift.min_requests,
+                               p.confidence, calibration if calibration["checked"] else None, judged, realized.value)
+
+
 def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, Path | None]:
     """Check the latest window for input drift and the outcomes that came back for decay; report both
     under the home and in MLflow's ``monitoring`` experiment."""
@@ -70,7 +87,10 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, 
                 PerformanceResult(version=None, metric=PRIMARY[task], message=message), None)
     drift, reference, current = _drift(champion, settings)
     realized = _performance(champion, task, settings)
-    if not drift.enough_data and not realized.enough_data:
+    estimate = _estimate(champion, reference, realized, settings) if task == "binary" else None
+    if estimate is not None:
+        realized.estimate = estimate.summary()
+    if not drift.enough_data and not realized.enough_data and not (estimate and estimate.enough_data):
         return drift, realized, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = write_report(drift, reference, current, out, realized, settings.performance.decay_margin)
@@ -88,5 +108,9 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, 
         if realized.enough_data:
             mlflow.log_metrics({f"realized_{k}": float(getattr(realized, k)) for k in REALIZED
                                 if np.isfinite(getattr(realized, k))} | {"decay": float(realized.decay)})
+        if estimate is not None and estimate.enough_data:
+            mlflow.log_metrics({f"estimated_{k}": float(getattr(estimate, k)) for k in ESTIMATED
+                                if np.isfinite(getattr(estimate, k))})
+            mlflow.set_tag("estimate_calibrated", str(estimate.calibrated))
         mlflow.log_artifacts(str(out), "report")
     return drift, realized, report

@@ -103,9 +103,11 @@ class PerformanceResult:
     message: str = ""
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
     over_time: pd.DataFrame = field(default_factory=pd.DataFrame)
+    judged: np.ndarray = field(default_factory=lambda: np.empty(0))  # the served scores the metric judged
+    estimate: dict | None = None  # binary: the AUC estimated before outcomes (monitoring/estimation.py)
 
     def summary(self) -> dict:
-        plain = {k: v for k, v in asdict(self).items() if k not in ("calibration", "over_time")}
+        plain = {k: v for k, v in asdict(self).items() if k not in ("calibration", "over_time", "judged")}
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in plain.items()}
 
 
@@ -164,6 +166,7 @@ def evaluate(predictions: pd.DataFrame, feedback: pd.DataFrame, champion: dict, 
     answered = span["prediction_id"].isin(set(feedback["prediction_id"])).to_numpy(float)
     result.predictions = len(span)
     p, r = mine["predicted"].to_numpy(float), mine["realized"].to_numpy(float)
+    result.judged = p
     metric, s = _metric(task), settings
     result.value = metric(p, r)
     result.low, result.high = interval(lambda i: metric(p[i], r[i]), len(p), s.bootstrap, s.confidence)
