@@ -14,9 +14,10 @@ keeps. Scores of the validation and test images are compared (|Δ| ≤ 1e-4 for 
 task's metric is computed with each runtime: INT8 becomes a default only if it moves it by ≤ 0.005.
 
 Needs a CNN champion in ``POPULARITY_HOME`` logged with its ONNX graph, or ``--train``: a quick ``cnn``
-champion on a demo snapshot in a temporary home. The last line is JSON.
+champion on a demo snapshot (in ``--home``, kept for later runs, else a temporary home). The last line is JSON.
 
-    python bench/bench_onnx.py --train --rounds 5 --seconds 4
+    python bench/bench_onnx.py --train --home /tmp/onnx-home --rounds 5 --seconds 4
+    python bench/bench_onnx.py --home /tmp/onnx-home      # again, on the same champion
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def scores_with(backend, network, images) -> np.ndarray:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", action="store_true", help="train a quick cnn champion in a temporary home")
+    parser.add_argument("--train", action="store_true", help="train a quick cnn champion (in --home, else a "
+                                                                 "temporary home)")
+    parser.add_argument("--home", type=Path, help="the home whose champion is measured (default: POPULARITY_HOME)")
     parser.add_argument("--demo", type=int, default=800, help="demo snapshot size with --train")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
@@ -96,7 +99,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home" if args.train else Path(os.environ.get("POPULARITY_HOME", ".popularity"))
+        default = Path(tmp) / "home" if args.train else Path(os.environ.get("POPULARITY_HOME", ".popularity"))
+        home = args.home or default
         if args.train:
             print(f"training a quick cnn champion on demo:{args.demo} in {home} ...", flush=True)
             started = time.perf_counter()
