@@ -35,12 +35,12 @@ def render(name: str, version: str, tags: dict, run_metrics: dict, verdict: str,
     validation = {k.removeprefix("val_"): v for k, v in run_metrics.items() if k.startswith("val_")}
     selection = json.loads(tags.get("selection", "null")) or {}
     passed = bool(len(gate)) and bool(gate["passed"].all())
-    chosen = (f"chosen on the validation split ({selection.get('metric')} {selection.get('value'):.3f})"
-              if selection.get("value") is not None else "chosen on the validation split")
+    chosen = (f"Chosen on the validation split ({selection.get('metric')} {selection.get('value'):.3f})"
+              if selection.get("value") is not None else "Chosen on the validation split")
     data = (f"Snapshot `{tags.get('snapshot')}` (label scheme `{tags.get('label') or 'the source default'}`): "
             f"{rows.get('collected', '?')} rows collected, {rows.get('rejected', '?')} rejected at collection, "
             f"{rows.get('quarantined', 0)} quarantined by validation; splits train {rows.get('train')}, "
-            f"validation {rows.get('validation')}, test {rows.get('test')} (grouped by `{tags.get('split', 'group')}`).")
+            f"validation {rows.get('validation')}, test {rows.get('test')} (the `{tags.get('split', 'group')}` split).")
     gate_rows = (f"The gate scored {rows.get('gate_rows', '?')} test rows neither this version nor the champion "
                  f"was trained or chosen on; stability on {rows.get('stability_rows', '?')} validation images, as "
                  "selection measured it.")
