@@ -101,10 +101,10 @@ class ManagedProcess:
 
 def service_args(host: str, port: int, bento: str | None = None) -> list[str]:
     """``bentoml serve`` of this checkout's service, or of the built Bento tagged ``bento``, with its
-    process manager's control channel on Unix sockets only its user reaches (``serving.launch``, run by
-    command line)."""
+    process manager's control channel on Unix sockets only its user reaches (``serving/launch.py``, run
+    as a file: it imports nothing of this checkout's ``serving``, so a Bento runs its own copy)."""
     target = [bento] if bento else ["serving.service:Popularity", "--working-dir", str(REPO)]
-    return [sys.executable, "-m", "serving.launch", *target, "--host", host, "--port", str(port)]
+    return [sys.executable, str(REPO / "serving" / "launch.py"), *target, "--host", host, "--port", str(port)]
 
 
 def exec_service(host: str, port: int) -> NoReturn:

@@ -4,7 +4,8 @@ BentoML runs its workers under circus, whose arbiter takes commands (``add --sta
 as the service's user) on a ZeroMQ endpoint that BentoML puts on a loopback TCP port, without
 authentication: any local user could connect. Here the arbiter's command and pub/sub endpoints are
 Unix sockets in a folder only the service's user may enter (``mkdtemp``: mode 0700), removed at exit.
-Run as ``python -m serving.launch <bentoml serve arguments>`` (ops starts the service so, by command line).
+Run as a file, ``python serving/launch.py <bentoml serve arguments>`` (ops starts the service so):
+it imports no ``serving`` module, so a built Bento's service is imported from the Bento, not this checkout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]  # run as a file: the modules beside it (service.py, metrics.py, …) are not top-level ones
 
 
 def private_arbiters(folder: Path) -> None:
