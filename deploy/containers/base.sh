@@ -56,7 +56,6 @@ debian_image() {
   fi
   if have_image "$DEBIAN_IMAGE"; then return; fi
   local root; root=$(mktemp -d /var/tmp/popularity-rootfs.XXXXXX)
-  trap 'rm -rf "$root"' RETURN
   log "debootstrap --variant=minbase bookworm from $(mirror)"
   debootstrap --variant=minbase bookworm "$root" "$(mirror)" >/dev/null
   # apt inside behaves as on the host: the same sources and options (no dates checked on a snapshot).
@@ -65,6 +64,7 @@ debian_image() {
   for conf in /etc/apt/apt.conf.d/99*; do [[ -f $conf ]] && cp "$conf" "$root/etc/apt/apt.conf.d/"; done
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | $DOCKER import -c 'CMD ["/bin/bash"]' - "$DEBIAN_IMAGE" >/dev/null
+  rm -rf "$root"
 }
 
 python_image() {
@@ -72,12 +72,12 @@ python_image() {
   # The host's extra CA certificates (a TLS-intercepting egress here), so that apt and pip inside reach
   # what the host reaches. An empty folder where there are none.
   local context; context=$(mktemp -d)
-  trap 'rm -rf "$context"' RETURN
   mkdir -p "$context/ca"
   cp /usr/local/share/ca-certificates/*.crt "$context/ca/" 2>/dev/null || true
   cp "$HERE/Dockerfile.python" "$context/Dockerfile"
   log "building $PYTHON_IMAGE"
   DOCKER_BUILDKIT=1 $DOCKER build -q --build-arg BASE="$DEBIAN_IMAGE" -t "$PYTHON_IMAGE" "$context" >/dev/null
+  rm -rf "$context"
 }
 
 timed() {  # timed NAME FUNCTION: runs it, reports its seconds (bench.py reads them)

@@ -9,7 +9,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-eval "$("$HERE/base.sh")"
+base_env=$("$HERE/base.sh")   # exits here when base.sh fails
+eval "$base_env"
 export DOCKER_BUILDKIT=1
 TAG=0.1.0
 
