@@ -74,7 +74,8 @@ def summarise(rule: str, streams: list[list[dict]]) -> dict:
     inside = np.array([[w["low"] <= w["realized"] <= w["high"] for w in s] for s in streams])
     carried = realized[:, :1]  # the test AUC the champion was promoted on, carried forward
     error = np.abs(estimate - realized)
-    return {"rule": rule, "realized_first": float(realized[:, 0].mean()), "realized_last": float(realized[:, -1].mean()),
+    return {"rule": rule,
+            "realized_first": float(realized[:, 0].mean()), "realized_last": float(realized[:, -1].mean()),
             "estimate_first": float(estimate[:, 0].mean()), "estimate_last": float(estimate[:, -1].mean()),
             "mean_error": float(error.mean()), "max_error": float(error.max()),
             "raw_mean_error": float(np.abs(raw - realized).mean()), "inside": float(inside.mean()),

@@ -35,10 +35,12 @@ def worker(
     if not os.environ.get("PREFECT_API_URL"):
         fail("a worker needs a Prefect server: set PREFECT_API_URL (`popularity stack up` starts one)", 2)
     settings = load_settings()
+    from flows.alerts import alerts_line, register_alerts
     from flows.schedules import register_on_pool, run_worker
 
     pool = pool or settings.stack.pool
     names = [name for each in tasks for name in register_on_pool(pool, each, settings)]
+    console.print(alerts_line(register_alerts(settings)))
     console.print(f"registered {', '.join(names)} on pool {pool}; starting its worker")
     run_worker(pool, healthcheck, settings.stack.worker_niceness)
 

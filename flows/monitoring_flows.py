@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows import alerts
 from flows.data_flows import check_snapshot, collect_snapshot
 from flows.training_flows import open_parent_run, promote_flow, train_flow, verdict_markdown
 from monitoring import feedback, monitor
@@ -153,8 +154,6 @@ def _start_retraining(task: str, settings: Settings, reason: str, trigger: str) 
 def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
     """Compare the latest window of served requests with the champion's reference, and its predictions
     with the outcomes that came back; drift or decay may retrain (one retraining per cooldown)."""
-    from prefect.events import emit_event
-
     settings = load_settings()
     drift, realized, report_path = monitor.run(task, settings)
     print(drift.message)
@@ -164,12 +163,11 @@ def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
         print(realized.estimate["message"])
     create_markdown_artifact(key="monitor", markdown=f"## Input drift\n\n{drift.message}\n\n## Realized performance"
                                                      f"\n\n{realized.message}{estimated}\n\nReport: `{report_path}`")
-    resource = {"prefect.resource.id": f"popularity.model.{settings.model_name(task)}"}
-    if drift.drift:
-        emit_event("popularity.drift.detected", resource=resource,
-                   payload={"drifted_share": drift.drifted_share, "window": drift.window, "message": drift.message})
+    if drift.drift:  # alerts (flows/alerts.py) notify on these
+        alerts.announce(alerts.DRIFT, settings.model_name(task),
+                        {"drifted_share": drift.drifted_share, "window": drift.window, "message": drift.message})
     if realized.decay:
-        emit_event("popularity.decay.detected", resource=resource, payload=realized.summary())
+        alerts.announce(alerts.DECAY, settings.model_name(task), realized.summary())
     retraining = None
     if retrain and (drift.drift or realized.decay):
         trigger = "drift" if drift.drift else "decay"

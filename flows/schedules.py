@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from prefect import Flow, flow, serve
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.alerts import alerts_line, register_alerts
 from flows.monitoring_flows import monitor_flow, retrain_flow
 from ops.processes import REPO, prefect_server
 from pipelines.settings import Settings
@@ -72,6 +73,7 @@ def serve_schedules(task: str, settings: Settings, port: int = 4200, retrain_cro
         os.environ["PREFECT_API_URL"] = url  # the flow-run subprocesses inherit it
         with temporary_settings(updates={PREFECT_API_URL: url}):
             print(f"Prefect API and UI: {url.removesuffix('/api')}", flush=True)
+            print(alerts_line(register_alerts(settings)), flush=True)
             serve(*(s.flow.to_deployment(**s.deployment_kwargs())
                     for s in schedules(task, settings, retrain_cron, monitor_cron)))
 

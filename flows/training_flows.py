@@ -15,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows import alerts
 from flows.data_flows import check_snapshot
 from flows.scaleout import compute_features
 from pipelines import model_card, promotion, registry, tracking
@@ -111,7 +112,10 @@ def promote_flow(task: str = "binary", rollback: bool = False) -> dict:
     """Re-run the promotion gate on the challenger (or roll the champion back)."""
     settings = load_settings()
     if rollback:
-        return {"rolled_back_to": registry.rollback(task, settings), **registry.champion_summary(task, settings)}
+        summary = {"rolled_back_to": registry.rollback(task, settings), **registry.champion_summary(task, settings)}
+        alerts.announce(alerts.ROLLBACK, summary["name"], {"message": f"{summary['name']} rolled back by hand to "
+                                                                      f"v{summary['rolled_back_to']}"})
+        return summary
     result = promotion.promote(task, settings, predictions_suite(task, settings))
     print(result.reason)
     return {"promoted": result.passed, "version": result.version, "reason": result.reason,

@@ -200,6 +200,23 @@ class PerformanceSettings(BaseModel):
     retrain_with_feedback: bool = True  # retraining also learns from the feedback rows that came with images
 
 
+class AlertSettings(BaseModel):
+    """Alerts: Prefect automations that notify a webhook (drift, decay, a refused or failed retraining, a
+    rollback, a stuck flow run); none are registered while ``webhook_url`` is unset."""
+
+    webhook_url: SecretStr | None = None  # a chat or incident webhook may carry its token in the URL
+    stuck_minutes: float = Field(default=15.0, ge=5.0)  # a flow run silent this long (no heartbeat) is stuck
+
+    @field_validator("webhook_url", mode="after")
+    @classmethod
+    def _http_only(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None or not url.get_secret_value().strip():
+            return None
+        if not url.get_secret_value().lower().startswith(("http://", "https://")):
+            raise ValueError("the alert webhook must be an http(s) URL")
+        return url
+
+
 class StoreSettings(BaseModel):
     """Where served requests and the retrain cooldown live: a database every replica and host shares
     (the stack's PostgreSQL), or, unset, a JSON Lines log and a SQLite file under the home."""
@@ -267,6 +284,7 @@ class Settings(BaseSettings):
     performance: PerformanceSettings = PerformanceSettings()
     store: StoreSettings = StoreSettings()
     stack: StackSettings = StackSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("api_key", mode="after")
     @classmethod
