@@ -1,8 +1,10 @@
-"""Dominant colours (seed 000): k-means palettes, batched and vectorised in torch.
+"""Dominant colours (seed 000): k-means palettes, batched and vectorised.
 
 Seed 000 fits scikit-learn's MiniBatchKMeans on every full-resolution pixel of one image at a
-time. Here many downsampled images are clustered at once as one tensor program (on the GPU when
-there is one); palettes agree with the per-image approach while running orders of magnitude faster.
+time. Here many downsampled images are clustered at once as one array program; palettes agree with
+the per-image approach while running orders of magnitude faster. It is NumPy on one thread: on
+64×64 thumbnails each step is too small for a thread pool to pay, and torch's intra-op threads
+collapsed it on a shared 2-core machine (5× slower than this, same palettes; ``bench/bench_colors.py``).
 """
 
 from __future__ import annotations
@@ -10,45 +12,56 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
-import torch
-
-from pipelines import vision
 
 
-def _sq_distances(x: torch.Tensor, x2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared distances of every pixel to every centre as one batched matmul (no N×P×k×3 tensor)."""
-    return (x2 - 2 * torch.bmm(x, c.transpose(1, 2)) + (c * c).sum(-1)[:, None, :]).clamp_(min=0)
+def _nearest(planes: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each pixel's nearest centre, ``N×P``. ``planes`` is ``3×N×P`` (one contiguous plane per channel).
+
+    |x − c|² = |x|² − 2x·c + |c|²; |x|² is the same for every centre, so the nearest minimises |c|² − 2x·c,
+    computed centre by centre in place (no N×P×k×3 tensor)."""
+    k = centres.shape[1]
+    sq = (centres * centres).sum(-1)
+    scores = np.empty((k, *planes.shape[1:]), np.float32)
+    for j in range(k):
+        s = scores[j]
+        np.multiply(planes[0], centres[:, j, 0:1], out=s)
+        s += planes[1] * centres[:, j, 1:2]
+        s += planes[2] * centres[:, j, 2:3]
+        s *= -2
+        s += sq[:, j : j + 1]
+    return scores.argmin(0)
 
 
-@torch.no_grad()
 def dominant_colors(pixels: np.ndarray, k: int = 5, iters: int = 12) -> np.ndarray:
     """``N×k×4`` palettes (R, G, B in 0–255 and the weight of each colour), heaviest first.
 
     ``pixels`` is an ``N×H×W×3`` uint8 batch; luminance-quantile seeding, then Lloyd iterations, all
     batched and deterministic.
     """
-    device = vision.device()
-    x = torch.as_tensor(pixels, device=device).reshape(len(pixels), -1, 3).float()
-    n, p, _ = x.shape
-    x2 = (x * x).sum(-1, keepdim=True)
+    n = len(pixels)
+    x = np.asarray(pixels).reshape(n, -1, 3).astype(np.float32)
+    p = x.shape[1]
     # Seeding from the pixels sorted by luminance (the means of k equal slices) depends on the set of
     # pixels, not their order: a mirrored or re-encoded image gets the same palette, unlike a random
     # k-means++ draw.
-    luminance = x @ torch.tensor([0.299, 0.587, 0.114], device=device)
-    ordered = torch.gather(x, 1, luminance.argsort(1)[..., None].expand(-1, -1, 3))
-    c = torch.stack([chunk.mean(1) for chunk in ordered.tensor_split(k, dim=1)], 1)
-    ones = torch.ones(n, p, device=device)
+    luminance = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ordered = np.take_along_axis(x, np.argsort(luminance, axis=1, kind="stable")[..., None], 1)
+    centres = np.stack([chunk.mean(1) for chunk in np.array_split(ordered, k, axis=1)], 1).astype(np.float32)
+    planes = np.ascontiguousarray(x.transpose(2, 0, 1))
+    flat = planes.reshape(3, -1)
+    cell = (np.arange(n) * k)[:, None]  # image i's centres are bins i·k … i·k + k − 1
     for _ in range(iters):
-        assign = _sq_distances(x, x2, c).argmin(-1)
-        sums = torch.zeros(n, k, 3, device=device).scatter_add_(1, assign[..., None].expand(-1, -1, 3), x)
-        counts = torch.zeros(n, k, device=device).scatter_add_(1, assign, ones)
-        c = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], c)
-    assign = _sq_distances(x, x2, c).argmin(-1)
-    weights = torch.zeros(n, k, device=device).scatter_add_(1, assign, ones) / p
-    order = weights.argsort(1, descending=True)
-    c = torch.gather(c, 1, order[..., None].expand(-1, -1, 3))
-    weights = torch.gather(weights, 1, order)
-    return torch.cat([c, weights[..., None]], -1).cpu().numpy()
+        index = (_nearest(planes, centres) + cell).ravel()
+        counts = np.bincount(index, minlength=n * k).reshape(n, k)
+        sums = np.stack([np.bincount(index, weights=flat[ch], minlength=n * k) for ch in range(3)], -1)
+        means = sums.reshape(n, k, 3) / np.maximum(counts, 1)[..., None]
+        centres = np.where(counts[..., None] > 0, means, centres).astype(np.float32)
+    index = (_nearest(planes, centres) + cell).ravel()
+    weights = np.bincount(index, minlength=n * k).reshape(n, k) / p
+    order = np.argsort(-weights, axis=1, kind="stable")
+    centres = np.take_along_axis(centres, order[..., None], 1)
+    weights = np.take_along_axis(weights, order, 1)
+    return np.concatenate([centres, weights[..., None]], -1).astype(np.float32)
 
 
 def palette_features(palettes: np.ndarray) -> tuple[np.ndarray, list[str]]:
