@@ -183,17 +183,20 @@ class BodyCap:
                 if size > self.max_bytes:
                     return await self._refuse(send, f"more than {self.max_bytes}")
                 more = message.get("more_body", False)
+                message = None  # the chunk is in ``chunks`` only
         if deadline.cancelled_caught:
             return await _reply(send, 408, "request_timeout",
                                 f"the request body did not arrive within {self.deadline_s:g} s ({size} bytes came)",
                                 [(b"connection", b"close")])
         body = b"".join(chunks)
+        chunks.clear()  # one copy of the body from here on, and none once the app has read it
         if headers.get(b"content-type", b"").startswith(b"multipart/"):
             problem, images = await _multipart_problem(scope, body, self.file_fields, self.fields.get(scope["path"]))
             if problem:
                 return await _reply(send, 400, "bad_request", problem)
             scope.setdefault("state", {})[IMAGES] = images  # what Admission counts
         replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+        del body  # held by ``replay`` alone, so released when the app takes it, not when the request ends
 
         async def replayed() -> Message:
             return replay.pop() if replay else await receive()

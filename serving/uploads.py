@@ -16,4 +16,5 @@ def decode_upload(data: bytes, settings: Settings) -> Image.Image:
     limits = settings.images
     img, _ = decode(data, limits.max_bytes, settings.serving.max_pixels, limits.min_side, max_side=limits.model_side,
                     max_jpeg_pixels=settings.serving.max_jpeg_pixels)
+    img.info = {}  # pixels only: an upload's ICC profile or EXIF (megabytes) would be pickled to the scorer with it
     return img

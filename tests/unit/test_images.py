@@ -147,3 +147,18 @@ def test_a_served_jpeg_has_its_own_pixel_cap_as_it_decodes_at_a_reduced_scale(se
     with pytest.raises(ImageError) as err:
         decode_upload(bytes(declared), settings)
     assert err.value.reason == "too_many_pixels" and "64000000" in str(err.value)
+
+
+def test_a_served_upload_reaches_the_scorer_as_pixels_without_its_metadata(settings, photographs):
+    """A JPEG carrying a 4 MB ICC profile: what the service pickles to the scorer is the 512 px picture,
+    not the profile with it (eight such uploads at once grew the service by 873 MB)."""
+    import pickle
+
+    from serving.uploads import decode_upload
+
+    icc = bytes(range(256)) * (4 * 4096)  # 4 MB: PIL splits it over APP2 markers
+    data = encode(photographs["astronaut"], icc_profile=icc)
+    assert Image.open(io.BytesIO(data)).info["icc_profile"] == icc
+    img = decode_upload(data, settings)
+    assert "icc_profile" not in img.info
+    assert len(pickle.dumps(img)) < 1024 * 1024
