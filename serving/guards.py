@@ -1,5 +1,6 @@
-"""ASGI guards at the HTTP boundary: the optional API key, a header cap, each route's one media type,
-the request body cap and deadline, admission, and cancelling the work of a client that went away.
+"""ASGI guards at the HTTP boundary: security headers, the optional API key, a header cap, each route's
+one media type, a rate limit per client on ``/feedback``, the request body cap and deadline, admission
+by requests and images, and cancelling the work of a client that went away.
 
 They run before BentoML parses a body, so an oversized, trickled or unauthorised upload costs neither
 disk nor decoding, and the answer is a 4xx with a JSON message rather than a parser error.
@@ -42,9 +43,9 @@ def guards(settings: Settings, fields: dict[str, tuple[str, ...]] | None = None)
         (ApiKey, {"key": key}),
         (HeaderCap, {"max_bytes": serving.max_header_bytes}),
         (MediaTypeOnly, {"types": types}),
+        (RateLimit, {"paths": JSON_ROUTES, "per_minute": serving.feedback_per_minute}),  # before the body is read
         (BodyCap, {"max_bytes": serving.max_body_bytes, "file_fields": FILE_FIELDS,
                    "fields": fields or {}, "deadline_s": serving.body_deadline_s}),
-        (RateLimit, {"paths": JSON_ROUTES, "per_minute": serving.feedback_per_minute}),
         (Admission, {"max_concurrency": serving.max_concurrency, "max_images": serving.max_images_in_flight}),
         (CancelOnDisconnect, {}),
     ]
