@@ -328,6 +328,16 @@ def test_the_serving_pixel_cap_is_below_the_collectors(client):
     assert client.post("/predict", files={"image": ("ok.png", _sixteen_bit_png(12_000_000))}).status_code == 200
 
 
+def test_a_cameras_24_mp_jpeg_is_scored_and_a_png_as_large_is_not(client):
+    """A JPEG decodes at a reduced DCT scale (750×500 for 6000×4000), so it has its own 64 MP cap."""
+    ramp = np.add.outer(np.arange(4000, dtype=np.uint16), np.arange(6000, dtype=np.uint16)) // 40
+    camera = np.stack([ramp % 256, (ramp * 3) % 256, ramp[::-1] % 256], axis=-1).astype(np.uint8)
+    r = client.post("/predict", files={"image": ("camera.jpg", encode(camera, quality=80))})
+    assert r.status_code == 200 and 0 <= r.json()["score"] <= 1, r.text
+    big = client.post("/predict", files={"image": ("big.png", _sixteen_bit_png(24_000_000))})
+    assert big.status_code == 400 and big.json()["error"] == "too_many_pixels"
+
+
 def _predictions(client) -> float:
     lines = client.get("/metrics").text.splitlines()
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("popularity_predictions_total{"))
