@@ -64,6 +64,12 @@ def test_mlflow_holds_runs_with_metrics_and_artifacts(demo_run):
         assert "evaluation/evaluation.png" in artifacts
     parent_artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
     assert {"comparison.md", "summary.json"} <= parent_artifacts
+    # the parent run, named by what ran and when, carries the chosen candidate's metrics as columns
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.info.run_name.startswith("pipeline-binary-20")
+    (chosen,) = [r for r in children if r.data.tags["candidate"] == parent.data.tags["chosen"]]
+    for metric in ("val_roc_auc", "test_roc_auc"):
+        assert parent.data.metrics[metric] == pytest.approx(chosen.data.metrics[metric])
 
 
 def test_champion_alias_carries_the_gate_reason(demo_run):
