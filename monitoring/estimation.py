@@ -18,7 +18,7 @@ median), so the scores are first shifted on the logit scale until their mean is 
 (:func:`recentre`): a window of brighter photos that all score higher does not look easier.
 Calibration is checked on the champion's own held-out test split, which its version records:
 the CBPE estimate of its test AUC from the stored reference scores against the test AUC it measured,
-and the mean score against the test base rate.
+and, for schemes with an absolute threshold, the mean score against the test base rate.
 """
 
 from __future__ import annotations
@@ -90,17 +90,22 @@ def interval(p: np.ndarray, confidence: float, seed: int = 0) -> tuple[float, fl
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-def calibration_check(reference_scores: np.ndarray, test_metrics: dict) -> dict:
+def calibration_check(reference_scores: np.ndarray, test_metrics: dict, scheme: str | None = None) -> dict:
     """How far the champion's held-out test split says its scores are from calibrated: the CBPE estimate
     of the test AUC (from the stored test scores) against the AUC measured there, and the mean score
-    against the base rate; ``calibrated`` when both are within :data:`CALIBRATION_TOLERANCE`."""
+    against the base rate; ``calibrated`` when both are within :data:`CALIBRATION_TOLERANCE`. For a
+    half-positive ``scheme`` the estimate recentres every window, so the test scores are recentred to the
+    test base rate first and only the AUC is compared (the mean is reported)."""
     scores = np.clip(np.asarray(reference_scores, dtype=float), 0, 1)
     measured, base_rate = test_metrics.get("roc_auc"), test_metrics.get("base_rate")
     if not len(scores) or measured is None or base_rate is None:
         return {"checked": False, "calibrated": None, "test_estimate": None, "test_auc": measured,
                 "mean_score": None, "base_rate": base_rate}
-    estimate, mean = expected_auc(scores), float(scores.mean())
-    calibrated = abs(estimate - measured) <= CALIBRATION_TOLERANCE and abs(mean - base_rate) <= CALIBRATION_TOLERANCE
+    recentred = scheme in HALF_POSITIVE_SCHEMES
+    estimate = expected_auc(recentre(scores, base_rate) if recentred else scores, scores)
+    mean = float(scores.mean())
+    calibrated = abs(estimate - measured) <= CALIBRATION_TOLERANCE and (
+        recentred or abs(mean - base_rate) <= CALIBRATION_TOLERANCE)
     return {"checked": True, "calibrated": bool(calibrated), "test_estimate": estimate, "test_auc": float(measured),
             "mean_score": mean, "base_rate": float(base_rate)}
 

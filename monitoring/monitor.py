@@ -70,7 +70,7 @@ def _estimate(champion: dict, reference: pd.DataFrame, realized: PerformanceResu
                                                model=champion.get("name"))
     scores = served["score"].dropna().to_numpy(float) if "score" in served else np.empty(0)
     reference_scores = reference["score"].to_numpy(float) if "score" in reference else np.empty(0)
-    calibration = estimation.calibration_check(reference_scores, champion.get("metrics", {}))
+    calibration = estimation.calibration_check(reference_scores, champion.get("metrics", {}), champion.get("label"))
     judged = realized.judged if realized.enough_data else None
     return estimation.estimate(scores, champion.get("label"), str(champion["version"]), settings.drift.min_requests,
                                p.confidence, calibration if calibration["checked"] else None, judged, realized.value)

@@ -1,5 +1,6 @@
 """Alerts through a real Prefect server: the automations `popularity worker` registers notify a webhook
-(here a local receiver on 127.0.0.1) when a flow run fails and when the monitor's drift event arrives."""
+(here a local receiver on 127.0.0.1) when a flow run fails, when the monitor's drift event arrives and on
+a rollback; a refused run ends in the event the refusal alert expects."""
 
 from __future__ import annotations
 
@@ -109,9 +110,11 @@ def _failed_run_and_drift_alert(tmp_path, receiver):
         refused = _refusing(return_state=True)
         assert refused.is_cancelled() and refused.name == "Refused"
         alerts.announce(alerts.DRIFT, "popularity-binary", {"message": "4 of 12 features drifted"})
+        alerts.announce(alerts.ROLLBACK, "popularity-binary", {"message": "rolled back by hand to v3"})
         EventsWorker.drain_all(timeout=30)
 
-        found = _wait_for(received, {"[popularity] flow run failed", "[popularity] drift"})
+        found = _wait_for(received, {"[popularity] flow run failed", "[popularity] drift", "[popularity] rollback"})
+        assert "rolled back by hand to v3" in found["[popularity] rollback"]["body"]
         failed, drift = found["[popularity] flow run failed"], found["[popularity] drift"]
         assert failed["path"] == "/hook?token=s3cret" and failed["source"] == "popularity"
         assert "alert-probe" in failed["body"] and "Failed" in failed["body"]

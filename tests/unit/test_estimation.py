@@ -99,6 +99,9 @@ def test_the_calibration_check_uses_the_versions_own_test_split():
     check = estimation.calibration_check(overconfident, measured)
     assert check["checked"] and check["calibrated"] is False and check["test_estimate"] > measured["roc_auc"] + 0.05
     assert estimation.calibration_check(p, {})["checked"] is False
+    low = 1 / (1 + np.exp(-(np.log(p / (1 - p)) - 1)))  # every score lower: off in the large, the same order
+    assert estimation.calibration_check(low, measured)["calibrated"] is False
+    assert estimation.calibration_check(low, measured, "median-split")["calibrated"] is True  # windows recentre
     result = estimation.estimate(overconfident, None, "1", 50, CONFIDENCE, check)
     assert "not calibrated" in result.message and result.calibrated is False
     assert "assumes calibrated" in estimation.estimate(p, None, "1", 50, CONFIDENCE).message
