@@ -47,28 +47,27 @@ def client(settings: Settings) -> MlflowClient:
 
 def register_challenger(candidate, task: str, snapshot_id: str, baseline: dict, oracle: dict,
                         settings: Settings, label: str | None = None):
-    """Register ``candidate`` and alias it ``challenger``; a failure midway removes the version."""
+    """Register ``candidate`` with all its tags in one step (a run killed mid-way leaves no version that
+    lacks a tag) and alias it ``challenger``; a failure before the alias removes the version."""
     c = client(settings)
     name = settings.model_name(task)
     try:
         c.get_registered_model(name)
     except MlflowException:
         c.create_registered_model(name, description=f"Image popularity, {task} task. Aliases: champion, challenger.")
-    version = mlflow.register_model(candidate.model_uri, name)
+    tags = {
+        "candidate": candidate.name, "family": candidate.family, "task": task, "snapshot": snapshot_id,
+        "run_id": candidate.run_id, "metrics": json.dumps(candidate.metrics),
+        "selection": json.dumps({"split": "validation", "metric": PRIMARY[task],
+                                 "value": candidate.validation.get(PRIMARY[task])}),
+        "baseline": json.dumps(baseline), "oracle": json.dumps(oracle), "label": label or "",
+        "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        # the gate rebuilds the same test split from these
+        "split": str(candidate.params.get("split", "group")),
+        "require_faces": str(bool(candidate.params.get("require_faces", False))),
+    }
+    version = mlflow.register_model(candidate.model_uri, name, tags=tags)
     try:
-        tags = {
-            "candidate": candidate.name, "family": candidate.family, "task": task, "snapshot": snapshot_id,
-            "run_id": candidate.run_id, "metrics": json.dumps(candidate.metrics),
-            "selection": json.dumps({"split": "validation", "metric": PRIMARY[task],
-                                     "value": candidate.validation.get(PRIMARY[task])}),
-            "baseline": json.dumps(baseline), "oracle": json.dumps(oracle), "label": label or "",
-            "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
-            # the gate rebuilds the same test split from these
-            "split": str(candidate.params.get("split", "group")),
-            "require_faces": str(bool(candidate.params.get("require_faces", False))),
-        }
-        for key, value in tags.items():
-            c.set_model_version_tag(name, version.version, key, value)
         c.set_registered_model_alias(name, CHALLENGER, version.version)
     except BaseException:
         c.delete_model_version(name, version.version)
