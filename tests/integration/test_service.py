@@ -329,7 +329,7 @@ def test_the_serving_pixel_cap_is_below_the_collectors(client):
 
 
 def test_a_cameras_24_mp_jpeg_is_scored_and_a_png_as_large_is_not(client):
-    """A JPEG decodes at a reduced DCT scale (750×500 for 6000×4000), so it has its own 64 MP cap."""
+    """A JPEG decodes at a reduced DCT scale (750×500 for 6000×4000), so it has its own 50 MP cap."""
     ramp = np.add.outer(np.arange(4000, dtype=np.uint16), np.arange(6000, dtype=np.uint16)) // 40
     camera = np.stack([ramp % 256, (ramp * 3) % 256, ramp[::-1] % 256], axis=-1).astype(np.uint8)
     r = client.post("/predict", files={"image": ("camera.jpg", encode(camera, quality=80))})

@@ -130,7 +130,7 @@ def test_the_services_decode_is_the_full_decode_shrunk(photographs, mode, fmt):
 
 def test_a_served_jpeg_has_its_own_pixel_cap_as_it_decodes_at_a_reduced_scale(settings):
     """A phone's 24 MP JPEG is served (decoded at 1/8 scale, 750×500, then shrunk); a PNG of the same size
-    still meets the 16 MP cap, and a JPEG past its own 64 MP cap is refused before any pixel is decoded."""
+    still meets the 16 MP cap, and a JPEG past its own 50 MP cap is refused before any pixel is decoded."""
     from serving.uploads import decode_upload
 
     ramp = np.add.outer(np.arange(4000, dtype=np.uint16), np.arange(6000, dtype=np.uint16)) // 40
@@ -146,7 +146,7 @@ def test_a_served_jpeg_has_its_own_pixel_cap_as_it_decodes_at_a_reduced_scale(se
     declared[sof + 5:sof + 9] = struct.pack(">HH", 8000, 10000)
     with pytest.raises(ImageError) as err:
         decode_upload(bytes(declared), settings)
-    assert err.value.reason == "too_many_pixels" and "64000000" in str(err.value)
+    assert err.value.reason == "too_many_pixels" and "50000000" in str(err.value)
 
 
 def test_a_served_upload_reaches_the_scorer_as_pixels_without_its_metadata(settings, photographs):
