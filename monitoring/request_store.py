@@ -233,6 +233,7 @@ class BatchWriter:
                     continue
                 log.error("dropping %d request records the store refused %d times", len(batch), attempts)
                 self._drop(len(batch))
+                self.problem = None  # the store answers; what it would not take is gone, counted
             else:
                 self.written += len(batch)
                 self.problem = None

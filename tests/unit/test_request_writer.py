@@ -51,7 +51,8 @@ def test_a_batch_the_store_keeps_refusing_is_dropped_counted_and_the_rest_still_
                          max_attempts=3)
     writer.submit(_records(1))
     assert writer.flush(5.0)
-    writer.submit(_records(1) + _records(1, 1))  # the same prediction id again: a unique violation, every time
+    writer.submit(_records(1, 1) + _records(1))  # then the same prediction id again: a unique violation, every time
     assert writer.flush(5.0)
     assert writer.written == 2 and writer.dropped == 1
+    assert writer.problem is None  # the store answers: /feedback is not held at 503 by a dropped batch
     assert store.read()["prediction_id"].tolist() == [f"{0:032x}", f"{1:032x}"]
