@@ -59,7 +59,9 @@ def build(settings: Settings, gpu: bool = False, base_image: str | None = None) 
         options["envs"] += [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
                             {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"}]
     if base_image:
-        options["docker"] = {"base_image": base_image, "dockerfile_template": str(CONTAINER_TEMPLATE)}
+        # BentoML takes the template's path relative to the build context (the repository), never absolute
+        options["docker"] = {"base_image": base_image,
+                             "dockerfile_template": str(CONTAINER_TEMPLATE.relative_to(REPO))}
     env = {**os.environ, **envs}
     with tempfile.TemporaryDirectory() as tmp:
         bentofile = Path(tmp) / "bentofile.yaml"
