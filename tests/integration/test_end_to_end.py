@@ -32,7 +32,7 @@ def demo_run(tmp_path_factory):
         env.pop(var, None)
     done = subprocess.run(
         [sys.executable, "-m", "cli", "run", "--source", "demo:200", "--quick", "--port", "0", "--json"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=1200,  # a loaded 2-core machine
     )
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
