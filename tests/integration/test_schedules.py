@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ops.processes import free_port
+from flows import alerts
 from flows.schedules import local_server
 from pipelines.settings import Settings
 
@@ -71,11 +72,11 @@ def test_deployments_are_registered_with_their_schedules_and_a_run_completes(ser
     assert "no champion" in log_path.read_text()
 
 
-def _worker(url: str, settings: Settings, log_path, *args: str) -> tuple[subprocess.Popen, str]:
+def _worker(url: str, settings: Settings, log_path, *args: str, **extra_env: str) -> tuple[subprocess.Popen, str]:
     """`popularity worker ARGS` against the server at ``url``, its health check on a free port."""
     port = str(free_port())
     env = {**os.environ, "POPULARITY_HOME": str(settings.root), "PREFECT_API_URL": url,
-           "PREFECT_HOME": str(settings.root / "prefect"), "PREFECT_WORKER_WEBSERVER_PORT": port}
+           "PREFECT_HOME": str(settings.root / "prefect"), "PREFECT_WORKER_WEBSERVER_PORT": port, **extra_env}
     env.pop("MLFLOW_TRACKING_URI", None)
     process = subprocess.Popen([sys.executable, "-m", "cli", "worker", *args], env=env,
                                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -126,13 +127,17 @@ def test_the_worker_registers_one_task_or_every_task_as_the_deploy_files_run_it(
                     for d in client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)}
 
         process, health = _worker(url, settings, tmp_path / "one.log", "--pool", "solo", "--task", "binary",
-                                  "--healthcheck")
+                                  "--healthcheck", POPULARITY_ALERTS__WEBHOOK_URL="http://127.0.0.1:9/hook")
         try:
             _healthy(health, process, tmp_path / "one.log")
         finally:
             _stop(process)
         with get_client(sync_client=True) as client:
             assert names(client) == {"retrain/popularity-binary", "monitor/popularity-binary"}
+            # with a webhook configured the worker registers the alerts (tests/integration/test_alerts.py)
+            for alert in alerts.ALERTS:  # read_automations() sends nulls that prefect 3.8.8's server refuses
+                assert len(client.read_automations_by_name(alerts.PREFIX + alert.name)) == 1, alert.name
+        assert "alerts: 6 Prefect automations notify the webhook" in (tmp_path / "one.log").read_text()
 
         process, health = _worker(url, settings, tmp_path / "all.log", *deployed[2:])
         try:
