@@ -82,6 +82,8 @@ def write_report(drift: DriftResult, reference: pd.DataFrame, current: pd.DataFr
     if realized is not None:
         sections.append(_performance_section(realized, margin, out) if realized.enough_data
                         else f"<h2>Realized performance</h2><p>{html.escape(realized.message)}</p>")
+        if realized.estimate:  # binary: the AUC estimated from the scores before outcomes (estimation.py)
+            sections.append(f"<h2>Estimated before outcomes</h2><p>{html.escape(realized.estimate['message'])}</p>")
     page = "<html><head><title>Monitoring report</title></head><body><h1>Monitoring report</h1>" + "".join(sections)
     path = out / "drift_report.html"
     path.write_text(page + "</body></html>")

@@ -136,6 +136,7 @@ def test_the_monitor_reports_and_logs_the_estimate_beside_the_realized_auc(setti
         estimate["judged_estimate"] - realized.value)
     assert realized.low <= estimate["value"] <= realized.high
     assert "value" in realized.summary() and realized.summary()["estimate"] == estimate
+    assert "<h2>Estimated before outcomes</h2>" in report.read_text()
     runs = mlflow.search_runs(experiment_names=["monitoring"], output_format="list")
     logged = runs[0].data.metrics
     assert logged["estimated_value"] == pytest.approx(estimate["value"])
