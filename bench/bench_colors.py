@@ -5,7 +5,7 @@
   that looks at every pixel;
 - ours: what production featurisation runs (``Snapshot.decode_images`` then ``ImageFeaturizer``):
   the one decode path that fits an image to ``images.model_side`` (512 px; a JPEG is decoded at the
-  smallest DCT scale covering it), a 64×64 thumbnail, batched torch k-means.
+  smallest DCT scale covering it), a 64×64 thumbnail, batched NumPy k-means.
 
 Prints images/s of each, the two ratios (goals: >= 100× seed 000, >= 0.5× decode alone) and the
 palette agreement with seed 000: colours paired optimally, their RGB distance averaged with the
@@ -125,7 +125,7 @@ def main(choosing_images: int = 4) -> None:
     print(f"{len(photos)} photographs at {SIDE}x{SIDE}, k = {K}, ours on {PX}x{PX} thumbnails")
     print(f"seed 000 (cv2 + MiniBatchKMeans, full res):  {seed_rate:8.2f} images/s")
     print(f"JPEG decode alone (PIL, full res):           {decode_rate:8.2f} images/s")
-    print(f"ours (production: decode to {LIMITS.model_side} px, batched torch k-means): {ours_rate:8.2f} images/s")
+    print(f"ours (production: decode to {LIMITS.model_side} px, batched NumPy k-means): {ours_rate:8.2f} images/s")
     print(f"ours / seed 000:     {ours_rate / seed_rate:8.1f}x  (goal >= 100x)")
     print(f"ours / decode alone: {ours_rate / decode_rate:8.2f}x  (goal >= 0.5x)")
     print(f"choosing the Lloyd steps on {len(choosing)} photographs (RGB distance to seed 000, weighted): "
