@@ -141,3 +141,19 @@ def test_the_monitor_reports_and_logs_the_estimate_beside_the_realized_auc(setti
     logged = runs[0].data.metrics
     assert logged["estimated_value"] == pytest.approx(estimate["value"])
     assert logged["estimated_error"] == pytest.approx(estimate["error"])
+
+
+def test_the_bench_prints_its_table_and_says_whether_the_estimate_followed():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "bench_estimation.py"
+    done = subprocess.run([sys.executable, str(bench), "--streams", "4", "--windows", "5"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["rule"]: r for r in json.loads(done.stdout.splitlines()[-1])["rows"]}
+    assert "| taste changes |" in done.stdout
+    taste = rows["taste changes"]  # blind to concept shift: the estimate stays while realized falls
+    assert taste["realized_last"] < 0.6 < taste["estimate_last"]
