@@ -31,10 +31,13 @@ def monitor(
     console.print(summary["performance"]["message"])
     if summary["performance"].get("estimate"):
         console.print(summary["performance"]["estimate"]["message"])
+    shadow = summary["performance"].pop("shadow", None)  # the challenger in shadow: a block of its own
+    if shadow:
+        console.print(shadow["message"])
     if summary["retraining"]:
         console.print(summary["retraining"]["message"])
-    emit({k: summary[k] for k in ("window", "drifted_share", "drift", "performance", "retrain_triggered",
-                                  "retraining", "report", "message")}, as_json)
+    emit({**{k: summary[k] for k in ("window", "drifted_share", "drift", "performance", "retrain_triggered",
+                                     "retraining", "report", "message")}, "shadow": shadow}, as_json)
 
 
 @app.command()

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from monitoring import estimation, feedback, performance
+from monitoring import estimation, feedback, performance, shadow
 from monitoring.drift import DriftResult, check_drift
 from monitoring.performance import PerformanceResult
 from monitoring.report import write_report
@@ -28,6 +28,8 @@ REALIZED = ("value", "low", "high", "share", "share_low", "share_high", "brier",
 # The estimate before outcomes logged per check (``estimated_<name>``): the window's, its interval, and
 # on the predictions the realized figure judged, the estimate and its error against it.
 ESTIMATED = ("value", "low", "high", "requests", "judged_estimate", "error")
+# The shadow comparison logged per check (``shadow_<name>``): the challenger against the champion.
+SHADOW = ("requests", "agreement", "outcomes", "champion", "challenger", "difference", "low", "high")
 
 
 def reference_profile(champion: dict) -> pd.DataFrame:
@@ -76,6 +78,15 @@ def _estimate(champion: dict, reference: pd.DataFrame, realized: PerformanceResu
                                p.confidence, calibration if calibration["checked"] else None, judged, realized.value)
 
 
+def _shadow(champion: dict, task: str, settings: Settings) -> shadow.ShadowResult | None:
+    """The challenger scored in shadow against the champion on the same live requests (None: none)."""
+    served = open_request_store(settings).read(version=str(champion["version"]), model=champion.get("name"))
+    if shadow.shadowed(served, str(champion["version"])).empty:
+        return None
+    observed = feedback.latest(feedback.open_feedback_store(settings).read())
+    return shadow.compare(served, observed, champion, task, settings.performance)
+
+
 def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, Path | None]:
     """Check the latest window for input drift and the outcomes that came back for decay; report both
     under the home and in MLflow's ``monitoring`` experiment."""
@@ -90,6 +101,8 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, 
     estimate = _estimate(champion, reference, realized, settings) if task == "binary" else None
     if estimate is not None:
         realized.estimate = estimate.summary()
+    if (compared := _shadow(champion, task, settings)) is not None:
+        realized.shadow = compared.summary()
     if not drift.enough_data and not realized.enough_data and not (estimate and estimate.enough_data):
         return drift, realized, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -112,5 +125,9 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, 
             mlflow.log_metrics({f"estimated_{k}": float(getattr(estimate, k)) for k in ESTIMATED
                                 if np.isfinite(getattr(estimate, k))})
             mlflow.set_tag("estimate_calibrated", str(estimate.calibrated))
+        if compared is not None:
+            mlflow.log_metrics({f"shadow_{k}": float(getattr(compared, k)) for k in SHADOW
+                                if np.isfinite(getattr(compared, k))})
+            mlflow.set_tags({"shadow_version": compared.version, "shadow_verdict": compared.verdict})
         mlflow.log_artifacts(str(out), "report")
     return drift, realized, report

@@ -105,6 +105,7 @@ class PerformanceResult:
     over_time: pd.DataFrame = field(default_factory=pd.DataFrame)
     judged: np.ndarray = field(default_factory=lambda: np.empty(0))  # the served scores the metric judged
     estimate: dict | None = None  # binary: the AUC estimated before outcomes (monitoring/estimation.py)
+    shadow: dict | None = None  # the challenger in shadow against the champion (monitoring/shadow.py)
 
     def summary(self) -> dict:
         plain = {k: v for k, v in asdict(self).items() if k not in ("calibration", "over_time", "judged")}

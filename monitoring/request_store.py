@@ -30,6 +30,9 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 COLUMNS = ("ts", "model", "version", "score", "label", "prediction_id", "post_id")
+# Shadow scoring (serving.shadow_share): the challenger's version and score of the same request; only the
+# records it scored carry them (null columns elsewhere, and in tables made before them).
+SHADOW_COLUMNS = ("shadow_version", "shadow_score")
 POST_ID_CHARS = 128  # the longest caller id the table holds
 
 metadata = sa.MetaData()
@@ -46,6 +49,8 @@ served = sa.Table(
     sa.Column("prediction_id", sa.String(32)),
     sa.Column("post_id", sa.String(POST_ID_CHARS), index=True),
     sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("shadow_version", sa.String(64)),
+    sa.Column("shadow_score", sa.Float),
     sa.Index("ix_served_requests_version_id", "version", "id"),
     sa.Index("ux_served_requests_prediction_id", "prediction_id", unique=True),
 )
@@ -111,8 +116,8 @@ class SqlRequestStore:
         return self.engine
 
     def append(self, records: list[dict]) -> None:
-        rows = [{**{c: r.get(c) for c in COLUMNS}, "version": str(r.get("version", "")),
-                 "features": {k: v for k, v in r.items() if k not in COLUMNS}} for r in records]
+        rows = [{**{c: r.get(c) for c in COLUMNS + SHADOW_COLUMNS}, "version": str(r.get("version", "")),
+                 "features": {k: v for k, v in r.items() if k not in COLUMNS + SHADOW_COLUMNS}} for r in records]
         with self._ready().begin() as connection:
             connection.execute(served.insert(), rows)
 
@@ -131,7 +136,8 @@ class SqlRequestStore:
             query = query.limit(last)
         with self._ready().connect() as connection:
             rows = connection.execute(query).mappings().all()
-        return pd.DataFrame([{**row["features"], **{c: row[c] for c in COLUMNS}} for row in reversed(rows)])
+        return pd.DataFrame([{**row["features"], **{c: row[c] for c in COLUMNS},
+                              **{c: row[c] for c in SHADOW_COLUMNS if row[c] is not None}} for row in reversed(rows)])
 
     def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
         query = sa.select(served.c.ts, served.c.prediction_id, served.c.post_id).where(

@@ -165,6 +165,9 @@ class ServingSettings(BaseModel):
     watch_interval_s: float = 10.0  # how often the service asks the registry for a new champion (0: never)
     # A champion version that failed to load is tried again after watch_interval_s, doubling up to this.
     load_retry_max_s: float = 3600.0
+    # Shadow scoring: above 0, each replica also loads the registry's challenger and scores this share of
+    # answered requests with it after answering, storing its score beside the champion's (0: off).
+    shadow_share: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class DriftSettings(BaseModel):

@@ -105,3 +105,22 @@ class ServiceMetrics:
             "# TYPE popularity_request_records_dropped_total counter\n"
             f"popularity_request_records_dropped_total {records_dropped}\n"
         )
+
+    @staticmethod
+    def shadow_lines(status: ServingStatus, skipped: int) -> str:
+        """Shadow scoring: the challenger held, whether it cannot load or score, and its failures."""
+        version = f'popularity_shadow_version{{version="{status.shadow_version}"}} 1\n' if status.shadow_version else ""
+        return (
+            "# HELP popularity_shadow_version The challenger version scoring in shadow\n"
+            "# TYPE popularity_shadow_version gauge\n"
+            + version
+            + "# HELP popularity_shadow_problem 1 while the shadow challenger cannot load or score (see /readyz)\n"
+            "# TYPE popularity_shadow_problem gauge\n"
+            f"popularity_shadow_problem {float(status.shadow_problem is not None)}\n"
+            "# HELP popularity_shadow_failures_total Shadow loads and scoring calls that failed\n"
+            "# TYPE popularity_shadow_failures_total counter\n"
+            f"popularity_shadow_failures_total {status.shadow_failures}\n"
+            "# HELP popularity_shadow_skipped_total Requests drawn for shadow scoring but not shadowed (too many in flight)\n"
+            "# TYPE popularity_shadow_skipped_total counter\n"
+            f"popularity_shadow_skipped_total {skipped}\n"
+        )

@@ -20,10 +20,16 @@ class ServingStatus:
     version: str | None = None
     problem: str | None = STARTING
     load_failures: int = 0
+    # shadow scoring (serving.shadow_share above 0): the challenger held, why it is not, failures so far
+    shadow_version: str | None = None
+    shadow_problem: str | None = None
+    shadow_failures: int = 0
 
     def update(self, status: dict) -> None:
         self.ready, self.version = bool(status["ready"]), status["version"]
         self.problem, self.load_failures = status["problem"], int(status["load_failures"])
+        self.shadow_version, self.shadow_problem = status.get("shadow_version"), status.get("shadow_problem")
+        self.shadow_failures = int(status.get("shadow_failures", 0))
 
     def unreachable(self, why: str) -> None:
         self.problem = f"the scorer cannot be reached: {why}"
@@ -58,7 +64,8 @@ class ReadinessReason:
     """``/readyz`` is 503 with ``{"error": "not_ready", "message": <reason>}`` while no champion is
     loaded; once one is, BentoML's own probe (the scorer's ``__is_ready__``) answers, and when a newer
     champion failed to load (the old one still serving) its 200 says so:
-    ``{"ready": true, "version": <served>, "problem": <reason>}``."""
+    ``{"ready": true, "version": <served>, "problem": <reason>}``. A shadow challenger that cannot load or
+    score changes no verdict; the body then carries ``shadow_problem``."""
 
     def __init__(self, app: ASGIApp, status: ServingStatus):
         self.app, self.status = app, status
@@ -69,9 +76,11 @@ class ReadinessReason:
         if not self.status.ready:
             body = json.dumps({"error": "not_ready", "message": self.status.problem or "no champion loaded"})
             return await _answer(send, 503, body.encode())
-        if not self.status.problem:
+        if not self.status.problem and not self.status.shadow_problem:
             return await self.app(scope, receive, send)
         problem = {"ready": True, "version": self.status.version, "problem": self.status.problem}
+        if self.status.shadow_problem:
+            problem["shadow_problem"] = self.status.shadow_problem
 
         async def with_the_problem(message) -> None:  # BentoML's verdict, with the reason in the body
             if message["type"] == "http.response.start":

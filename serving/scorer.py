@@ -7,6 +7,10 @@ MLflow server. ``refresh`` follows the champion alias: when it moved, the new ch
 the old one and swapped in between two batches, so a promotion reaches every replica without a restart
 or a failed request. It starts with no champion too, and says why; a champion that cannot be loaded
 leaves the old one serving.
+
+With ``serving.shadow_share`` above 0 it follows the ``challenger`` alias the same way and holds that
+version as a shadow: ``shadow`` scores what the API hands it after answering, and a challenger that
+fails to load or score is reported (``shadow_problem``) and changes nothing else.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from serving.readiness import LoadBackoff
 settings = load_settings()  # a BentoML service module is an entry point: it reads the environment
 SERVING = settings.serving
 
-# The scorer's calls in flight: one per chunk of every request the API worker admits, the watcher's one.
-SCORER_CALLS = SERVING.max_concurrency * -(-SERVING.max_batch_images // SERVING.max_batch_size) + 1
+# The scorer's calls in flight: one per chunk of every request the API worker admits, the watcher's one,
+# and with shadow scoring the API's shadow calls (at most max_concurrency at once).
+SCORER_CALLS = (SERVING.max_concurrency * -(-SERVING.max_batch_images // SERVING.max_batch_size) + 1
+                + (SERVING.max_concurrency if SERVING.shadow_share > 0 else 0))
 
 
 @dataclass
@@ -39,12 +45,13 @@ class Loaded:
     summary: dict
 
 
-def load(packed: bentoml.Model | None) -> Loaded:
-    """The champion's python model and summary (the packed copy if any, else the registry's), warmed up."""
+def load(packed: bentoml.Model | None, version: str | None = None) -> Loaded:
+    """The champion's python model and summary (the packed copy if any, else the registry's; with
+    ``version``, that registered version), warmed up."""
     if packed is not None:
         loaded = Loaded(registry.load_python_model(packed.path_of("mlflow_model")), dict(packed.info.metadata))
     else:
-        loaded = Loaded(*registry.load_model(settings.task, settings))
+        loaded = Loaded(*registry.load_model(settings.task, settings, version))
     warm_up(loaded)
     return loaded
 
@@ -60,9 +67,15 @@ def warm_up(loaded: Loaded) -> None:
     loaded.model.profile_images([blank])
 
 
-def champion_version() -> str | None:
-    """The version the registry's champion alias points at now (None: no champion yet)."""
-    return registry.alias_version(registry.client(settings), settings.model_name(), registry.CHAMPION)
+def champion_version(alias: str = registry.CHAMPION) -> str | None:
+    """The version the registry's champion (or other) alias points at now (None: no such alias yet)."""
+    return registry.alias_version(registry.client(settings), settings.model_name(), alias)
+
+
+def predict(loaded: Loaded, items: list[dict[str, Any]]) -> dict:
+    """``loaded``'s scores and labels of decoded images with their social context."""
+    social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=REQUEST_COLUMNS)
+    return loaded.model.predict_images([item["image"] for item in items], social)
 
 
 def why(exc: Exception) -> str:
@@ -85,6 +98,11 @@ class Scorer:
         self.load_failures = 0
         self.backoff = LoadBackoff(SERVING.watch_interval_s or 10.0, SERVING.load_retry_max_s)
         self._lock = asyncio.Lock()
+        self.shadow: Loaded | None = None  # the challenger, with serving.shadow_share above 0
+        self.shadow_load_problem: str | None = None
+        self.shadow_score_problem: str | None = None
+        self.shadow_failures = 0  # challengers that failed to load, and shadow calls that failed to score
+        self.shadow_backoff = LoadBackoff(SERVING.watch_interval_s or 10.0, SERVING.load_retry_max_s)
         if packed := getattr(self, "packed", None):
             self.current = load(packed)
             return
@@ -106,8 +124,7 @@ class Scorer:
         if current is None:
             return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
         images = [item["image"] for item in items]
-        social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=REQUEST_COLUMNS)
-        result = current.model.predict_images(images, social)  # numbers and text, as the model reads them
+        result = predict(current, items)  # numbers and text, as the model reads them
         drawn = [i for i, item in enumerate(items) if item.get("profile", True)]
         profiled = current.model.profile_images([images[i] for i in drawn]).to_dict(orient="records") if drawn else []
         profiles = dict(zip(drawn, profiled, strict=True))
@@ -124,6 +141,8 @@ class Scorer:
         if getattr(self, "packed", None) is None:
             async with self._lock:  # one load at a time, however many replicas' API processes ask
                 await self._follow_alias(force)
+                if SERVING.shadow_share > 0:
+                    await self._follow_challenger(force)
         return self._status()
 
     async def _follow_alias(self, force: bool = False) -> None:
@@ -150,18 +169,72 @@ class Scorer:
             self.problem = (f"could not load champion v{version}: {why(exc)} (failed {self.backoff.failures[version]}"
                             f" time(s); next try in {wait:.0f} s or at /reload)")
 
+    async def _follow_challenger(self, force: bool = False) -> None:
+        """Hold the registry's challenger as the shadow (none when there is none, or it is the champion);
+        one that fails to load is reported and tried again with backoff, the shadow held so far kept."""
+        try:
+            version = await anyio.to_thread.run_sync(champion_version, registry.CHALLENGER)
+        except Exception as exc:
+            self.shadow_load_problem = f"challenger unknown: {why(exc)}"
+            return
+        serving = str(self.current.summary["version"]) if self.current else None
+        if version is None or version == serving:
+            self.shadow, self.shadow_load_problem, self.shadow_score_problem = None, None, None
+            return
+        if self.shadow is not None and str(self.shadow.summary["version"]) == version:
+            self.shadow_load_problem = None
+            return
+        if not force and not self.shadow_backoff.due(version, time.monotonic()):
+            return
+        try:
+            self.shadow = await anyio.to_thread.run_sync(load, None, version)
+            self.shadow_load_problem = self.shadow_score_problem = None
+            self.shadow_backoff.loaded(version)
+        except Exception as exc:
+            self.shadow_failures += 1
+            wait = self.shadow_backoff.failed(version, time.monotonic())
+            self.shadow_load_problem = (f"could not load challenger v{version} as shadow: {why(exc)} (next try in "
+                                        f"{wait:.0f} s)")
+
+    @bentoml.api
+    async def shadow_score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The shadow's scores of decoded images the champion answered (``{"image", "social"}``), off the
+        event loop; an ``error`` entry each when there is no shadow or it failed (counted, reported)."""
+        shadow = self.shadow
+        if shadow is None:
+            return [{"error": "no_shadow", "message": self.shadow_load_problem or "no challenger"} for _ in items]
+        try:
+            result = await anyio.to_thread.run_sync(predict, shadow, items)
+        except Exception as exc:
+            self.shadow_failures += 1
+            self.shadow_score_problem = f"challenger v{shadow.summary['version']} failed to score: {why(exc)}"
+            return [{"error": "shadow_failed", "message": self.shadow_score_problem} for _ in items]
+        self.shadow_score_problem = None
+        version = str(shadow.summary["version"])
+        return [{"score": float(s), "version": version} for s in result["score"]]
+
     @bentoml.api
     async def status(self) -> dict:
         return self._status()
 
     def _status(self) -> dict:  # API methods are not callable from inside the service: BentoML wraps them
         summary = self.current.summary if self.current else {}
-        return {"ready": self.current is not None, "version": summary.get("version"), "problem": self.problem,
-                "load_failures": self.load_failures}
+        status = {"ready": self.current is not None, "version": summary.get("version"), "problem": self.problem,
+                  "load_failures": self.load_failures}
+        if SERVING.shadow_share > 0:
+            status |= {"shadow_version": self.shadow.summary["version"] if self.shadow else None,
+                       "shadow_problem": self.shadow_load_problem or self.shadow_score_problem,
+                       "shadow_failures": self.shadow_failures}
+        return status
 
     @bentoml.api
     async def info(self) -> dict:
         """The champion's summary, with the runtime that runs its networks and why (ONNX Runtime or torch)."""
         if self.current is None:
             return {}
-        return {**self.current.summary, "runtime": getattr(self.current.model, "runtime", {})}
+        info = {**self.current.summary, "runtime": getattr(self.current.model, "runtime", {})}
+        if SERVING.shadow_share > 0:
+            info["shadow"] = {"share": SERVING.shadow_share,
+                              "version": str(self.shadow.summary["version"]) if self.shadow else None,
+                              "problem": self.shadow_load_problem or self.shadow_score_problem}
+        return info

@@ -9,6 +9,11 @@ step and the scorer alone asks for the GPU. The request schemas are in :mod:`ser
 The API asks the scorer to follow the registry's champion alias at start-up and every
 ``serving.watch_interval_s``: ``/livez`` answers from the start, ``/readyz`` is 503 with the reason until
 a champion is served, and a champion that cannot be loaded shows in ``/readyz`` and ``/metrics``.
+
+Shadow scoring (``serving.shadow_share`` above 0): after answering, a background task hands that share of
+the answered images to the scorer's challenger and stores its score beside the champion's under the same
+``prediction_id`` (their records wait for it, up to ``SHADOW_TIMEOUT_S``); its failures are counted and
+reported, never answered.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ def docs() -> FileResponse:
 
 
 RETRY = {"Retry-After": "5"}  # a 503 (no champion yet, the scorer busy) is worth retrying
+SHADOW_TIMEOUT_S = 60.0  # a shadowed request's record waits this long at most for the challenger's score
 
 
 class Rejected(Exception):
@@ -95,10 +101,13 @@ class Popularity:
         self.decoding = asyncio.Semaphore(SERVING.decode_concurrency)
         self.recording = asyncio.Lock()  # one feedback batch at a time: its checks read what the last one stored
         self.in_flight = 0
+        self.shadows: set[asyncio.Task] = set()  # shadow scoring in the background (serving.shadow_share)
+        self.shadow_skipped = 0
 
     def __metrics__(self, content: str) -> str:
+        shadow = self.metrics.shadow_lines(STATUS, self.shadow_skipped) if SERVING.shadow_share > 0 else ""
         return (content + self.metrics.drift_lines() + self.metrics.performance_lines(settings.monitoring_dir / "performance.json")
-                + self.metrics.model_lines(STATUS, self.requests.dropped))
+                + self.metrics.model_lines(STATUS, self.requests.dropped) + shadow)
 
     @bentoml.on_startup
     async def follow_the_champion(self) -> None:
@@ -163,7 +172,7 @@ class Popularity:
         chunks = await asyncio.gather(*(self._score_on_scorer(items[k:k + step])
                                         for k in range(0, len(items), step)))
         scored = dict(zip(good, (r for chunk in chunks for r in chunk)))
-        results, records = [], []
+        results, records, answered = [], [], []
         for i, p in enumerate(prepared):
             if isinstance(p, Rejected):
                 results.append({"error": p.reason, "message": p.message, "status": p.status})
@@ -178,9 +187,42 @@ class Popularity:
             drift_profile = {"profile_rate": profile_rate, **profile} if profile is not None else {}
             records.append({"ts": time.time(), "model": r["model"], "version": r["version"], "score": r["score"],
                             "label": r["label"], **ids, **drift_profile})
+            answered.append(prepared[i])
             results.append({**r, "model_version": r["version"], **ids})
+        if SERVING.shadow_share > 0:
+            records = self._start_shadow(records, answered, social)
         self.requests.submit(records)
         return results
+
+    def _start_shadow(self, records: list[dict], images: list[Any], social: dict | None) -> list[dict]:
+        """Draw ``serving.shadow_share`` of the answered records for the challenger and score them in a
+        background task, which stores them once scored; returns the records to store now."""
+        drawn = [k for k in range(len(records)) if random.random() < SERVING.shadow_share]
+        if not drawn:
+            return records
+        if len(self.shadows) >= SERVING.max_concurrency:  # the challenger lags: never queue without bound
+            self.shadow_skipped += len(drawn)
+            return records
+        task = asyncio.create_task(self._shadow([records[k] for k in drawn],
+                                                [{"image": images[k], "social": social} for k in drawn]))
+        self.shadows.add(task)
+        task.add_done_callback(self.shadows.discard)
+        return [r for k, r in enumerate(records) if k not in set(drawn)]
+
+    async def _shadow(self, records: list[dict], items: list[dict]) -> None:
+        """The challenger's scores of answered images, written into their records, which are then
+        stored; a failure is counted and reported (``/readyz``, ``/metrics``) and the records stored
+        without it."""
+        try:
+            scored = await asyncio.wait_for(self.scorer.to_async.shadow_score(items), SHADOW_TIMEOUT_S)
+            for record, shadow in zip(records, scored, strict=True):
+                if "error" not in shadow:
+                    record.update(shadow_version=shadow["version"], shadow_score=shadow["score"])
+        except Exception as exc:  # the scorer unreachable or too slow: the champion's answers stand
+            STATUS.shadow_failures += 1
+            STATUS.shadow_problem = f"shadow scoring failed: {why(exc)}"
+        finally:
+            self.requests.submit(records)
 
     async def _score_on_scorer(self, items: list[dict], attempts: int = 3) -> list[dict]:
         """Scoring is idempotent, so a pooled connection that the scorer closed while idle (the
@@ -277,7 +319,10 @@ class Popularity:
                        ) -> dict:
         """Record realized engagement (JSON ``{"rows": [...]}``) against the predictions it belongs to;
         each rejected row comes back with its reasons, and 422 when none was accepted."""
-        # answered predictions are known first; a store that is down is a 503 with the reason, at once
+        # answered predictions are known first (shadowed ones once the challenger scored them, or gave up);
+        # a store that is down is a 503 with the reason, at once
+        if self.shadows:
+            await asyncio.wait(set(self.shadows), timeout=SHADOW_TIMEOUT_S)
         if self.requests.problem or not await anyio.to_thread.run_sync(self.requests.flush, 10.0):
             return self._unavailable(f"the request store cannot be written: {self.requests.problem or 'too slow'}")
         frame = pd.DataFrame([row.fields() for row in rows])
@@ -304,7 +349,8 @@ class Popularity:
 
     @web.get("/model")
     async def model(self) -> dict:
-        """The champion being served: name, version, alias, family, test metrics, trained_at, snapshot."""
+        """The champion being served: name, version, alias, family, test metrics, trained_at, snapshot
+        (and with shadow scoring, ``shadow``: the challenger scoring in shadow)."""
         summary = await self.scorer.to_async.info()
         if not summary:
             return JSONResponse({"error": "no_champion", "message": STATUS.problem}, status_code=503)
