@@ -24,7 +24,6 @@ from pipelines.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOFILE = REPO / "deploy" / "bentofile.yaml"
-CONTAINER_TEMPLATE = REPO / "deploy" / "containers" / "bento.Dockerfile.j2"
 
 
 def import_champion(settings: Settings):
@@ -41,11 +40,9 @@ def import_champion(settings: Settings):
     )
 
 
-def build(settings: Settings, gpu: bool = False, base_image: str | None = None) -> tuple[str, Path]:
+def build(settings: Settings, gpu: bool = False) -> tuple[str, Path]:
     """Import the champion and build the Bento in a child ``bentoml build`` whose environment names the
-    packed model (the service reads it when BentoML imports it); returns the Bento's tag and path. With
-    ``base_image`` (one holding the lock's packages, e.g. popularity-deps:0.1.0 from deploy/containers),
-    its image is built FROM it and installs nothing (deploy/containers/bento.Dockerfile.j2)."""
+    packed model (the service reads it when BentoML imports it); returns the Bento's tag and path."""
     import bentoml
 
     model = import_champion(settings)
@@ -58,10 +55,6 @@ def build(settings: Settings, gpu: bool = False, base_image: str | None = None) 
         # that the NVIDIA container runtime exposes (a driver for CUDA 13 on the node); these ask it to.
         options["envs"] += [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
                             {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"}]
-    if base_image:
-        # BentoML takes the template's path relative to the build context (the repository), never absolute
-        options["docker"] = {"base_image": base_image,
-                             "dockerfile_template": str(CONTAINER_TEMPLATE.relative_to(REPO))}
     env = {**os.environ, **envs}
     with tempfile.TemporaryDirectory() as tmp:
         bentofile = Path(tmp) / "bentofile.yaml"
@@ -82,10 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true",
                         help="serve on a GPU (CUDA 13 runtime from the locked torch wheels)")
-    parser.add_argument("--base-image", help="build the image FROM this one, which holds the lock's packages "
-                                             "(popularity-deps:0.1.0 of deploy/containers/build.sh): no downloads")
-    args = parser.parse_args()
-    tag, path = build(load_settings(), args.gpu, args.base_image)
+    tag, path = build(load_settings(), parser.parse_args().gpu)
     print(f"{tag} at {path}")
 
 
