@@ -38,6 +38,20 @@ def test_readyz_shows_a_failed_champion_load_while_the_old_one_serves():
     assert _readyz(status) == (200, {"ready": True, "version": "3", "problem": problem})
 
 
+def test_a_shadow_challenger_that_fails_is_shown_and_changes_no_verdict():
+    status = ServingStatus()
+    status.update({"ready": True, "version": "3", "problem": None, "load_failures": 0, "shadow_version": "4",
+                   "shadow_problem": None, "shadow_failures": 0})
+    assert _readyz(status) == (200, None)
+    problem = "could not load challenger v5 as shadow: no such artifact (next try in 10 s)"
+    status.update({"ready": True, "version": "3", "problem": None, "load_failures": 0, "shadow_version": "4",
+                   "shadow_problem": problem, "shadow_failures": 1})
+    assert _readyz(status) == (200, {"ready": True, "version": "3", "problem": None, "shadow_problem": problem})
+    status.update({"ready": False, "version": None, "problem": "no champion", "load_failures": 0,
+                   "shadow_problem": problem})
+    assert _readyz(status) == (503, {"error": "not_ready", "message": "no champion"})
+
+
 def test_a_version_that_failed_to_load_is_retried_with_doubling_waits_not_at_every_watch():
     backoff = LoadBackoff(base_s=10.0, max_s=60.0)
     assert backoff.due("4", now=0.0)
