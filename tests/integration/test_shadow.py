@@ -54,10 +54,7 @@ def shadow_service(shadow_home, tmp_path_factory):
     env = {"POPULARITY_HOME": str(home), "POPULARITY_API_KEY": API_KEY,
            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "POPULARITY_SERVING__SHADOW_SHARE": "1"}
     with ServiceProcess(port=0, log_path=log, env=env) as svc:
-        try:
-            yield svc
-        finally:
-            print(log.read_text()[-5000:])  # shown when a test failed
+        yield svc
 
 
 def _records(home, ids: set[str], timeout_s: float = 90) -> dict:
