@@ -102,8 +102,15 @@ def test_no_shadow_data_is_none_and_other_versions_are_left_out():
     assert newest.version == "4" and newest.requests == 10
 
 
-def test_the_sql_store_keeps_shadow_scores_and_reads_a_table_made_before_them(tmp_path):
-    url = f"sqlite:///{tmp_path / 'requests.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'requests.db'}"
+    return request.getfixturevalue("postgres_database")
+
+
+def test_the_sql_store_keeps_shadow_scores_and_reads_a_table_made_before_them(database, tmp_path):
+    url = database
     old = sa.MetaData()  # the table as released before shadow scoring
     sa.Table("served_requests", old, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
              sa.Column("ts", sa.Float, nullable=False), sa.Column("version", sa.String(64), nullable=False),
