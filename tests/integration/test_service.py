@@ -347,10 +347,20 @@ def test_a_client_that_leaves_leaves_no_work_behind(client, service):
     """The same batch, once waited for and once abandoned after half a second: the abandoned one is
     cancelled before it is scored, however long one waits after."""
     files = [("images", (f"{i}.png", _sixteen_bit_png(12_000_000))) for i in range(12)]
-    before = _predictions(client)
-    started = time.monotonic()
-    assert client.post("/predict_batch", files=files).status_code == 200
-    took = time.monotonic() - started
+    before, scored = _predictions(client), 0
+    for _ in range(5):  # a loaded machine may shed the batch (each image "overloaded": retry shortly)
+        started = time.monotonic()
+        answer = client.post("/predict_batch", files=files)
+        took = time.monotonic() - started
+        assert answer.status_code == 200, answer.text[:500]
+        errors = {r["error"] for r in answer.json()["results"] if "error" in r}
+        assert errors <= {"overloaded"}, answer.text[:2000]
+        scored += sum("error" not in r for r in answer.json()["results"])
+        if not errors:
+            break
+        time.sleep(2)
+    assert not errors, "the scorer shed the batch five times"
+    before += scored - 12  # the predictions of shed attempts' scored images
     assert _predictions(client) == before + 12
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{service.url}/predict_batch", files=files, headers=AUTH, timeout=min(0.5, took / 4))
