@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from pipelines.data.images import to_jpeg
-from pipelines.data.sources import Item, SpecError
+from pipelines.data.sources.base import Item, SpecError
 from pipelines.settings import Settings
 
 CATEGORIES = ["food", "travel", "pets", "portrait", "nature"]

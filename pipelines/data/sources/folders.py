@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
+from pipelines.data.sources.base import Item, Reject, SpecError, existing_path, read_file
 from pipelines.settings import Settings
 
 CLASSES = {"popular": 1, "unpopular": 0}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.data.sources import Item, Reject, SpecError, existing_path
+from pipelines.data.sources.base import Item, Reject, SpecError, existing_path
 from pipelines.settings import Settings
 
 IMAGE_KEYS = ("base_url", "public_id", "format")

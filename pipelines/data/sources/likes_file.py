@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.data.sources import IMAGE_SUFFIXES, Item, Reject, SpecError, existing_path, read_file
+from pipelines.data.sources.base import IMAGE_SUFFIXES, Item, Reject, SpecError, existing_path, read_file
 from pipelines.settings import Settings
 
 LINE = re.compile(r"^\s*(?P<n>[^:#]+?)\s*:\s*(?P<likes>[^#]*?)\s*(#.*)?$")

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.data.labels import COUNT_COLUMN
-from pipelines.data.sources import Item, Reject, SpecError, existing_path, read_file
+from pipelines.data.sources.base import Item, Reject, SpecError, existing_path, read_file
 from pipelines.data.text import TEXT_COLUMNS, as_text
 from pipelines.settings import Settings
 
