@@ -287,11 +287,15 @@ class Popularity:
     @bentoml.api
     async def predict_batch(self, images: list[Upload], post_ids: list[PostId] | None = None) -> dict:
         """Score up to 64 photos (repeated field ``images``): one result each, in order; ``post_ids`` is
-        an optional JSON array of the caller's ids, one per image."""
+        an optional JSON array of the caller's ids, one per image. When none could be scored because the
+        scorer shed them all (or no champion is loaded yet), the answer is one 503 with ``Retry-After``."""
         start = time.perf_counter()
         if refused := self._count_ok(images, 1, SERVING.max_batch_images, post_ids):
             return refused
         results = await self._score(images, post_ids=post_ids)
+        if all(r.get("status") == 503 for r in results):  # every image shed (or no champion): the whole batch
+            return JSONResponse({"error": results[0]["error"], "message": results[0]["message"]}, status_code=503,
+                                headers=RETRY)
         return {"results": results, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     @bentoml.api

@@ -132,7 +132,8 @@ def test_the_page_and_the_docs_load_nothing_from_elsewhere_and_cannot_be_framed(
 def test_without_a_champion_every_image_route_answers_503_to_retry_not_a_bad_image(bare):
     image = ("a.jpg", photo(0), "image/jpeg")
     with httpx.Client(base_url=bare.url, timeout=60) as client:
-        for path, files in (("/predict", {"image": image}), ("/compare", [("images", image), ("images", image)])):
+        for path, files in (("/predict", {"image": image}), ("/compare", [("images", image), ("images", image)]),
+                            ("/predict_batch", [("images", image)] * 3)):  # the whole batch, not 200 with three errors
             r = client.post(path, files=files)
             assert r.status_code == 503 and r.json()["error"] == "no_champion", (path, r.text)
             assert r.headers["retry-after"]
