@@ -111,8 +111,8 @@ def test_the_layout_section_names_what_the_tree_holds():
     tops = {path.split("/")[0] for path in tracked.splitlines() if "/" in path and not path.startswith(".")}
     for name in tops:
         assert re.search(rf"^{name}/\s", layout, flags=re.M), f"{name}/ is missing from the README's layout"
-    for path in tracked.splitlines():  # the modules of the domain core's top, the flows and the command
-        package, _, module = path.partition("/")
-        if package in ("pipelines", "flows", "cli") and "/" not in module and module.endswith(".py") \
-                and module not in ("__init__.py", "__main__.py"):
+    packages = ("pipelines", "validation", "monitoring", "serving", "ops", "flows", "cli")
+    for path in tracked.splitlines():  # every module of every package, at any depth
+        module = path.rsplit("/", 1)[-1]
+        if path.split("/")[0] in packages and module.endswith(".py") and module not in ("__init__.py", "__main__.py"):
             assert module in layout, f"{path} is missing from the README's layout"
