@@ -3,6 +3,7 @@ and turns every error into one line (and a JSON line under ``--json``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("POPULARITY_DEBUG", "") not in ("", "0")
     args = ["--debug"] * debug + [a for a in args if a != "--debug"]
+    if not debug:  # MLflow's retries are urllib3 warnings, one line each: the command's one error line says it
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
         code = app(args=args, prog_name="popularity", standalone_mode=False)
         return code if isinstance(code, int) else 0

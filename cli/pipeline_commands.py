@@ -177,7 +177,13 @@ def promote(task: TaskOpt = "binary",
             as_json: JsonOpt = False) -> None:
     """Re-run the promotion gate on the challenger, or roll back the champion."""
     check_task(task)
-    load_settings()
+    settings = load_settings()
+    from pipelines import registry
+
+    try:  # in seconds, before a Prefect server starts or a flow logs MLflow's retries
+        registry.require_reachable(settings)
+    except registry.RegistryUnavailable as exc:
+        fail(str(exc), kind="unavailable")
     reuse_prefect()
     from flows.training_flows import promote_flow
 
@@ -198,6 +204,7 @@ def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
     from pipelines import registry
 
     try:
+        registry.require_reachable(settings)
         summary = registry.champion_summary(task, settings)
     except LookupError as exc:
         fail(str(exc), kind="not_found")

@@ -34,10 +34,45 @@ def _not_found(exc: MlflowException) -> bool:
 
 def _unavailable(c: MlflowClient, exc: Exception) -> RegistryUnavailable:
     """One line: MLflow's message repeats the URL and urllib3's whole chain; the OS error says enough."""
+    return _unavailable_uri(c.tracking_uri, exc)
+
+
+def require_reachable(settings: Settings) -> None:
+    """RegistryUnavailable within ``registry.probe_timeout_s`` when the MLflow server does not answer (refused,
+    unresolvable, or accepting and never answering): one request, no retries, so a command says so in seconds
+    instead of after MLflow's retries. Any HTTP answer counts as reachable; a local store is not probed."""
+    uri = settings.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    import httpx
+
+    try:
+        httpx.get(f"{uri.rstrip('/')}/api/2.0/mlflow/registered-models/search", params={"max_results": 1},
+                  timeout=settings.registry.probe_timeout_s)
+    except httpx.TimeoutException as exc:
+        raise RegistryUnavailable(f"registry unreachable at {uri}: no answer within "
+                                  f"{settings.registry.probe_timeout_s:g} s ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        if _tls_refused(exc):  # it answered; its certificate is MLflow's to check, with MLflow's own TLS settings
+            return
+        raise _unavailable_uri(uri, exc) from exc
+
+
+def _tls_refused(exc: BaseException | None) -> bool:
+    import ssl
+
+    while exc is not None:
+        if isinstance(exc, ssl.SSLError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _unavailable_uri(uri: str, exc: Exception) -> RegistryUnavailable:
     text = str(exc)
     errno = re.search(r"\[Errno -?\d+\][^\"')]*", text)
     reason = errno.group(0) if errno else text.splitlines()[0][:160] if text else type(exc).__name__
-    return RegistryUnavailable(f"registry unreachable at {c.tracking_uri}: {reason}")
+    return RegistryUnavailable(f"registry unreachable at {uri}: {reason}")
 
 
 def client(settings: Settings) -> MlflowClient:

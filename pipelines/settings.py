@@ -261,6 +261,9 @@ class RegistrySettings(BaseModel):
     # MLflow's own defaults (7 retries, 120 s) keep a command waiting minutes on a registry that is down.
     http_retries: int = 2
     http_timeout_s: int = 10
+    # A command's first question to an MLflow server (``promote``, ``model``): one try, answered within this
+    # or the registry is reported unreachable, before any flow or Prefect server starts.
+    probe_timeout_s: float = 3.0
 
 
 class Settings(BaseSettings):

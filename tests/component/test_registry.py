@@ -217,6 +217,31 @@ def test_an_unreachable_registry_fails_fast_in_one_line(tmp_path):
     assert len(lines) == 1 and "registry unreachable at http://127.0.0.1:9" in lines[0], done.stderr
 
 
+@pytest.mark.parametrize("server", ["closed port", "accepts and never answers"])
+def test_promote_with_the_registry_unreachable_says_so_in_one_line_within_seconds(tmp_path, server):
+    """A closed port, and a loopback socket that accepts connections and never answers: ``promote`` printed
+    about 120 lines of urllib3 retries and tracebacks and took 37–49 s; now one line (and the JSON line)
+    within a few seconds, before any Prefect server starts."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshakes; nothing ever reads or answers
+    port = silent.getsockname()[1] if server != "closed port" else 9
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "POPULARITY_", "PREFECT_"))}
+    env.update(POPULARITY_HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
+               PYTHONPATH=str(ROOT))
+    started = time.monotonic()
+    with silent:
+        done = subprocess.run([sys.executable, "-m", "cli", "promote", "--json"], env=env, capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+    assert time.monotonic() - started < 15, done.stderr[-3000:]
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"registry unreachable at http://127.0.0.1:{port}" in lines[0], done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["kind"] == "unavailable"
+
+
 def test_export_environment_bounds_mlflow_retries(settings):
     with mock.patch.dict(os.environ):  # restored whole afterwards
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
