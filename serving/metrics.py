@@ -3,15 +3,14 @@ realized performance.
 
 ``prometheus_client`` is imported when :class:`ServiceMetrics` is built, inside the worker: BentoML sets
 ``PROMETHEUS_MULTIPROC_DIR`` after importing the service module, and series created before that
-would never reach ``/metrics``. The drift gauge is read from the monitor's verdict file at scrape
-time, so it is current without a background task and never double-counted across workers; so are
-the realized-performance gauges, from the monitor's ``performance.json``.
+would never reach ``/metrics``. The drift, realized-performance and estimate gauges show the monitor's
+latest verdicts as the service last read them from the store (:class:`monitoring.verdicts.VerdictCache`),
+wherever the monitor ran: written at scrape time, never double-counted across workers, NaN while
+there is no verdict or the store cannot be read.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,10 +20,9 @@ SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 class ServiceMetrics:
-    def __init__(self, drift_file: Path):
+    def __init__(self):
         from prometheus_client import Counter, Histogram
 
-        self.drift_file = drift_file
         self.predictions = Counter("popularity_predictions", "Predictions served, by label and model version",
                                    ["label", "version"])
         self.scores = Histogram("popularity_score", "Distribution of served scores", buckets=SCORE_BUCKETS)
@@ -37,12 +35,12 @@ class ServiceMetrics:
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason=reason).inc()
 
-    def drift_lines(self) -> str:
-        """Exposition text of the drift gauges; NaN until the monitor has written a verdict."""
+    @staticmethod
+    def drift_lines(verdict: dict | None) -> str:
+        """Exposition text of the drift gauges; NaN until the monitor has a verdict."""
         try:
-            verdict = json.loads(self.drift_file.read_text())
             share, drift = float(verdict["drifted_share"]), float(bool(verdict["drift"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             share = drift = float("nan")
         return (
             "# HELP popularity_drifted_share Share of monitored features that drifted in the last window\n"
@@ -54,15 +52,14 @@ class ServiceMetrics:
         )
 
     @staticmethod
-    def performance_lines(check_file: Path) -> str:
-        """Exposition text of the realized-performance gauges from the monitor's last check (its
-        ``performance.json``); NaN until one had enough outcomes."""
+    def performance_lines(check: dict | None, estimate: dict | None = None) -> str:
+        """Exposition text of the realized-performance gauges from the monitor's last check that had
+        enough outcomes, and of the estimate before outcomes; NaN until there is one."""
         try:
-            check = json.loads(check_file.read_text())
             version, metric = str(check["version"]), str(check["metric"])
             values = [float(check[k] if check[k] is not None else "nan") for k in ("value", "low", "high", "share")]
             decay = float(bool(check["decay"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             version, metric, values, decay = "", "", [float("nan")] * 4, float("nan")
         labels = f'{{version="{version}",metric="{metric}"}}'
         value, low, high, share = values
@@ -82,6 +79,28 @@ class ServiceMetrics:
             "# HELP popularity_decay 1 when the monitor's last verdict was decay\n"
             "# TYPE popularity_decay gauge\n"
             f"popularity_decay {decay}\n"
+            + ServiceMetrics._estimate_lines(estimate)
+        )
+
+    @staticmethod
+    def _estimate_lines(estimate: dict | None) -> str:
+        """The binary champion's ROC AUC estimated from its scores before outcomes come back."""
+        try:
+            version = str(estimate["version"])
+            value, low, high = (float(estimate[k] if estimate[k] is not None else "nan") for k in ("value", "low", "high"))
+        except (ValueError, KeyError, TypeError):
+            version, value, low, high = "", float("nan"), float("nan"), float("nan")
+        labels = f'{{version="{version}",metric="roc_auc"}}'
+        return (
+            "# HELP popularity_estimated_metric The champion's metric estimated from its scores, before outcomes\n"
+            "# TYPE popularity_estimated_metric gauge\n"
+            f"popularity_estimated_metric{labels} {value}\n"
+            "# HELP popularity_estimated_metric_low Lower bound of the estimate's interval\n"
+            "# TYPE popularity_estimated_metric_low gauge\n"
+            f"popularity_estimated_metric_low{labels} {low}\n"
+            "# HELP popularity_estimated_metric_high Upper bound of the estimate's interval\n"
+            "# TYPE popularity_estimated_metric_high gauge\n"
+            f"popularity_estimated_metric_high{labels} {high}\n"
         )
 
     @staticmethod
@@ -98,6 +117,10 @@ class ServiceMetrics:
             + "# HELP popularity_model_problem 1 while the champion cannot be followed (see /readyz)\n"
             "# TYPE popularity_model_problem gauge\n"
             f"popularity_model_problem {float(status.problem is not None)}\n"
+            "# HELP popularity_model_promoted_without_gate 1 while the champion served holds the alias without the "
+            "gate's record (moved by hand, e.g. MLflow's own Promote button; see /model)\n"
+            "# TYPE popularity_model_promoted_without_gate gauge\n"
+            f"popularity_model_promoted_without_gate {float(status.gate_warning is not None)}\n"
             "# HELP popularity_model_load_failures_total Champions that failed to load; the old one kept serving\n"
             "# TYPE popularity_model_load_failures_total counter\n"
             f"popularity_model_load_failures_total {status.load_failures}\n"

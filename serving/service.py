@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse
 
 from monitoring.feedback import record as record_feedback
 from monitoring.request_store import BatchWriter, open_request_store
+from monitoring.verdicts import VerdictCache, open_verdict_store
 from pipelines.data.images import ImageError
 from pipelines.settings import load_settings
 from serving.guards import guards
@@ -94,7 +95,9 @@ class Popularity:
     scorer = bentoml.depends(Scorer)
 
     def __init__(self) -> None:
-        self.metrics = ServiceMetrics(settings.monitoring_dir / "latest.json")
+        self.metrics = ServiceMetrics()
+        # the monitor's latest verdicts, from the store every replica reads (the monitor may run elsewhere)
+        self.verdicts = VerdictCache(open_verdict_store(settings), settings.model_name(settings.task))
         store = settings.store
         self.requests = BatchWriter(open_request_store(settings), store.flush_rows, store.flush_interval_s,
                                     store.queue_max_rows)
@@ -106,13 +109,22 @@ class Popularity:
 
     def __metrics__(self, content: str) -> str:
         shadow = self.metrics.shadow_lines(STATUS, self.shadow_skipped) if SERVING.shadow_share > 0 else ""
-        return (content + self.metrics.drift_lines() + self.metrics.performance_lines(settings.monitoring_dir / "performance.json")
+        verdicts = self.verdicts
+        return (content + self.metrics.drift_lines(verdicts.get("drift"))
+                + self.metrics.performance_lines(verdicts.get("performance"), verdicts.get("estimate"))
                 + self.metrics.model_lines(STATUS, self.requests.dropped) + shadow)
 
     @bentoml.on_startup
     async def follow_the_champion(self) -> None:
         """Ask the scorer to follow the registry's alias now and every ``watch_interval_s``."""
         self._watcher = asyncio.create_task(self._watch())
+        self._verdicts = asyncio.create_task(self._follow_verdicts())
+
+    async def _follow_verdicts(self) -> None:
+        """Read the monitor's latest verdicts (the /metrics gauges) now and every watch interval, on a thread."""
+        while True:
+            await anyio.to_thread.run_sync(self.verdicts.refresh)
+            await asyncio.sleep(SERVING.watch_interval_s if SERVING.watch_interval_s > 0 else 10.0)
 
     async def _watch(self) -> None:
         # BentoML runs startup hooks before it connects the scorer's proxy, which gains its methods then

@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 
 from bench.champion import train_champion
 from monitoring.request_log import RequestLog
+from monitoring.verdicts import open_verdict_store
+from pipelines.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +83,7 @@ def test_no_drift_leaves_everything_alone(home):
     summary = _monitor(env)
     assert summary["window"] == WINDOW and not summary["drift"] and not summary["retrain_triggered"]
     assert summary["retraining"] is None
-    assert json.loads((path / "monitoring" / "latest.json").read_text())["drift"] is False
+    assert open_verdict_store(Settings(home=path)).latest("popularity-binary")["drift"]["drift"] is False
     assert not _retrain_runs(path)
     monitoring = _client(path).get_experiment_by_name("monitoring")
     (check,) = _client(path).search_runs([monitoring.experiment_id])

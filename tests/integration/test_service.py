@@ -244,10 +244,15 @@ def test_feedback_records_outcomes_of_answered_predictions_and_rejects_bad_rows_
 def test_metrics_expose_predictions_scores_rejections_and_drift(client, champion_home, jpeg):
     assert client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code == 200
     assert client.post("/predict", files={"image": ("a.jpg", b"not an image")}).status_code == 400
-    latest = champion_home / "monitoring" / "latest.json"
-    latest.parent.mkdir(parents=True, exist_ok=True)
-    latest.write_text(json.dumps({"drifted_share": 0.4, "drift": True}))
-    text = client.get("/metrics").text
+    from monitoring.verdicts import open_verdict_store
+    from pipelines.settings import Settings
+
+    # the monitor's verdict, in the store the service reads (here the home's SQLite file); the service
+    # reads it within its watch interval
+    open_verdict_store(Settings(home=champion_home)).save("popularity-binary", "drift", {"drifted_share": 0.4, "drift": True})
+    deadline = time.monotonic() + 30
+    while "popularity_drift 1.0" not in (text := client.get("/metrics").text) and time.monotonic() < deadline:
+        time.sleep(1)
     assert 'popularity_predictions_total{label=' in text
     assert "popularity_score_bucket" in text
     assert 'popularity_rejected_inputs_total{reason="not_an_image"}' in text

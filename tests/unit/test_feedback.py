@@ -3,7 +3,6 @@ performance with bootstrap intervals and the decay verdict."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -203,11 +202,9 @@ def test_the_share_with_outcomes_counts_the_windows_predictions(settings):
     assert result.share_low < result.share < result.share_high
 
 
-def test_metrics_expose_the_realized_performance_gauges(tmp_path):
-    check = tmp_path / "performance.json"
-    assert 'popularity_realized_metric{version="",metric=""} nan' in ServiceMetrics.performance_lines(check)
-    check.write_text(json.dumps({"version": "3", "metric": "roc_auc", "value": 0.61, "low": 0.55, "high": 0.67,
-                                 "share": 0.4, "decay": True}))
+def test_metrics_expose_the_realized_performance_gauges():
+    assert 'popularity_realized_metric{version="",metric=""} nan' in ServiceMetrics.performance_lines(None)
+    check = {"version": "3", "metric": "roc_auc", "value": 0.61, "low": 0.55, "high": 0.67, "share": 0.4, "decay": True}
     lines = ServiceMetrics.performance_lines(check)
     assert 'popularity_realized_metric_high{version="3",metric="roc_auc"} 0.67' in lines
     assert "popularity_decay 1.0" in lines
