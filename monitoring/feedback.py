@@ -8,13 +8,18 @@ observed (``observed_at``, now by default), plus whatever the champion's label s
 likes/followers). The feedback suite checks every batch; a row that fails is rejected with its
 reasons, kept under ``<home>/monitoring/feedback/rejected/``, never dropped silently. Accepted rows
 go to the ``feedback`` table (the shared store, or SQLite under the home). Their images, when the
-caller's source had them, are kept by content hash, so that retraining can learn from them.
+caller's source had them, are kept by content hash, so that retraining can learn from them: under the
+home's feedback folder, and with a shared store also in its ``feedback_images`` table, in the same
+transaction as their rows, so that a retrain on another host (the worker) finds them there
+(:func:`export_manifest` copies the ones its home lacks).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable
@@ -26,13 +31,15 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from monitoring.cooldown import state_url
+from monitoring.cooldown import UPSERTS, state_url
 from monitoring.request_store import POST_ID_CHARS, create_tables, engine, open_request_store
 from pipelines.data.labels import COUNT_COLUMN
-from pipelines.data.snapshots import image_path
+from pipelines.data.snapshots import content_id, image_path
 from pipelines.settings import Settings
 
+log = logging.getLogger(__name__)
 KEYS = ("prediction_id", "post_id", "observed_at")
+KEPT_IMAGE = re.compile(r"images/[0-9a-f]{2}/([0-9a-f]{64})\.(jpg|png|webp|gif)")  # as image_path names them
 
 metadata = sa.MetaData()
 table = sa.Table(
@@ -45,6 +52,14 @@ table = sa.Table(
     sa.Column("image", sa.String(255)),  # the kept image, relative to the feedback folder
     sa.Column("fields", sa.JSON, nullable=False),  # the counts and social columns of the row
 )
+# The kept images' bytes, with a shared store: whichever host records a row, every host can read its image.
+images_table = sa.Table(
+    "feedback_images", metadata,
+    sa.Column("image", sa.String(255), primary_key=True),  # the relative path, named by its content hash
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("recorded_at", sa.Float, nullable=False),
+)
+IMAGE_BATCH = 64  # images read from the table at a time
 
 
 class FeedbackStore:
@@ -54,10 +69,26 @@ class FeedbackStore:
         self.engine = engine(url)
         create_tables(metadata, self.engine)
 
-    def append(self, rows: list[dict]) -> None:
-        if rows:
-            with self.engine.begin() as connection:
-                connection.execute(table.insert(), rows)
+    def append(self, rows: list[dict], images: dict[str, bytes] | None = None) -> None:
+        """Store ``rows``, and ``images`` (relative path → bytes) that are not there yet, in one transaction."""
+        if not rows:
+            return
+        with self.engine.begin() as connection:
+            if images:
+                now = time.time()
+                insert = UPSERTS[self.engine.dialect.name](images_table).on_conflict_do_nothing()
+                connection.execute(insert, [{"image": k, "data": v, "recorded_at": now} for k, v in images.items()])
+            connection.execute(table.insert(), rows)
+
+    def images(self, paths: list[str]) -> dict[str, bytes]:
+        """The stored bytes of the images at ``paths`` (those the table has)."""
+        found = {}
+        for start in range(0, len(paths), IMAGE_BATCH):
+            query = sa.select(images_table.c.image, images_table.c.data).where(
+                images_table.c.image.in_(paths[start:start + IMAGE_BATCH]))
+            with self.engine.connect() as connection:
+                found.update({row.image: bytes(row.data) for row in connection.execute(query)})
+        return found
 
     def read(self, prediction_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Observations oldest first, each row's fields as columns; only of ``prediction_ids`` when given."""
@@ -140,14 +171,17 @@ def _foreign_posts(rows: pd.DataFrame) -> list[int]:
 def _keep_image(data: bytes, fmt: str, folder: Path) -> str:
     """Write the image once under its content hash (write, then rename); returns its relative path."""
     _, relative = image_path(data, fmt)
-    target = folder / relative
+    _write_image(data, folder / relative)
+    return relative
+
+
+def _write_image(data: bytes, target: Path) -> None:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)
-    return relative
 
 
 def _plain(frame: pd.DataFrame) -> list[dict]:
@@ -185,18 +219,21 @@ def record(rows: pd.DataFrame, settings: Settings, images: list[tuple[bytes, str
     for i in foreign:
         reasons[i] = [*reasons.get(i, []), "post_id_of_prediction"]
 
-    accepted_rows = []
+    accepted_rows, kept = [], {}
     folder = settings.feedback_dir
     fields = rows.drop(columns=[*KEYS, "predicted_at"])
     for i, values in zip(rows.index, _plain(fields)):
         if i in reasons:
             continue
         image = images[i] if images is not None else None
+        relative = _keep_image(*image, folder) if image is not None else None
+        if relative is not None and settings.store.url is not None:  # a shared store: every host reads it there
+            kept[relative] = image[0]
         accepted_rows.append({
             "prediction_id": rows.at[i, "prediction_id"], "post_id": rows.at[i, "post_id"],
             "observed_at": float(rows.at[i, "observed_at"]), "recorded_at": now,
-            "image": _keep_image(*image, folder) if image is not None else None, "fields": values})
-    store.append(accepted_rows)
+            "image": relative, "fields": values})
+    store.append(accepted_rows, kept)
 
     rejected = rows.loc[sorted(reasons)].assign(reasons=[", ".join(reasons[i]) for i in sorted(reasons)])
     counts = pd.Series([r for i in reasons for r in reasons[i]], dtype=str).value_counts().to_dict()
@@ -233,13 +270,31 @@ def read_source(source, settings: Settings, progress: bool = True) -> tuple[pd.D
     return pd.DataFrame(rows), images, rejects
 
 
+def _local_images(store: FeedbackStore, paths: list[str], folder: Path) -> set[str]:
+    """The images at ``paths`` present under ``folder``: those recorded on this host, and those recorded
+    on another, copied from the shared store's table (checked against the hash that names them)."""
+    missing = [p for p in paths if not (folder / p).is_file()]
+    for relative, data in store.images([p for p in missing if KEPT_IMAGE.fullmatch(p)]).items():
+        if KEPT_IMAGE.fullmatch(relative)[1] == content_id(data):
+            _write_image(data, folder / relative)
+    return {p for p in paths if (folder / p).is_file()}
+
+
 def export_manifest(settings: Settings) -> Path | None:
     """The feedback rows that came with an image as a manifest of their latest counts, for retraining
-    (``manifest:`` source); None when there are none."""
-    outcomes = latest(open_feedback_store(settings).read())
+    (``manifest:`` source); None when there are none. The images come from this home's feedback folder
+    or, recorded on another host, from the shared store; a row whose image is in neither is left out."""
+    store = open_feedback_store(settings)
+    outcomes = latest(store.read())
     if outcomes.empty or outcomes["image"].isna().all():
         return None
     rows = outcomes.dropna(subset=["image"]).drop(columns=["id", "recorded_at", "source_ref"], errors="ignore")
+    present = _local_images(store, sorted(set(rows["image"])), settings.feedback_dir)
+    if len(lost := rows[~rows["image"].isin(present)]):
+        log.warning("feedback: %d rows left out of retraining, their images neither here nor in the store", len(lost))
+        rows = rows[rows["image"].isin(present)]
+    if rows.empty:
+        return None
     path = settings.feedback_dir / "retrain.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
