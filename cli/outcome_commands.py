@@ -21,7 +21,8 @@ def monitor(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare recent requests with the champion's training reference, and its predictions with the
-    outcomes that came back (`popularity feedback`); drift or decay may trigger retraining."""
+    outcomes that came back (`popularity feedback`); drift or decay may trigger retraining, and a champion
+    doing worse than the one it replaced (watched in shadow) is rolled back."""
     load_settings()
     reuse_prefect()
     from flows.monitoring_flows import monitor_flow
@@ -34,10 +35,12 @@ def monitor(
     shadow = summary["performance"].pop("shadow", None)  # the challenger in shadow: a block of its own
     if shadow:
         console.print(shadow["message"])
+    if summary["rollback"]:
+        console.print(summary["rollback"]["message"])
     if summary["retraining"]:
         console.print(summary["retraining"]["message"])
     emit({**{k: summary[k] for k in ("window", "drifted_share", "drift", "performance", "retrain_triggered",
-                                     "retraining", "report", "message")}, "shadow": shadow}, as_json)
+                                     "retraining", "rollback", "report", "message")}, "shadow": shadow}, as_json)
 
 
 @app.command()

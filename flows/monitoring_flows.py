@@ -1,6 +1,7 @@
 """The monitoring flows: check the latest request window for input drift and the outcomes that came
 back for decay, and retrain (collect fresh data and the feedback rows, validate, train, promote) when
-either, or the schedule, says so, at most once per cooldown."""
+either, or the schedule, says so, at most once per cooldown; roll the champion back instead when the
+champion it replaced, watched in shadow, did better on the same outcomes by the decay margin."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows import alerts
 from flows.data_flows import check_snapshot, collect_snapshot
 from flows.training_flows import open_parent_run, promote_flow, train_flow, verdict_markdown
-from monitoring import feedback, monitor
+from monitoring import feedback, monitor, shadow
 from monitoring.cooldown import Cooldown
 from pipelines import registry
 from pipelines.settings import Settings, load_settings
@@ -168,11 +169,35 @@ def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
                         {"drifted_share": drift.drifted_share, "window": drift.window, "message": drift.message})
     if realized.decay:
         alerts.announce(alerts.DECAY, settings.model_name(task), realized.summary())
+    rolled_back = _roll_back(task, settings, realized.shadow)
     retraining = None
-    if retrain and (drift.drift or realized.decay):
+    if rolled_back:  # the restored champion answers now: the next check judges it, not this window
+        print(f"{rolled_back['message']}; no retraining on this check")
+    elif retrain and (drift.drift or realized.decay):
         trigger = "drift" if drift.drift else "decay"
         reason = "; ".join(r.message for r, hit in ((drift, drift.drift), (realized, realized.decay)) if hit)
         retraining = _start_retraining(task, settings, reason, trigger)
     return {**drift.summary(), "performance": realized.summary(),
             "report": str(report_path) if report_path else None,
-            "retrain_triggered": bool(retraining and retraining["started"]), "retraining": retraining}
+            "retrain_triggered": bool(retraining and retraining["started"]), "retraining": retraining,
+            "rollback": rolled_back}
+
+
+def _roll_back(task: str, settings: Settings, compared: dict | None) -> dict | None:
+    """The previous champion in shadow did better than the champion by more than the decay margin on the
+    same outcomes: give the champion alias back to it, record the numbers on both versions and alert."""
+    if not compared or compared.get("verdict") != shadow.ROLLBACK:
+        return None
+    name = settings.model_name(task)
+    numbers = {k: compared[k] for k in ("outcomes", "champion", "challenger", "difference", "low", "high")}
+    numbers["previous"] = numbers.pop("challenger")  # the shadow is the previous champion here
+    reason = (f"realized {compared['metric']} of v{compared['champion_version']} {compared['champion']:.3f} below "
+              f"the previous champion v{compared['version']}'s {compared['challenger']:.3f} on the same "
+              f"{compared['outcomes']} live outcomes: difference {compared['difference']:+.3f} "
+              f"[{compared['low']:+.3f}, {compared['high']:+.3f}], wholly above the decay margin "
+              f"{settings.performance.decay_margin:g}")
+    restored = registry.rollback(task, settings, reason, numbers)
+    message = f"{name} rolled back from v{compared['champion_version']} to v{restored}: {reason}"
+    alerts.announce(alerts.ROLLBACK, name, {"message": message, **numbers})
+    return {"from": str(compared["champion_version"]), "to": str(restored), "reason": reason, "message": message,
+            **numbers}

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import alerts
 from flows.data_flows import check_snapshot
 from flows.scaleout import compute_features
+from monitoring import monitor
 from pipelines import model_card, promotion, registry, tracking
 from pipelines.data import verdicts
 from pipelines.data.snapshots import Snapshot
@@ -109,14 +110,16 @@ def train_flow(snapshot: str | None = None, task: str = "binary", models: list[s
 
 @flow(name="promote", log_prints=True)
 def promote_flow(task: str = "binary", rollback: bool = False) -> dict:
-    """Re-run the promotion gate on the challenger (or roll the champion back)."""
+    """Re-run the promotion gate on the challenger (with `promotion.live_outcomes`, also on the live outcomes
+    of the requests it scored in shadow), or roll the champion back."""
     settings = load_settings()
     if rollback:
         summary = {"rolled_back_to": registry.rollback(task, settings), **registry.champion_summary(task, settings)}
         alerts.announce(alerts.ROLLBACK, summary["name"], {"message": f"{summary['name']} rolled back by hand to "
                                                                       f"v{summary['rolled_back_to']}"})
         return summary
-    result = promotion.promote(task, settings, predictions_suite(task, settings))
+    live = monitor.live_evidence(task, settings) if settings.promotion.live_outcomes > 0 else None
+    result = promotion.promote(task, settings, predictions_suite(task, settings), live)
     print(result.reason)
     return {"promoted": result.passed, "version": result.version, "reason": result.reason,
             "checks": result.checks, "numbers": result.numbers, "thresholds": result.thresholds,

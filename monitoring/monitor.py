@@ -1,10 +1,10 @@
 """The monitoring job: the latest window of served requests against the champion's reference (input
 drift), and the outcomes that came back against what was predicted (decay), with one report under the
-home, the verdicts logged to MLflow's ``monitoring`` experiment and the latest of each kind kept in the
-store the services read (:mod:`monitoring.verdicts`)."""
+home and the verdicts logged to MLflow's ``monitoring`` experiment."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,6 @@ from monitoring.drift import DriftResult, check_drift
 from monitoring.performance import PerformanceResult
 from monitoring.report import write_report
 from monitoring.request_store import open_request_store
-from monitoring.verdicts import save_verdicts
 from pipelines import registry, tracking
 from pipelines.settings import Settings
 from pipelines.tasks import PRIMARY
@@ -80,12 +79,35 @@ def _estimate(champion: dict, reference: pd.DataFrame, realized: PerformanceResu
 
 
 def _shadow(champion: dict, task: str, settings: Settings) -> shadow.ShadowResult | None:
-    """The challenger scored in shadow against the champion on the same live requests (None: none)."""
+    """The version scored in shadow against the champion on the same live requests (None: none): the
+    replaced champion while it is watched (its verdict may be ``rollback``), else the newest challenger."""
     served = open_request_store(settings).read(version=str(champion["version"]), model=champion.get("name"))
     if shadow.shadowed(served, str(champion["version"])).empty:
         return None
+    previous = registry.watched_previous(registry.client(settings), champion["name"], str(champion["version"]))
+    watched = previous is not None and not shadow.shadowed(served, str(champion["version"]), previous).empty
     observed = feedback.latest(feedback.open_feedback_store(settings).read())
-    return shadow.compare(served, observed, champion, task, settings.performance)
+    compared = shadow.compare(served, observed, champion, task, settings.performance, previous if watched else None)
+    return shadow.watch(compared, settings.performance.decay_margin) if watched else compared
+
+
+def live_evidence(task: str, settings: Settings):
+    """The gate's live check (:data:`pipelines.promotion.LiveEvidence`): the challenger against the
+    champion on the newest outcomes (at least the ``needed`` ones) of the requests it scored in shadow,
+    judged once ``needed`` have come back."""
+
+    def evidence(challenger: str, champion_version: str, needed: int) -> dict | None:
+        c = registry.client(settings)
+        champion = registry.version_summary(c, settings.model_name(task), champion_version)
+        served = open_request_store(settings).read(version=champion_version, model=champion["name"])
+        if shadow.shadowed(served, champion_version, challenger).empty:
+            return None
+        observed = feedback.latest(feedback.open_feedback_store(settings).read())
+        p = settings.performance.model_copy(update={"min_outcomes": needed, "window": max(needed, settings.performance.window)})
+        compared = shadow.compare(served, observed, champion, task, p, challenger)
+        return compared.summary() if compared else None
+
+    return evidence
 
 
 def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, Path | None]:
@@ -108,7 +130,10 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, 
         return drift, realized, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = write_report(drift, reference, current, out, realized, settings.performance.decay_margin)
-    save_verdicts(champion["name"], settings, drift, realized, estimate, compared)
+    if drift.enough_data:
+        (settings.monitoring_dir / "latest.json").write_text(json.dumps(drift.summary(), indent=2))
+    if realized.enough_data:
+        (settings.monitoring_dir / "performance.json").write_text(json.dumps(realized.summary(), indent=2))
     with mlflow.start_run(experiment_id=tracking.experiment(settings, "monitoring"), run_name="monitor-check"):
         mlflow.set_tags({"model": champion["name"], "version": champion["version"]})
         if drift.enough_data:

@@ -9,6 +9,11 @@ champion's own check), with a paired bootstrap interval of their difference (cha
 each resample draws the same posts for both. The verdict is ``better`` or ``worse`` when the whole
 interval lies above or below 0, ``no difference`` when it holds 0, ``too few outcomes`` below
 ``performance.min_outcomes``.
+
+After a promotion the replaced champion is what is in shadow (``role`` ``previous``) for
+``promotion.rollback_watch_hours``: :func:`watch` turns the verdict into ``rollback`` when the new
+champion does worse than it on the same outcomes by more than ``performance.decay_margin``, the whole
+paired interval of (previous − champion) lying above the margin.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ from pipelines.settings import PerformanceSettings
 from pipelines.tasks import PRIMARY
 
 BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no difference", "too few outcomes"
+ROLLBACK = "rollback"  # the previous champion in shadow did better by more than the decay margin
+CHALLENGER, PREVIOUS = "challenger", "previous"  # what the shadow version is: the registry's alias
 
 
 @dataclass
 class ShadowResult:
-    version: str  # the challenger's
+    version: str  # the shadow's: the challenger's, or the previous champion's
     champion_version: str
     metric: str
     requests: int  # shadowed requests (scored by both)
+    role: str = CHALLENGER
     agreement: float = float("nan")  # Spearman between the two scores on them
     outcomes: int = 0  # of those, with an outcome (at most ``performance.window``, the newest)
     champion: float = float("nan")  # realized metric on those outcomes
@@ -101,4 +109,17 @@ def compare(predictions: pd.DataFrame, feedback: pd.DataFrame, champion: dict, t
     result.message = (f"{head}; on {len(window)} outcomes realized {primary} challenger {result.challenger:.3f}, "
                       f"champion {result.champion:.3f}, difference {result.difference:+.3f} "
                       f"[{result.low:+.3f}, {result.high:+.3f}]: {result.verdict}")
+    return result
+
+
+def watch(result: ShadowResult, margin: float) -> ShadowResult:
+    """``result`` of the previous champion in shadow: ``rollback`` when it beat the champion on the same
+    outcomes by more than ``margin`` over its whole interval (the champion's realized metric fell below
+    the previous one's by the decay margin)."""
+    result.role = PREVIOUS
+    result.message = result.message.replace(f"challenger v{result.version}", f"previous champion v{result.version}", 1)
+    if result.verdict != TOO_FEW and np.isfinite(result.low) and result.low > margin:
+        result.verdict = ROLLBACK
+        result.message += (f"; the champion does worse than the champion it replaced by more than the decay margin "
+                           f"{margin:g}: rollback")
     return result

@@ -1,7 +1,9 @@
 """The promotion gate: a challenger becomes champion only if it beats the champion by the margin on test
 rows neither model was trained or chosen on and passes the sanity checks (floor, no NaN, the predictions
-suite, latency, flip and JPEG stability). The decision, its numbers and the thresholds it applied are
-written on the model version either way, with a challenger-vs-champion table on the challenger's run."""
+suite, latency, flip and JPEG stability) and, with ``promotion.live_outcomes``, is no worse than the champion
+on that many live outcomes of the requests it scored in shadow. The decision, its numbers and the thresholds
+it applied are written on the model version either way, with a challenger-vs-champion table on the
+challenger's run. A promotion keeps the replaced champion watched in shadow (``registry.watch_previous``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ from pipelines.training.data import TrainingData
 #: Checks the challenger's test scores (the flow passes the Great Expectations predictions suite):
 #: ``(passed, message)``. Pipelines cannot import validation, which sits above them.
 PredictionsCheck = Callable[[np.ndarray], tuple[bool, str]]
+#: The challenger against the champion on live outcomes of the requests it scored in shadow (the flow passes
+#: monitoring's paired comparison): ``(challenger version, champion version, outcomes needed)`` → its summary
+#: (``outcomes``, ``challenger``, ``champion``, ``difference``, ``low``, ``high``, ``verdict``), None when the
+#: challenger scored no request in shadow of that champion.
+LiveEvidence = Callable[[str, str, int], dict | None]
+LIVE_OK = ("better", "no difference")  # the paired interval's verdicts that show the challenger no worse
 
 
 @dataclass
@@ -73,10 +81,27 @@ class GateResult:
 
 def loosened_thresholds(p: PromotionSettings) -> dict[str, float]:
     """Thresholds a setting made easier to pass than the defaults: recorded, never silent."""
-    default = PromotionSettings().model_dump()
-    looser = {key: value < default[key] if key in ("margin", "floor_roc_auc", "floor_spearman")
-              else value > default[key] for key, value in p.model_dump().items()}
-    return {key: value for key, value in p.model_dump().items() if looser[key]}
+    default, current = PromotionSettings().model_dump(), p.model_dump()
+    current.pop("rollback_watch_hours")  # what happens after a promotion, not a threshold of the gate
+    looser = {key: value < default[key] if key in ("margin", "floor_roc_auc", "floor_spearman", "live_outcomes")
+              else value > default[key] for key, value in current.items()}
+    return {key: value for key, value in current.items() if looser[key]}
+
+
+def live_check(needed: int, evidence: dict | None) -> Check:
+    """``live_outcomes``: passed once ``needed`` shadowed outcomes give a verdict that the challenger is no
+    worse than the champion (the paired bootstrap interval of their difference does not lie wholly below 0)."""
+    have = int(evidence["outcomes"]) if evidence else 0
+    verdict = evidence["verdict"] if evidence else None
+    if have < needed or verdict not in (*LIVE_OK, "worse"):
+        why = "" if have < needed else f"; no verdict on them yet ({verdict})"
+        return Check("live_outcomes", False, float(have), float(needed),
+                     message=f"waiting for {needed} live outcomes (have {have}){why}")
+    d, low, high = (float(evidence[k]) for k in ("difference", "low", "high"))
+    passed = verdict in LIVE_OK
+    numbers = f"difference {d:+.3f} [{low:+.3f}, {high:+.3f}] on {have} live outcomes"
+    return Check("live_outcomes", passed, evidence["challenger"], float(needed), evidence["champion"],
+                 message=f"{'no worse' if passed else 'worse'} on live outcomes: {numbers}")
 
 
 def _latency_ms(model, images: list[Image.Image]) -> float:
@@ -110,9 +135,11 @@ def _stability(model, data: TrainingData) -> dict[str, float]:
     return {**evaluation.stability(model, images, scores, social), "stability_rows": len(images)}
 
 
-def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | None = None) -> GateResult:
+def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | None = None,
+         live: LiveEvidence | None = None) -> GateResult:
     """Score challenger and champion on the challenger's test rows that neither was trained or chosen on,
-    and apply every check. Only a missing alias means "no champion": a registry error stops here."""
+    and apply every check; with ``promotion.live_outcomes`` above 0 (and ``live``), also the live one.
+    Only a missing alias means "no champion": a registry error stops here."""
     c = registry.client(settings)
     name = settings.model_name(task)
     version = registry.alias_version(c, name, registry.CHALLENGER)
@@ -161,18 +188,27 @@ def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | No
         numbers[f"champion_{primary}"] = champion_value
         outcomes.append(Check("beats_champion", bool(value >= champion_value + p.margin)
                               or not np.isfinite(champion_value), value, p.margin, champion_value))
+        if p.live_outcomes > 0:
+            if live is None:
+                raise ValueError("promotion.live_outcomes is set but no live comparison was given to the gate")
+            evidence = live(version, champion_version, p.live_outcomes)
+            outcomes.append(live_check(p.live_outcomes, evidence))
+            numbers.update({f"live_{k}": float(evidence[k]) for k in ("outcomes", "difference", "low", "high")
+                            if evidence and evidence.get(k) is not None})
     rows = {"collected": len(snapshot.manifest) + len(snapshot.rejects), "rejected": len(snapshot.rejects),
             **data.row_counts, "gate_rows": len(test), "stability_rows": int(numbers["stability_rows"])}
     return GateResult(all(o.passed for o in outcomes), version, champion_version, outcomes, numbers,
                       loosened_thresholds(p), rows)
 
 
-def promote(task: str, settings: Settings, predictions_check: PredictionsCheck | None = None) -> GateResult:
-    """Run the gate; on success move ``champion`` to the challenger. The decision, its numbers and its
-    thresholds are written on the version, and the challenger-vs-champion table on its run, either way."""
+def promote(task: str, settings: Settings, predictions_check: PredictionsCheck | None = None,
+            live: LiveEvidence | None = None) -> GateResult:
+    """Run the gate; on success move ``champion`` to the challenger and watch the replaced champion in
+    shadow for ``promotion.rollback_watch_hours``. The decision, its numbers and its thresholds are written
+    on the version, and the challenger-vs-champion table on its run, either way."""
     c = registry.client(settings)
     name = settings.model_name(task)
-    result = gate(task, settings, predictions_check)
+    result = gate(task, settings, predictions_check, live)
     version_tags = c.get_model_version(name, result.version).tags
     card = model_card.render(name, result.version, version_tags, c.get_run(version_tags["run_id"]).data.metrics,
                              result.reason, result.table(), result.rows, result.loosened)
@@ -190,4 +226,5 @@ def promote(task: str, settings: Settings, predictions_check: PredictionsCheck |
         if result.champion_version:
             c.set_model_version_tag(name, result.version, "previous_champion", result.champion_version)
         c.set_registered_model_alias(name, registry.CHAMPION, result.version)
+        registry.watch_previous(c, name, result.champion_version, settings.promotion.rollback_watch_hours)
     return result

@@ -1,7 +1,9 @@
 """The model registry: register challengers, read aliases, roll back, and summarise the champion.
 
 Aliases only (stages are deprecated): ``challenger`` is the latest registered best candidate,
-``champion`` is what the service loads. Every decision and its numbers are written on the model
+``champion`` is what the service loads, and after a promotion ``previous`` is the champion it replaced,
+watched in shadow until its ``watch_until`` tag (``promotion.rollback_watch_hours``) and restored by
+:func:`rollback` when the new champion does worse on live outcomes. Every decision and its numbers are written on the model
 version (description and tags), so the MLflow UI shows why a version is or is not champion.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import mlflow
 import pandas as pd
@@ -18,7 +21,8 @@ from mlflow.exceptions import MlflowException
 from pipelines.settings import Settings
 from pipelines.tasks import PRIMARY
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+WATCH_UNTIL = "watch_until"  # on the ``previous`` version: until when it is shadowed against its successor
 
 
 class RegistryUnavailable(RuntimeError):
@@ -121,19 +125,79 @@ def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
         raise _unavailable(c, exc) from exc
 
 
-def rollback(task: str, settings: Settings) -> str:
-    """Give ``champion`` back to the version it replaced; returns that version."""
+def watch_previous(c: MlflowClient, name: str, previous: str | None, hours: float) -> None:
+    """After a promotion: alias ``previous`` the champion it replaced and watch it for ``hours`` (its
+    ``watch_until`` tag); none (no earlier champion, or ``hours`` 0) ends any watch."""
+    if previous is None or hours <= 0:
+        end_watch(c, name)
+        return
+    until = datetime.now(UTC) + timedelta(hours=hours)
+    c.set_model_version_tag(name, previous, WATCH_UNTIL, until.isoformat(timespec="seconds"))
+    c.set_registered_model_alias(name, PREVIOUS, previous)
+
+
+def end_watch(c: MlflowClient, name: str) -> None:
+    """Remove the ``previous`` alias, if any."""
+    try:
+        c.delete_registered_model_alias(name, PREVIOUS)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise _unavailable(c, exc) from exc
+
+
+def watched_previous(c: MlflowClient, name: str, champion: str | None = None) -> str | None:
+    """The replaced champion still under watch (its ``watch_until`` ahead, not the champion itself), else None."""
+    try:
+        version = c.get_model_version_by_alias(name, PREVIOUS)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise _unavailable(c, exc) from exc
+    until = version.tags.get(WATCH_UNTIL)
+    if not until or datetime.fromisoformat(until) <= datetime.now(UTC) or str(version.version) == str(champion):
+        return None
+    return str(version.version)
+
+
+def shadow_target(c: MlflowClient, name: str) -> tuple[str, str] | None:
+    """What the service scores in shadow beside the champion, as ``(alias, version)``: the replaced champion
+    while it is watched (a rollback needs that evidence first), else the challenger; None when neither
+    differs from the champion."""
+    champion = alias_version(c, name, CHAMPION)
+    champion = None if champion is None else str(champion)
+    if (previous := watched_previous(c, name, champion)) is not None:
+        return PREVIOUS, previous
+    challenger = alias_version(c, name, CHALLENGER)
+    return (CHALLENGER, str(challenger)) if challenger is not None and str(challenger) != champion else None
+
+
+def rollback(task: str, settings: Settings, reason: str | None = None, numbers: dict | None = None) -> str:
+    """Give ``champion`` back to the version it replaced and end the watch; returns that version. Both
+    versions record it (tags, and a paragraph added to the model card) with ``reason`` and ``numbers``."""
     c = client(settings)
     name = settings.model_name(task)
     current = alias_version(c, name, CHAMPION)
     if current is None:
         raise LookupError(f"{name} has no champion to roll back")
+    current = str(current)
     previous = c.get_model_version(name, current).tags.get("previous_champion")
     if not previous:
         raise LookupError(f"{name} version {current} replaced no earlier champion; nothing to roll back to")
+    reason = reason or "rolled back by hand"
     c.set_registered_model_alias(name, CHAMPION, previous)
-    c.set_model_version_tag(name, current, "gate", "rolled_back")
-    c.update_model_version(name, current, description=f"rolled back: champion returned to version {previous}")
+    end_watch(c, name)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    recorded = json.dumps(numbers or {})
+    for version, tags, line in (
+            (current, {"gate": "rolled_back", "rolled_back_to": previous}, f"rolled back: champion returned to "
+             f"version {previous}"),
+            (previous, {"restored_from": current}, f"restored as champion in place of version {current}")):
+        for key, value in {**tags, "rollback_reason": reason[:5000], "rollback_numbers": recorded,
+                           "rollback_at": at}.items():
+            c.set_model_version_tag(name, version, key, value)
+        card = c.get_model_version(name, version).description or ""
+        c.update_model_version(name, version, description=f"{card}\n\n## Rollback ({at})\n\n{line}: {reason}"
+                               + (f"\n\nNumbers: `{recorded}`" if numbers else ""))
     return previous
 
 
@@ -145,6 +209,11 @@ def champion_summary(task: str, settings: Settings) -> dict:
     if version is None:
         raise LookupError(f"{name} has no champion yet; run `popularity run` or `popularity promote`")
     return _summary(c, name, version, CHAMPION)
+
+
+def version_summary(c: MlflowClient, name: str, version: str) -> dict:
+    """Registered ``version``'s summary (as :func:`champion_summary`'s); LookupError when there is none."""
+    return _summary(c, name, str(version))
 
 
 def _summary(c: MlflowClient, name: str, version: str, alias: str | None = None) -> dict:

@@ -124,6 +124,12 @@ class PromotionSettings(BaseModel):
     latency_budget_ms: float = 250.0
     flip_tolerance: float = 0.25
     jpeg_tolerance: float = 0.25
+    # Live evidence (needs serving.shadow_share above 0): above 0, a challenger replaces a champion only once
+    # this many of its shadowed requests have an outcome and they show it no worse (0: off).
+    live_outcomes: int = Field(0, ge=0)
+    # After a promotion the replaced champion is scored in shadow this long, and restored when the new one
+    # does worse on the same live outcomes by performance.decay_margin (0: no watch, no automatic rollback).
+    rollback_watch_hours: float = Field(48.0, ge=0.0)
 
 
 class ServingSettings(BaseModel):

@@ -9,8 +9,10 @@ or a failed request. It starts with no champion too, and says why; a champion th
 leaves the old one serving.
 
 With ``serving.shadow_share`` above 0 it follows the ``challenger`` alias the same way and holds that
-version as a shadow: ``shadow`` scores what the API hands it after answering, and a challenger that
-fails to load or score is reported (``shadow_problem``) and changes nothing else.
+version as a shadow (after a promotion, while ``promotion.rollback_watch_hours`` watch it, the replaced
+champion behind the ``previous`` alias instead: :func:`pipelines.registry.shadow_target`): ``shadow``
+scores what the API hands it after answering, and a challenger that fails to load or score is reported
+(``shadow_problem``) and changes nothing else.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def champion_version(alias: str = registry.CHAMPION) -> str | None:
     return registry.alias_version(registry.client(settings), settings.model_name(), alias)
 
 
+def shadow_target() -> tuple[str, str] | None:
+    """``(alias, version)`` to score in shadow now: the watched previous champion, else the challenger."""
+    return registry.shadow_target(registry.client(settings), settings.model_name())
+
+
 def predict(loaded: Loaded, items: list[dict[str, Any]]) -> dict:
     """``loaded``'s scores and labels of decoded images with their social context."""
     social = pd.DataFrame([item.get("social") or {} for item in items]).reindex(columns=REQUEST_COLUMNS)
@@ -99,6 +106,7 @@ class Scorer:
         self.backoff = LoadBackoff(SERVING.watch_interval_s or 10.0, SERVING.load_retry_max_s)
         self._lock = asyncio.Lock()
         self.shadow: Loaded | None = None  # the challenger, with serving.shadow_share above 0
+        self.shadow_alias: str | None = None  # which alias it was held for: challenger, or previous (watched)
         self.shadow_load_problem: str | None = None
         self.shadow_score_problem: str | None = None
         self.shadow_failures = 0  # challengers that failed to load, and shadow calls that failed to score
@@ -170,30 +178,33 @@ class Scorer:
                             f" time(s); next try in {wait:.0f} s or at /reload)")
 
     async def _follow_challenger(self, force: bool = False) -> None:
-        """Hold the registry's challenger as the shadow (none when there is none, or it is the champion);
-        one that fails to load is reported and tried again with backoff, the shadow held so far kept."""
+        """Hold the registry's challenger (or the watched previous champion) as the shadow (none when there
+        is none, or it is the champion); one that fails to load is reported and tried again with backoff,
+        the shadow held so far kept."""
         try:
-            version = await anyio.to_thread.run_sync(champion_version, registry.CHALLENGER)
+            target = await anyio.to_thread.run_sync(shadow_target)
         except Exception as exc:
             self.shadow_load_problem = f"challenger unknown: {why(exc)}"
             return
         serving = str(self.current.summary["version"]) if self.current else None
+        alias, version = target or (None, None)
         if version is None or version == serving:
             self.shadow, self.shadow_load_problem, self.shadow_score_problem = None, None, None
             return
         if self.shadow is not None and str(self.shadow.summary["version"]) == version:
-            self.shadow_load_problem = None
+            self.shadow_alias, self.shadow_load_problem = alias, None
             return
         if not force and not self.shadow_backoff.due(version, time.monotonic()):
             return
         try:
             self.shadow = await anyio.to_thread.run_sync(load, None, version)
+            self.shadow_alias = alias
             self.shadow_load_problem = self.shadow_score_problem = None
             self.shadow_backoff.loaded(version)
         except Exception as exc:
             self.shadow_failures += 1
             wait = self.shadow_backoff.failed(version, time.monotonic())
-            self.shadow_load_problem = (f"could not load challenger v{version} as shadow: {why(exc)} (next try in "
+            self.shadow_load_problem = (f"could not load {alias} v{version} as shadow: {why(exc)} (next try in "
                                         f"{wait:.0f} s)")
 
     @bentoml.api
@@ -236,5 +247,6 @@ class Scorer:
         if SERVING.shadow_share > 0:
             info["shadow"] = {"share": SERVING.shadow_share,
                               "version": str(self.shadow.summary["version"]) if self.shadow else None,
+                              "alias": self.shadow_alias if self.shadow else None,
                               "problem": self.shadow_load_problem or self.shadow_score_problem}
         return info
