@@ -339,3 +339,15 @@ def test_compose_and_manifest_mlflow_servers_run_as_the_stacks_does():
     manifest_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert MLFLOW_SERVER_ENV.items() <= compose_env.items()
     assert MLFLOW_SERVER_ENV.items() <= manifest_env.items()
+
+
+def test_workers_pass_the_alert_webhook_from_a_secret_or_the_callers_environment():
+    """Alerts are registered by the worker: compose passes POPULARITY_ALERTS__WEBHOOK_URL through (empty: none),
+    the manifests read it from an optional Secret, never a literal (a webhook URL may carry a token)."""
+    workers = [c for _, c in _containers() if "worker" in _subcommands(c)]
+    assert workers
+    for container in workers:
+        ref = _secret_ref(container, "POPULARITY_ALERTS__WEBHOOK_URL")
+        assert (ref["name"], ref["key"]) == ("popularity-alerts", "webhook-url") and ref["optional"] is True
+    env = _compose()["services"]["prefect-worker"]["environment"]
+    assert env["POPULARITY_ALERTS__WEBHOOK_URL"] == "${POPULARITY_ALERTS__WEBHOOK_URL:-}"
