@@ -20,6 +20,7 @@ class ServingStatus:
     version: str | None = None
     problem: str | None = STARTING
     load_failures: int = 0
+    gate_warning: str | None = None  # the champion was promoted without the gate (pipelines.review.gate_record)
     # shadow scoring (serving.shadow_share above 0): the challenger held, why it is not, failures so far
     shadow_version: str | None = None
     shadow_problem: str | None = None
@@ -28,6 +29,7 @@ class ServingStatus:
     def update(self, status: dict) -> None:
         self.ready, self.version = bool(status["ready"]), status["version"]
         self.problem, self.load_failures = status["problem"], int(status["load_failures"])
+        self.gate_warning = status.get("gate_warning")
         self.shadow_version, self.shadow_problem = status.get("shadow_version"), status.get("shadow_problem")
         self.shadow_failures = int(status.get("shadow_failures", 0))
 
@@ -64,7 +66,8 @@ class ReadinessReason:
     """``/readyz`` is 503 with ``{"error": "not_ready", "message": <reason>}`` while no champion is
     loaded; once one is, BentoML's own probe (the scorer's ``__is_ready__``) answers, and when a newer
     champion failed to load (the old one still serving) its 200 says so:
-    ``{"ready": true, "version": <served>, "problem": <reason>}``. A shadow challenger that cannot load or
+    ``{"ready": true, "version": <served>, "problem": <reason>}``, and so does a champion promoted without
+    the gate (``"warning"``: the alias was moved by hand). A shadow challenger that cannot load or
     score changes no verdict; the body then carries ``shadow_problem``."""
 
     def __init__(self, app: ASGIApp, status: ServingStatus):
@@ -76,9 +79,11 @@ class ReadinessReason:
         if not self.status.ready:
             body = json.dumps({"error": "not_ready", "message": self.status.problem or "no champion loaded"})
             return await _answer(send, 503, body.encode())
-        if not self.status.problem and not self.status.shadow_problem:
+        if not self.status.problem and not self.status.shadow_problem and not self.status.gate_warning:
             return await self.app(scope, receive, send)
         problem = {"ready": True, "version": self.status.version, "problem": self.status.problem}
+        if self.status.gate_warning:  # served, but a person moved the alias past the gate: say so
+            problem["warning"] = self.status.gate_warning
         if self.status.shadow_problem:
             problem["shadow_problem"] = self.status.shadow_problem
 
