@@ -10,6 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.scaleout import fetch_items
+from flows.stale import claim
+from pipelines import tracking
 from pipelines.data.collect import collect
 from pipelines.data.snapshots import Snapshot
 from pipelines.data.sources import Combined, parse_spec
@@ -37,6 +39,7 @@ def collect_flow(source: str = "demo", name: str | None = None, label: str | Non
                  drop_outliers: bool = False, runner: str = "local", allow_private: bool = False,
                  allow_outside_paths: bool = False) -> dict:
     """Collect a source into an immutable snapshot; returns the snapshot summary."""
+    claim()
     path = collect_snapshot(source, name, label, drop_outliers, runner, allow_private, allow_outside_paths)
     return Snapshot(Path(path)).summary()
 
@@ -46,7 +49,7 @@ def check_snapshot(snapshot_path: str, parent_run_id: str | None = None) -> dict
     """The snapshot suites; their results and Data Docs go on the parent MLflow run when there is one."""
     report = validate_snapshot(Snapshot(Path(snapshot_path)), load_settings())
     if parent_run_id:
-        with mlflow.start_run(run_id=parent_run_id):
+        with tracking.start_run(run_id=parent_run_id):
             for path in (report.results_path, report.docs_path):
                 if path and Path(path).exists():
                     (mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact)(path, "validation")
@@ -63,4 +66,5 @@ def check_snapshot(snapshot_path: str, parent_run_id: str | None = None) -> dict
 @flow(name="validate", log_prints=True)
 def validate_flow(snapshot: str | None = None) -> dict:
     """Run the Great Expectations suites on a snapshot (the latest by default)."""
+    claim()
     return check_snapshot(str(Snapshot.open(load_settings().datasets_dir, snapshot).path))

@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import alerts
 from flows.data_flows import check_snapshot, collect_snapshot
+from flows.stale import take_over
 from flows.training_flows import open_parent_run, promote_flow, train_flow, verdict_markdown
 from monitoring import feedback, monitor, shadow
 from monitoring.cooldown import Cooldown
@@ -82,6 +83,7 @@ def retrain_flow(task: str = "binary", source: str | None = None, models: list[s
     is given back.
     """
     settings = load_settings()
+    take_over(settings)  # runs that a killed process left RUNNING are marked failed first
     d = settings.drift
     trigger = trigger or _trigger()
     source = source or d.retrain_source

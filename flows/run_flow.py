@@ -15,10 +15,11 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.data_flows import check_snapshot, collect_snapshot
 from flows.monitoring_flows import monitor_flow
+from flows.stale import take_over
 from ops.processes import ServiceProcess
 from flows.training_flows import open_parent_run, promote_flow, train_flow, verdict_markdown
 from monitoring.request_store import open_request_store
-from pipelines import registry
+from pipelines import registry, tracking
 from pipelines.data import probes
 from pipelines.data.snapshots import Snapshot
 from pipelines.settings import load_settings
@@ -68,10 +69,11 @@ def run_flow(source: str = "demo", task: str = "binary", quick: bool = False, po
     The service is probed with held-out images (not the drift reference), then with the same images
     darkened: the monitor's two verdicts show it can say both "no drift" and "drift"."""
     settings = load_settings()
+    take_over(settings)  # runs that a killed process left RUNNING are marked failed first
     parent = open_parent_run(settings, f"pipeline-{task}", {"source": source, "task": task, "quick": str(quick)})
     snapshot_path = collect_snapshot(source, None, None, False, runner)
     snap = Snapshot(Path(snapshot_path))
-    with mlflow.start_run(run_id=parent):
+    with tracking.start_run(run_id=parent):
         mlflow.log_dict(snap.meta, "snapshot.json")
     validation = check_snapshot(snapshot_path, parent)
     trained = train_flow(snapshot=snap.id, task=task, models=models, quick=quick, parent_run_id=parent, runner=runner)
@@ -92,7 +94,7 @@ def run_flow(source: str = "demo", task: str = "binary", quick: bool = False, po
                "shifted": {"service": shifted_probe, "monitor": shifted_drift,
                            "brightness": settings.demo.probe_brightness},
                "mlflow_run_id": parent}
-    with mlflow.start_run(run_id=parent):
+    with tracking.start_run(run_id=parent):
         mlflow.log_text(json.dumps(summary, indent=2, default=str), "summary.json")
     verdicts = (f"\n## Drift\n\nHeld-out images: {drift['message']}\n\nThe same images at "
                 f"{settings.demo.probe_brightness:.0%} brightness: {shifted_drift['message']}\n")

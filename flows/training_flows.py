@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import alerts
 from flows.data_flows import check_snapshot
 from flows.scaleout import compute_features
+from flows.stale import take_over
 from monitoring import monitor
 from pipelines import model_card, promotion, registry, tracking
 from pipelines.data import verdicts
@@ -52,7 +53,7 @@ def open_parent_run(settings, run_name: str, tags: dict | None = None) -> str:
     the minute it started (``retrain-drift-2026-12-06T01:30``), so the runs table tells runs apart."""
     experiment = tracking.experiment(settings, PIPELINE_EXPERIMENT)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{run_name}-{started}") as run:
+    with tracking.start_run(experiment_id=experiment, run_name=f"{run_name}-{started}") as run:
         if tags:
             mlflow.set_tags(tags)
         return run.info.run_id
@@ -88,6 +89,7 @@ def train_flow(snapshot: str | None = None, task: str = "binary", models: list[s
     ``options`` overrides training settings for this run (backbone, split, repeats, require_faces,
     tune, tune_budget_s)."""
     settings = with_options(load_settings(), **(options or {}))
+    take_over(settings)  # runs that a killed process left RUNNING are marked failed first
     snap = Snapshot.open(settings.datasets_dir, snapshot)
     if runner != "local":  # the feature tables land in the cache that the candidates read
         compute_features(str(snap.path), runner)

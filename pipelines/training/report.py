@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pipelines import evaluation
+from pipelines import evaluation, tracking
 from pipelines.data import labels
 from pipelines.tasks import PRIMARY
 from pipelines.training.data import TrainingData
@@ -171,7 +171,7 @@ def summarise(data: TrainingData, candidates: list[Candidate], parent_run_id: st
     choice = select(candidates, data.task, data.settings.promotion)
     table = comparison_table(candidates, base, oracle, data.task)
     table["selection"] = table["candidate"].map(choice.why)
-    with mlflow.start_run(run_id=parent_run_id):
+    with tracking.start_run(run_id=parent_run_id):
         mlflow.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlflow.log_metrics({f"oracle_{k}": v for k, v in oracle.items()})
         mlflow.log_metrics({f"rows_{k}": v for k, v in data.row_counts.items()})

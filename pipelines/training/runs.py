@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from pipelines import evaluation
+from pipelines import evaluation, tracking
 from pipelines.data.images import to_jpeg
 from pipelines.models import distributed
 from pipelines.models.pyfunc import log_model
@@ -74,7 +74,7 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         return None
     # MLflow puts a nested run in the *default* experiment unless told: keep it beside its parent
     experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(
+    with tempfile.TemporaryDirectory() as tmp, tracking.start_run(
         run_name=name, parent_run_id=parent_run_id, nested=True, experiment_id=experiment_id
     ) as run:
         inputs = spec.inputs

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         parent = None
         if distributed.is_main():
             mlflow.set_tracking_uri(settings.tracking_uri)
-            with mlflow.start_run(experiment_id=tracking.experiment(settings, args.experiment),
+            with tracking.start_run(experiment_id=tracking.experiment(settings, args.experiment),
                                   run_name=f"train-{args.task}") as run:
                 mlflow.set_tags({"world_size": distributed.world_size()})
                 parent = run.info.run_id

@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
-from pipelines import evaluation
+from pipelines import evaluation, tracking
 from pipelines.models import backends
 from pipelines.tasks import PRIMARY
 from pipelines.training.candidates import CANDIDATES
@@ -56,7 +56,7 @@ def tune(name: str, data: TrainingData, run_id: str, quick: bool) -> dict:
 
     def objective(trial) -> float:
         params = space(trial)
-        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(
+        with tempfile.TemporaryDirectory() as tmp, tracking.start_run(
             run_name=f"{name}-trial-{trial.number}", parent_run_id=run_id, nested=True, experiment_id=experiment_id
         ):
             mlflow.set_tags({"candidate": name, "trial": trial.number})
