@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli.options import (JsonOpt, RunnerOpt, TaskOpt, check_models, check_runner, check_task, open_snapshot,
@@ -211,6 +212,8 @@ def model(task: TaskOpt = "binary", as_json: JsonOpt = False) -> None:
     except registry.RegistryUnavailable as exc:
         fail(str(exc), kind="unavailable")
     console.print(champion_table(summary))
+    if summary.get("promoted_without_gate"):  # the alias moved by hand, e.g. MLflow's own Promote button
+        console.print(f"[bold red]warning:[/] {escape(summary['gate_warning'])}")
     emit(summary, as_json)
 
 

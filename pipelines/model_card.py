@@ -27,9 +27,11 @@ def _metrics_table(validation: dict, test: dict, baseline: dict, oracle: dict) -
 
 
 def render(name: str, version: str, tags: dict, run_metrics: dict, verdict: str, gate: pd.DataFrame,
-           rows: dict, loosened: dict | None = None) -> str:
+           rows: dict, loosened: dict | None = None, status: str | None = None, chart: str | None = None) -> str:
     """The card of ``name`` v``version`` from its registry tags (snapshot, candidate, test metrics, baseline,
-    oracle), its run's ``val_*`` metrics, the gate's verdict and checks, and the rows it saw."""
+    oracle), its run's ``val_*`` metrics, the gate's verdict and checks, and the rows it saw. ``status``
+    replaces the verdict's headline (a promotion awaiting approval); ``chart`` says where the chart of the
+    primary metric across all versions is."""
     test = json.loads(tags.get("metrics", "{}"))
     baseline, oracle = json.loads(tags.get("baseline", "{}")), json.loads(tags.get("oracle", "{}"))
     validation = {k.removeprefix("val_"): v for k, v in run_metrics.items() if k.startswith("val_")}
@@ -45,12 +47,14 @@ def render(name: str, version: str, tags: dict, run_metrics: dict, verdict: str,
                  f"was trained or chosen on; stability on {rows.get('stability_rows', '?')} validation images, as "
                  "selection measured it.")
     loosened_note = f"\n\nThresholds set looser than the defaults: `{json.dumps(loosened)}`." if loosened else ""
+    headline = status or ("Promoted to champion" if passed else "Not promoted")
+    across = f"\n\n## Across versions\n\n{chart}" if chart else ""
     card = (f"# {name} v{version}: `{tags.get('candidate')}` ({tags.get('family')})\n\n"
-            f"**{'Promoted to champion' if passed else 'Not promoted'}.** {verdict}\n\n"
+            f"**{headline}.** {verdict}\n\n"
             f"## Data\n\n{data}\n\n"
             f"## Metrics\n\n{chosen}; test reported once.\n\n"
             f"{markdown_table(_metrics_table(validation, test, baseline, oracle), '.3f')}\n\n"
-            f"## Gate\n\n{gate_rows}\n\n{markdown_table(gate)}{loosened_note}\n")
+            f"## Gate\n\n{gate_rows}\n\n{markdown_table(gate)}{loosened_note}{across}\n")
     if len(card) > MAX_CHARS:  # the verdict's details are the longest part, and they are in the tags too
         card = card.replace(verdict, verdict[: max(0, len(verdict) - (len(card) - MAX_CHARS) - 3)] + "…")
     return card[:MAX_CHARS]

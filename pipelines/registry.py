@@ -18,6 +18,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipelines import review
 from pipelines.settings import Settings
 from pipelines.tasks import PRIMARY
 
@@ -234,6 +235,8 @@ def _summary(c: MlflowClient, name: str, version: str, alias: str | None = None)
         "baseline": json.loads(tags.get("baseline", "{}")),
         "oracle": json.loads(tags.get("oracle", "{}")), "gate_reason": tags.get("gate_reason"),
         "label": tags.get("label") or None,
+        # the champion alias on a version the gate did not promote (MLflow's own button): reported, not hidden
+        **(review.gate_record(version, tags) if CHAMPION in (alias, *aliases) else {}),
     }
 
 
