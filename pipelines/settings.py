@@ -70,6 +70,10 @@ class FeatureSettings(BaseModel):
     colors_k: int = 5
     colors_px: int = 64
     colors_iters: int = 25  # Lloyd steps: 25 bring palettes within 10 RGB of seed 000 (bench)
+    # The Lloyd steps see every colors_stride-th pixel of every colors_stride-th row of the colors_px
+    # thumbnail, then one step and the weights all of them: 2 is about 3x faster than 1, its palettes
+    # within 3 RGB of 1's on average (6 at worst; tests/unit/test_colour_path.py)
+    colors_stride: int = Field(2, ge=1, le=8)
     batch_size: int = 256
     faces_px: int = 512
     faces_min_confidence: float = 2.0  # Haar level weight: the --require-faces threshold
