@@ -32,36 +32,63 @@ def _nearest(planes: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return scores.argmin(0)
 
 
-def dominant_colors(pixels: np.ndarray, k: int = 5, iters: int = 12) -> np.ndarray:
+def dominant_colors(pixels: np.ndarray, k: int = 5, iters: int = 12, stride: int = 1) -> np.ndarray:
     """``N×k×4`` palettes (R, G, B in 0–255 and the weight of each colour), heaviest first.
 
-    ``pixels`` is an ``N×H×W×3`` uint8 batch; luminance-quantile seeding, then Lloyd iterations, all
-    batched and deterministic.
+    ``pixels`` is an ``N×H×W×3`` uint8 batch; luminance-quantile seeding, then at most ``iters`` Lloyd
+    iterations, all batched and deterministic. An image whose assignment no longer changes has reached
+    Lloyd's fixed point and leaves the batch (its later steps would change nothing). With ``stride`` above 1
+    the seeding and the Lloyd steps see every ``stride``-th pixel of every ``stride``-th row (a quarter of
+    them at 2), then one last step and the weights every pixel: a palette within a few RGB of the all-pixel
+    one (``tests/unit/test_colour_path.py`` holds the bound) at about a third of the cost.
     """
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, not {stride}")
+    pixels = np.asarray(pixels)
     n = len(pixels)
-    x = np.asarray(pixels).reshape(n, -1, 3).astype(np.float32)
-    p = x.shape[1]
+    x = pixels.reshape(n, -1, 3).astype(np.float32)
+    sample = x if stride == 1 else pixels[:, ::stride, ::stride].reshape(n, -1, 3).astype(np.float32)
     # Seeding from the pixels sorted by luminance (the means of k equal slices) depends on the set of
     # pixels, not their order: a mirrored or re-encoded image gets the same palette, unlike a random
     # k-means++ draw.
-    luminance = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    ordered = np.take_along_axis(x, np.argsort(luminance, axis=1, kind="stable")[..., None], 1)
+    luminance = sample @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ordered = np.take_along_axis(sample, np.argsort(luminance, axis=1, kind="stable")[..., None], 1)
     centres = np.stack([chunk.mean(1) for chunk in np.array_split(ordered, k, axis=1)], 1).astype(np.float32)
+    _lloyd(np.ascontiguousarray(sample.transpose(2, 0, 1)), centres, iters)
     planes = np.ascontiguousarray(x.transpose(2, 0, 1))
-    flat = planes.reshape(3, -1)
-    cell = (np.arange(n) * k)[:, None]  # image i's centres are bins i·k … i·k + k − 1
-    for _ in range(iters):
-        index = (_nearest(planes, centres) + cell).ravel()
-        counts = np.bincount(index, minlength=n * k).reshape(n, k)
-        sums = np.stack([np.bincount(index, weights=flat[ch], minlength=n * k) for ch in range(3)], -1)
-        means = sums.reshape(n, k, 3) / np.maximum(counts, 1)[..., None]
-        centres = np.where(counts[..., None] > 0, means, centres).astype(np.float32)
-    index = (_nearest(planes, centres) + cell).ravel()
-    weights = np.bincount(index, minlength=n * k).reshape(n, k) / p
+    if stride > 1 and iters > 0:
+        _lloyd(planes, centres, 1)  # one step on every pixel: the sample's centres moved to all pixels' means
+    index = (_nearest(planes, centres) + (np.arange(n) * k)[:, None]).ravel()
+    weights = np.bincount(index, minlength=n * k).reshape(n, k) / x.shape[1]
     order = np.argsort(-weights, axis=1, kind="stable")
     centres = np.take_along_axis(centres, order[..., None], 1)
     weights = np.take_along_axis(weights, order, 1)
     return np.concatenate([centres, weights[..., None]], -1).astype(np.float32)
+
+
+def _lloyd(planes: np.ndarray, centres: np.ndarray, iters: int) -> None:
+    """At most ``iters`` Lloyd steps on ``centres`` (``N×k×3``, updated in place) for ``3×N×P`` ``planes``;
+    an image stops at its fixed point, where its assignment repeats (each further step would recompute the
+    same centres)."""
+    k = centres.shape[1]
+    active = np.arange(centres.shape[0])
+    previous = None
+    for _ in range(iters):
+        labels = _nearest(planes, centres[active])
+        if previous is not None:
+            moving = (labels != previous).any(1)
+            if not moving.all():
+                active, planes, labels = active[moving], planes[:, moving], labels[moving]
+                if not len(active):
+                    return
+        n = len(active)
+        index = (labels + (np.arange(n) * k)[:, None]).ravel()
+        flat = planes.reshape(3, -1)
+        counts = np.bincount(index, minlength=n * k).reshape(n, k)
+        sums = np.stack([np.bincount(index, weights=flat[ch], minlength=n * k) for ch in range(3)], -1)
+        means = sums.reshape(n, k, 3) / np.maximum(counts, 1)[..., None]
+        centres[active] = np.where(counts[..., None] > 0, means, centres[active])
+        previous = labels
 
 
 def palette_features(palettes: np.ndarray) -> tuple[np.ndarray, list[str]]:

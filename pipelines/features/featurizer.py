@@ -19,8 +19,9 @@ from pipelines.settings import FeatureSettings
 
 GROUPS = ("colors", "quality", "faces", "embeddings", "social")
 # Bumped whenever the code changes what a configuration computes, so no cached table of the old code
-# is read: 2 added seed 000's unweighted-minus-mean colour and decoding to ``images.model_side``.
-REVISION = 2
+# is read: 2 added seed 000's unweighted-minus-mean colour and decoding to ``images.model_side``; 3 the
+# bilinear fit to it and Lloyd's fixed point (issue 29).
+REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ImageFeaturizer:
     colors_k: int = 5
     colors_px: int = 64
     colors_iters: int = 12
+    colors_stride: int = 1  # Lloyd steps on every n-th pixel (1 for models logged before the setting)
     quality_px: int = 128
     faces_px: int = 512
     embed_backbone: str = "mobilenet_v2"
@@ -45,7 +47,8 @@ class ImageFeaturizer:
         """The featurizer of ``groups`` as configured; training and the Dask feature flow both build it
         here, so their cache keys agree. Groups keep one canonical order, whatever order they are asked in."""
         return cls(groups=tuple(g for g in GROUPS if g in groups), colors_k=settings.colors_k,
-                   colors_px=settings.colors_px, colors_iters=settings.colors_iters, faces_px=settings.faces_px,
+                   colors_px=settings.colors_px, colors_iters=settings.colors_iters,
+                   colors_stride=settings.colors_stride, faces_px=settings.faces_px,
                    embed_backbone=settings.embed_backbone, embed_px=settings.embed_px, embed_flip=settings.embed_flip)
 
     @property
@@ -56,7 +59,7 @@ class ImageFeaturizer:
         parts = []
         if "colors" in self.groups:
             small = np.stack([to_array(img, self.colors_px) for img in images])
-            values, names = palette_features(dominant_colors(small, self.colors_k, self.colors_iters))
+            values, names = palette_features(dominant_colors(small, self.colors_k, self.colors_iters, self.colors_stride))
             parts.append(pd.DataFrame(values, columns=names))
         if "quality" in self.groups:
             parts.append(quality_stats(np.stack([to_array(img, self.quality_px) for img in images])))
