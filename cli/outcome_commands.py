@@ -35,6 +35,8 @@ def monitor(
     shadow = summary["performance"].pop("shadow", None)  # the challenger in shadow: a block of its own
     if shadow:
         console.print(shadow["message"])
+        if shadow.get("drift"):
+            console.print(shadow["drift"]["message"])
     if summary["rollback"]:
         console.print(summary["rollback"]["message"])
     if summary["retraining"]:

@@ -17,8 +17,9 @@ from monitoring import estimation, feedback, performance, shadow
 from monitoring.drift import DriftResult, check_drift
 from monitoring.performance import PerformanceResult
 from monitoring.report import write_report
-from monitoring.request_store import open_request_store
+from monitoring.request_store import SHADOW_PROFILE, open_request_store
 from pipelines import registry, tracking
+from pipelines.features.monitored import SCALARS
 from pipelines.settings import Settings
 from pipelines.tasks import PRIMARY
 
@@ -88,7 +89,35 @@ def _shadow(champion: dict, task: str, settings: Settings) -> shadow.ShadowResul
     watched = previous is not None and not shadow.shadowed(served, str(champion["version"]), previous).empty
     observed = feedback.latest(feedback.open_feedback_store(settings).read())
     compared = shadow.compare(served, observed, champion, task, settings.performance, previous if watched else None)
+    compared.drift = _shadow_drift(served, compared, champion, settings)
     return shadow.watch(compared, settings.performance.decay_margin) if watched else compared
+
+
+def _shadow_drift(served: pd.DataFrame, compared: shadow.ShadowResult, champion: dict, settings: Settings) -> dict:
+    """The shadow version's input-drift view: the newest window of shadowed requests that the champion profiled,
+    as the shadow profiles them (its own projection of the embedding, stored by the service under
+    ``shadow__``) with its own scores, against its own reference. A record without the shadow's profile
+    (an older service) is judged on the champion's scalar features, which do not depend on the model."""
+    rows = shadow.shadowed(served, str(champion["version"]), compared.version)
+    own = [c for c in rows.columns if c.startswith(SHADOW_PROFILE)]
+    profiled = rows[rows[own].notna().any(axis=1)] if own else rows.iloc[0:0]
+    if len(profiled):
+        current, seen = profiled[own].rename(columns=lambda c: c.removeprefix(SHADOW_PROFILE)), "its own profile"
+    else:
+        profiled = rows[rows["profile_rate"].notna()] if "profile_rate" in rows else rows.iloc[0:0]
+        current, seen = profiled[[c for c in SCALARS if c in profiled]], "the champion's scalar features"
+    current = current.assign(score=profiled["shadow_score"].to_numpy(float)).tail(settings.drift.window)
+    try:
+        reference = reference_profile(registry.version_summary(registry.client(settings), champion["name"],
+                                                               compared.version))
+    except Exception as exc:  # a version logged without its reference: the rest of the check stands
+        return {"window": len(current), "enough_data": False, "drift": False, "profile": None,
+                "message": f"v{compared.version} has no drift reference ({type(exc).__name__}): no drift view"}
+    d = settings.drift
+    result = check_drift(reference, current, d.p_value, d.drifted_share_threshold, d.min_requests, d.mmd_permutations)
+    return {"window": result.window, "drifted_share": round(result.drifted_share, 4), "drift": result.drift,
+            "enough_data": result.enough_data, "profile": "shadow" if seen == "its own profile" else "champion",
+            "message": f"v{compared.version}'s view ({seen}, its reference): {result.message}"}
 
 
 def live_evidence(task: str, settings: Settings):
@@ -152,5 +181,7 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, 
             mlflow.log_metrics({f"shadow_{k}": float(getattr(compared, k)) for k in SHADOW
                                 if np.isfinite(getattr(compared, k))})
             mlflow.set_tags({"shadow_version": compared.version, "shadow_verdict": compared.verdict})
+            if compared.drift and compared.drift["enough_data"]:
+                mlflow.log_metric("shadow_drifted_share", compared.drift["drifted_share"])
         mlflow.log_artifacts(str(out), "report")
     return drift, realized, report

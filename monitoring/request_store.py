@@ -33,6 +33,9 @@ COLUMNS = ("ts", "model", "version", "score", "label", "prediction_id", "post_id
 # Shadow scoring (serving.shadow_share): the challenger's version and score of the same request; only the
 # records it scored carry them (null columns elsewhere, and in tables made before them).
 SHADOW_COLUMNS = ("shadow_version", "shadow_score")
+# and of a request the champion profiled, the challenger's own drift profile: its features under this prefix
+# (stored with the other features, the challenger's input-drift view)
+SHADOW_PROFILE = "shadow__"
 POST_ID_CHARS = 128  # the longest caller id the table holds
 
 metadata = sa.MetaData()

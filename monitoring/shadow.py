@@ -48,6 +48,9 @@ class ShadowResult:
     high: float = float("nan")
     verdict: str = TOO_FEW
     message: str = ""
+    # its input-drift view: the shadowed requests profiled and scored as it sees them, against its own
+    # reference (``window``, ``drifted_share``, ``drift``, ``enough_data``, ``profile``, ``message``)
+    drift: dict | None = None
 
     def summary(self) -> dict:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}

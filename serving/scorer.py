@@ -85,6 +85,14 @@ def predict(loaded: Loaded, items: list[dict[str, Any]]) -> dict:
     return loaded.model.predict_images([item["image"] for item in items], social)
 
 
+def shadow_predict(loaded: Loaded, items: list[dict[str, Any]]) -> tuple[pd.DataFrame, dict[int, dict]]:
+    """The shadow's scores, and its own drift profile of the items the champion profiled (``profile``): the
+    challenger's input-drift view, through its own projection of the embedding."""
+    drawn = [i for i, item in enumerate(items) if item.get("profile")]
+    profiled = loaded.model.profile_images([items[i]["image"] for i in drawn]).to_dict(orient="records") if drawn else []
+    return predict(loaded, items), dict(zip(drawn, profiled, strict=True))
+
+
 def why(exc: Exception) -> str:
     """An exception as one short line for ``/readyz`` and ``/metrics``."""
     return f"{exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -209,20 +217,22 @@ class Scorer:
 
     @bentoml.api
     async def shadow_score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The shadow's scores of decoded images the champion answered (``{"image", "social"}``), off the
-        event loop; an ``error`` entry each when there is no shadow or it failed (counted, reported)."""
+        """The shadow's scores of decoded images the champion answered (``{"image", "social", "profile"}``),
+        with its drift profile of those marked ``profile``, off the event loop; an ``error`` entry each when
+        there is no shadow or it failed (counted, reported)."""
         shadow = self.shadow
         if shadow is None:
             return [{"error": "no_shadow", "message": self.shadow_load_problem or "no challenger"} for _ in items]
         try:
-            result = await anyio.to_thread.run_sync(predict, shadow, items)
+            result, profiles = await anyio.to_thread.run_sync(shadow_predict, shadow, items)
         except Exception as exc:
             self.shadow_failures += 1
             self.shadow_score_problem = f"challenger v{shadow.summary['version']} failed to score: {why(exc)}"
             return [{"error": "shadow_failed", "message": self.shadow_score_problem} for _ in items]
         self.shadow_score_problem = None
         version = str(shadow.summary["version"])
-        return [{"score": float(s), "version": version} for s in result["score"]]
+        return [{"score": float(s), "version": version, "profile": profiles.get(i)}
+                for i, s in enumerate(result["score"])]
 
     @bentoml.api
     async def status(self) -> dict:

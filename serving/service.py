@@ -41,7 +41,7 @@ from pydantic import Field
 from starlette.responses import JSONResponse
 
 from monitoring.feedback import record as record_feedback
-from monitoring.request_store import BatchWriter, open_request_store
+from monitoring.request_store import SHADOW_PROFILE, BatchWriter, open_request_store
 from monitoring.verdicts import VerdictCache, open_verdict_store
 from pipelines.data.images import ImageError
 from pipelines.settings import load_settings
@@ -216,7 +216,8 @@ class Popularity:
             self.shadow_skipped += len(drawn)
             return records
         task = asyncio.create_task(self._shadow([records[k] for k in drawn],
-                                                [{"image": images[k], "social": social} for k in drawn]))
+                                                [{"image": images[k], "social": social,
+                                                  "profile": "profile_rate" in records[k]} for k in drawn]))
         self.shadows.add(task)
         task.add_done_callback(self.shadows.discard)
         return [r for k, r in enumerate(records) if k not in set(drawn)]
@@ -228,8 +229,9 @@ class Popularity:
         try:
             scored = await asyncio.wait_for(self.scorer.to_async.shadow_score(items), SHADOW_TIMEOUT_S)
             for record, shadow in zip(records, scored, strict=True):
-                if "error" not in shadow:
-                    record.update(shadow_version=shadow["version"], shadow_score=shadow["score"])
+                if "error" not in shadow:  # with the challenger's own profile of a profiled image (its drift view)
+                    record.update(shadow_version=shadow["version"], shadow_score=shadow["score"],
+                                  **{SHADOW_PROFILE + k: v for k, v in (shadow.get("profile") or {}).items()})
         except Exception as exc:  # the scorer unreachable or too slow: the champion's answers stand
             STATUS.shadow_failures += 1
             STATUS.shadow_problem = f"shadow scoring failed: {why(exc)}"

@@ -78,7 +78,8 @@ def test_the_challenger_scores_in_shadow_beside_an_unchanged_champion(service, s
         assert reloaded.status_code == 200, reloaded.text
         model = client.get("/model").json()
         champion = str(model["version"])
-        assert model["alias"] == "champion" and model["shadow"] == {"share": 1.0, "version": shadow, "problem": None}
+        assert model["alias"] == "champion"
+        assert model["shadow"] == {"share": 1.0, "version": shadow, "alias": "challenger", "problem": None}
         assert "shadow" not in plain.get("/model").json()  # off by default: /model as before
 
         answers = [client.post("/predict", files={"image": ("a.jpg", b)}, data={"post_id": f"p{i}"}).json()
