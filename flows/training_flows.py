@@ -15,7 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import alerts
+from flows import alerts, approval
 from flows.data_flows import check_snapshot
 from flows.scaleout import compute_features
 from flows.stale import take_over
@@ -121,7 +121,8 @@ def promote_flow(task: str = "binary", rollback: bool = False) -> dict:
                                                                       f"v{summary['rolled_back_to']}"})
         return summary
     live = monitor.live_evidence(task, settings) if settings.promotion.live_outcomes > 0 else None
-    result = promotion.promote(task, settings, predictions_suite(task, settings), live)
+    approve = approval.ask_in_prefect if settings.promotion.approval == "required" else None  # a person signs
+    result = promotion.promote(task, settings, predictions_suite(task, settings), live, approve)
     print(result.reason)
     return {"promoted": result.passed, "version": result.version, "reason": result.reason,
             "checks": result.checks, "numbers": result.numbers, "thresholds": result.thresholds,

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 from PIL import Image
 
-from pipelines import evaluation, model_card, registry
+from pipelines import evaluation, model_card, registry, review, version_chart
 from pipelines.data.snapshots import Snapshot
 from pipelines.features.social import social_inputs
 from pipelines.settings import PromotionSettings, Settings
@@ -70,7 +71,8 @@ class GateResult:
         numbers = ", ".join(f"{k}={v:.4g}" for k, v in self.numbers.items())
         verdict = ("promoted to champion" if self.passed
                    else f"not promoted: failed {', '.join(c.name for c in failed)}")
-        details = "".join(f"; {c.name}: {c.message}" for c in failed if c.message)
+        signed = [c for c in self.outcomes if c.name == "approval" and c.passed]  # who signed, and why
+        details = "".join(f"; {c.name}: {c.message}" for c in [*failed, *signed] if c.message)
         loosened = f"; thresholds loosened from the defaults: {self.loosened}" if self.loosened else ""
         return f"{verdict} ({numbers}){details}{loosened}"
 
@@ -83,6 +85,8 @@ def loosened_thresholds(p: PromotionSettings) -> dict[str, float]:
     """Thresholds a setting made easier to pass than the defaults: recorded, never silent."""
     default, current = PromotionSettings().model_dump(), p.model_dump()
     current.pop("rollback_watch_hours")  # what happens after a promotion, not a threshold of the gate
+    for key in ("approval", "approval_timeout_s"):  # who signs after the gate, not a threshold of it
+        current.pop(key)
     looser = {key: value < default[key] if key in ("margin", "floor_roc_auc", "floor_spearman", "live_outcomes")
               else value > default[key] for key, value in current.items()}
     return {key: value for key, value in current.items() if looser[key]}
@@ -202,29 +206,63 @@ def gate(task: str, settings: Settings, predictions_check: PredictionsCheck | No
 
 
 def promote(task: str, settings: Settings, predictions_check: PredictionsCheck | None = None,
-            live: LiveEvidence | None = None) -> GateResult:
+            live: LiveEvidence | None = None, approve: review.Approver | None = None) -> GateResult:
     """Run the gate; on success move ``champion`` to the challenger and watch the replaced champion in
     shadow for ``promotion.rollback_watch_hours``. The decision, its numbers and its thresholds are written
-    on the version, and the challenger-vs-champion table on its run, either way."""
+    on the version, and the challenger-vs-champion table on its run, either way; the parent run gets the
+    gate's numbers as metrics and the chart of the primary metric across all versions.
+
+    With ``approve`` (``promotion.approval: required``) a challenger that passed every check is promoted only
+    once a person approves it: its card says it awaits approval meanwhile, and a rejection or no answer
+    within ``promotion.approval_timeout_s`` refuses it (an ``approval`` check that failed)."""
     c = registry.client(settings)
     name = settings.model_name(task)
     result = gate(task, settings, predictions_check, live)
     version_tags = c.get_model_version(name, result.version).tags
-    card = model_card.render(name, result.version, version_tags, c.get_run(version_tags["run_id"]).data.metrics,
-                             result.reason, result.table(), result.rows, result.loosened)
-    c.update_model_version(name, result.version, description=card)
-    tags = {"gate": "passed" if result.passed else "failed", "gate_reason": result.reason,
-            "gate_numbers": json.dumps(result.numbers), "gate_thresholds": json.dumps(result.thresholds),
-            "gate_loosened": json.dumps(result.loosened)}
-    for key, value in tags.items():
-        c.set_model_version_tag(name, result.version, key, value)
-    run_id = version_tags["run_id"]
-    c.log_text(run_id, model_card.markdown_table(result.table()), "gate/gate.md")
-    c.log_text(run_id, card, "gate/model_card.md")
-    c.log_dict(run_id, {"reason": result.reason, **tags}, "gate/gate.json")
+    run = c.get_run(version_tags["run_id"])
+    parent = run.data.tags.get("mlflow.parentRunId", run.info.run_id)
+    chart = (f"`{version_chart.chart_path(PRIMARY[task])}` (and its series, `.json`) among the artifacts of the "
+             f"parent run [{parent}](#/experiments/{run.info.experiment_id}/runs/{parent})")
+    asking = approve is not None and result.passed and result.champion_version != result.version
+    card = _record(c, name, result, run, chart, "Awaiting a person's approval" if asking else None)
+    if asking:
+        decision = approve(review.Review(name, result.version, version_tags.get("candidate"), card,
+                                         settings.promotion.approval_timeout_s))
+        result.outcomes.append(Check("approval", decision.approved, message=decision.message))
+        result.passed = result.passed and decision.approved
+        for key, value in {"approval": decision.outcome, "approval_reason": decision.reason[:500]}.items():
+            c.set_model_version_tag(name, result.version, key, value)
+        _record(c, name, result, run, chart)
+    champion = result.version if result.passed else registry.alias_version(c, name, registry.CHAMPION)
+    primary = PRIMARY[task]  # the gate's numbers as columns of the parent run, beside the chosen candidate's
+    columns = {"promoted": float(result.passed), f"gate_{primary}": result.numbers[f"challenger_{primary}"]}
+    if f"champion_{primary}" in result.numbers:
+        columns[f"gate_champion_{primary}"] = result.numbers[f"champion_{primary}"]
+    now = int(time.time() * 1000)
+    c.log_batch(parent, metrics=[Metric(key, float(value), now, 0) for key, value in columns.items()])
+    version_chart.log(c, parent, name, primary, champion)
     if result.passed and result.champion_version != result.version:
         if result.champion_version:
             c.set_model_version_tag(name, result.version, "previous_champion", result.champion_version)
         c.set_registered_model_alias(name, registry.CHAMPION, result.version)
         registry.watch_previous(c, name, result.champion_version, settings.promotion.rollback_watch_hours)
     return result
+
+
+def _record(c, name: str, result: GateResult, run, chart: str, status: str | None = None) -> str:
+    """Write the decision on the version (its card as the description, the tags) and on its run (the table,
+    the card, the JSON); ``status`` (awaiting approval) records ``gate: pending``. Returns the card."""
+    card = model_card.render(name, result.version, c.get_model_version(name, result.version).tags,
+                             run.data.metrics, result.reason, result.table(), result.rows, result.loosened,
+                             status, chart)
+    c.update_model_version(name, result.version, description=card)
+    tags = {"gate": "pending" if status else "passed" if result.passed else "failed", "gate_reason": result.reason,
+            "gate_numbers": json.dumps(result.numbers), "gate_thresholds": json.dumps(result.thresholds),
+            "gate_loosened": json.dumps(result.loosened)}
+    for key, value in tags.items():
+        c.set_model_version_tag(name, result.version, key, value)
+    run_id = run.info.run_id
+    c.log_text(run_id, model_card.markdown_table(result.table()), "gate/gate.md")
+    c.log_text(run_id, card, "gate/model_card.md")
+    c.log_dict(run_id, {"reason": result.reason, **tags}, "gate/gate.json")
+    return card

@@ -134,6 +134,11 @@ class PromotionSettings(BaseModel):
     # After a promotion the replaced champion is scored in shadow this long, and restored when the new one
     # does worse on the same live outcomes by performance.decay_margin (0: no watch, no automatic rollback).
     rollback_watch_hours: float = Field(48.0, ge=0.0)
+    # "required": a challenger that passed the gate is promoted only once a person approves it in the Prefect
+    # UI (the promote flow pauses with its model card); a rejection or no answer within approval_timeout_s
+    # refuses it. "none": the gate's verdict is final.
+    approval: Literal["none", "required"] = "none"
+    approval_timeout_s: int = Field(24 * 3600, ge=1, le=30 * 24 * 3600)
 
 
 class ServingSettings(BaseModel):

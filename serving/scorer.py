@@ -241,7 +241,7 @@ class Scorer:
     def _status(self) -> dict:  # API methods are not callable from inside the service: BentoML wraps them
         summary = self.current.summary if self.current else {}
         status = {"ready": self.current is not None, "version": summary.get("version"), "problem": self.problem,
-                  "load_failures": self.load_failures}
+                  "load_failures": self.load_failures, "gate_warning": summary.get("gate_warning")}
         if SERVING.shadow_share > 0:
             status |= {"shadow_version": self.shadow.summary["version"] if self.shadow else None,
                        "shadow_problem": self.shadow_load_problem or self.shadow_score_problem,
