@@ -4,6 +4,7 @@
 #   popularity-deps:0.1.0      the lock's runtime pins from the wheelhouse (Dockerfile.deps)
 #   popularity-worker:0.1.0    the project on it (deploy/Dockerfile.worker): MLflow, Prefect, worker, service
 #   popularity-postgres:15     PostgreSQL from Debian's postgresql-15 (Dockerfile.postgres)
+#   popularity-bento-base:0.1.0  local/python + the lock's uv: the Bento's base (Dockerfile.bento-base)
 # Idempotent and cached: an unchanged lock rebuilds nothing but the project's code layer.
 # Prints each step's seconds on stderr (bench/bench_containers.py reads them).
 set -euo pipefail
@@ -23,3 +24,5 @@ step deps $DOCKER build -q -f "$HERE/Dockerfile.deps" -t popularity-deps:$TAG "$
 step worker $DOCKER build -q -f "$REPO/deploy/Dockerfile.worker" --build-arg DEPS=popularity-deps:$TAG \
   -t popularity-worker:$TAG "$REPO" >/dev/null
 step postgres $DOCKER build -q -f "$HERE/Dockerfile.postgres" -t popularity-postgres:15 "$HERE" >/dev/null
+step bento-base $DOCKER build -q -f "$HERE/Dockerfile.bento-base" --build-arg "UV=$(grep -m1 '^uv==' "$REPO/requirements.lock")" \
+  -t popularity-bento-base:$TAG "$HERE/wheelhouse" >/dev/null
