@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -137,3 +138,34 @@ def write_source(folder: Path, seed: int, photos: int = 160) -> list[Path]:
         writer.writeheader()
         writer.writerows(rows)
     return paths
+
+
+@dataclass
+class HttpFolder:
+    """A folder served read-only over HTTP on loopback (``python -m http.server``): the wheelhouse, for
+    an image build on the host's network (`bentoml containerize --opt network=host`)."""
+
+    process: subprocess.Popen
+    url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def http_folder(folder: Path) -> HttpFolder:
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url).status_code == 200:
+                return HttpFolder(process, url)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"http.server on {folder} did not answer")

@@ -5,22 +5,26 @@ answering /predict with it, then `compose down -v`. `make test-containers` runs 
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
 from serving.readiness import STARTING
-from tests.containers.compose import DOCKER, Stack, build_images, write_source
+from tests.containers.compose import DOCKER, REPO, Stack, build_images, http_folder, write_source
 from tests.helpers import API_KEY
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
 TASK = "binary"
+BENTO_IMAGE = "popularity-service:test"
 SERVICES = {"postgres", "mlflow", "prefect-server", "prefect-worker", "service", "service-score"}
 
 
@@ -114,3 +118,127 @@ def test_a_champion_trained_by_the_worker_deployment_is_served_by_the_service_co
         assert unauthorised.status_code in {401, 403}
         assert client.get("/livez").status_code == 200  # the bad request left it up
 
+
+
+def _gauges(text: str) -> dict[str, float]:
+    """The monitor's gauges on a /metrics page, by name (labels dropped)."""
+    names = ("popularity_drift", "popularity_drifted_share", "popularity_realized_metric", "popularity_decay")
+    return {line.split("{")[0].split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.split("{")[0].split(" ")[0] in names}
+
+
+def test_drift_in_the_service_containers_traffic_retrains_and_the_container_serves_v2_without_restart(stack):
+    """Dark photos reach the service container; their outcomes come back through its /feedback; the
+    monitor deployment (in the worker container) sees the drift and the realized performance, starts the
+    retrain deployment on the fresh dark draw, v2 passes the gate, and the same service container answers
+    with v2 and shows both verdicts on /metrics, read from the shared store."""
+    from mlflow import MlflowClient
+    from prefect import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines.data.sources.demo import write_draw
+    from pipelines.settings import Settings
+
+    service = stack.url("service")
+    _wait(lambda: httpx.get(f"{service}/readyz").status_code == 200, 120, "a champion served")  # the test before
+    assert httpx.get(f"{service}/model", headers={"X-API-Key": API_KEY}).json()["version"] == "1"
+    started = _containers(stack)["service"]["State"]["StartedAt"]
+    before = _gauges(httpx.get(f"{service}/metrics").text)
+    assert before["popularity_drift"] != before["popularity_drift"], before  # NaN: no verdict yet
+
+    # the world turns dark: a dark draw arrives in the incoming folder (the retrain's source), and dark requests
+    dark = write_draw(stack.incoming, Settings(demo={"size": 200}), draw=2, shift="dark")
+    rows = list(csv.DictReader((stack.incoming / "manifest.csv").open()))
+    assert dark["photos"] == len(rows) == 200
+    with httpx.Client(base_url=service, headers={"X-API-Key": API_KEY}, timeout=60) as client:
+        answers = [client.post("/predict", files={"image": ("p.jpg", (stack.incoming / row["image"]).read_bytes())},
+                               data={"post_id": row["post_id"]}) for row in rows]
+        assert {(a.status_code, a.json().get("version")) for a in answers} == {(200, "1")}, answers[0].text
+        time.sleep(3)  # the service writes its request records in batches, about every second
+        outcomes = [{"post_id": row["post_id"], "likes": float(row["likes"]), "followers": float(row["followers"])}
+                    for row in rows]
+        recorded = client.post("/feedback", json={"rows": outcomes})
+        assert recorded.status_code == 200 and recorded.json()["accepted"] == 200, recorded.text
+
+    with temporary_settings({PREFECT_API_URL: f"{stack.url('prefect-server')}/api"}):
+        monitor = run_deployment(f"monitor/popularity-{TASK}", parameters={"task": TASK}, timeout=900, poll_interval=3)
+        assert monitor.state.is_completed(), (monitor.state, stack.logs("prefect-worker", tail=120))
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(limit=20, sort=FlowRunSort.START_TIME_DESC)
+            retrain = next((r for r in runs if r.parameters.get("trigger") == "drift"), None)
+            assert retrain is not None, [(r.name, r.parameters) for r in runs]
+            retrain = _wait(lambda: (r := client.read_flow_run(retrain.id)).state.is_final() and r, 1200,
+                            "the drift-started retrain finishing")
+    assert retrain.state.is_completed(), (retrain.state, stack.logs("prefect-worker", tail=200))
+    champion = MlflowClient(stack.url("mlflow")).get_model_version_by_alias(f"popularity-{TASK}", "champion")
+    assert champion.version == "2"
+
+    photo = (stack.incoming / rows[0]["image"]).read_bytes()
+    with httpx.Client(base_url=service, headers={"X-API-Key": API_KEY}, timeout=60) as client:
+        _wait(lambda: client.post("/predict", files={"image": ("p.jpg", photo)}).json().get("version") == "2", 120,
+              "the service container answering with v2")
+    assert _containers(stack)["service"]["State"]["StartedAt"] == started  # no restart
+    gauges = _wait(lambda: (g := _gauges(httpx.get(f"{service}/metrics").text))["popularity_drift"] == 1.0 and g,
+                   60, "the drift gauge on the service's /metrics")
+    assert 0 < gauges["popularity_drifted_share"] <= 1, gauges
+    assert gauges["popularity_realized_metric"] == gauges["popularity_realized_metric"], gauges  # not NaN
+    assert gauges["popularity_decay"] in {0.0, 1.0}, gauges
+
+
+def test_the_bentos_container_built_on_the_local_base_serves_the_champion(stack, tmp_path):
+    """`python -m serving.pack` packs the stack's champion into a Bento; `bentoml containerize` builds its
+    image on the project's base (popularity-bento-base: Debian's Python and the lock's uv, no registry),
+    installing the lock from the wheelhouse served over HTTP; the container answers /predict with the
+    packed champion, with no MLflow, and refuses a bad image with a 4xx."""
+    import sys
+
+    from ops.processes import free_port
+
+    home = tmp_path / "home"
+    env = {**os.environ, "POPULARITY_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"),
+           "MLFLOW_TRACKING_URI": stack.url("mlflow"),
+           "PATH": f"/usr/bin:{os.environ['PATH']}",  # Debian's docker CLI, whose BuildKit works here
+           "DOCKER_BUILDKIT": "1"}
+    wheels = http_folder(REPO / "deploy" / "containers" / "wheelhouse")
+    try:
+        start = time.monotonic()
+        packed = subprocess.run([sys.executable, "-m", "serving.pack", "--base-image", "popularity-bento-base:0.1.0",
+                                 "--find-links", wheels.url], env=env, cwd=REPO, capture_output=True, text=True,
+                                timeout=600)
+        assert packed.returncode == 0, packed.stderr[-3000:]
+        tag = packed.stdout.strip().splitlines()[-1].split(" at ")[0]
+        built = subprocess.run([sys.executable, "-m", "bentoml", "containerize", tag, "-t", BENTO_IMAGE,
+                                "--opt", "network=host"], env=env, cwd=REPO, capture_output=True, text=True,
+                               timeout=2400)
+        print(f"bentoml containerize: {time.monotonic() - start:.0f} s")
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    finally:
+        wheels.stop()
+    dockerfile = subprocess.run([DOCKER, "history", "--no-trunc", BENTO_IMAGE], capture_output=True, text=True).stdout
+    assert "UV_OVERRIDE" in dockerfile
+    port, name = free_port(), f"popularity-bento-{uuid.uuid4().hex[:8]}"
+    run = subprocess.run([DOCKER, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:3000",
+                          "-e", f"POPULARITY_API_KEY={API_KEY}", "-e", "POPULARITY_HOME=/tmp/popularity",
+                          "-e", "MLFLOW_TRACKING_URI=http://127.0.0.1:9",  # no MLflow: the Bento carries the model
+                          "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", BENTO_IMAGE],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: httpx.get(f"{url}/readyz").status_code == 200, 300, "the Bento's container becoming ready")
+        photo = next(stack.incoming.glob("*.jpg")).read_bytes()
+        with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=60) as client:
+            answer = client.post("/predict", files={"image": ("p.jpg", photo)})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model"] == f"popularity-{TASK}" and 0 <= answer.json()["score"] <= 1
+            bad = client.post("/predict", files={"image": ("x.jpg", b"this is not an image")})
+            assert 400 <= bad.status_code < 500, bad.text
+        size = subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Size}}", BENTO_IMAGE], capture_output=True,
+                              text=True).stdout.strip()
+        print(f"{BENTO_IMAGE}: {int(size) / 1e9:.2f} GB")
+    finally:
+        logs = subprocess.run([DOCKER, "logs", "--tail", "40", name], capture_output=True, text=True)
+        print(logs.stdout[-3000:], logs.stderr[-3000:])
+        subprocess.run([DOCKER, "rm", "-f", name], capture_output=True)
