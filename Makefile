@@ -43,7 +43,9 @@ stack-containers:
 	$(COMPOSE) -p popularity -f deploy/compose.yaml up -d
 
 # The container tier (tests/containers, marker `containers`): builds the images, runs the compose stack,
-# trains a first champion through the worker deployment, asks the service container, `down -v`.
+# trains a first champion through the worker deployment, asks the service container, drifts it into a
+# retrain whose v2 the same container serves (gauges on its /metrics), builds and asks the Bento's
+# container, `down -v`.
 test-containers: setup
 	$(BIN)/pytest -m containers tests/containers
 
