@@ -1,9 +1,8 @@
 """The web page in headless Chromium (Debian's chromium + chromedriver, driven by Selenium): a real
-upload of three photographs, the ranking shown, and a screenshot kept beside the test's files."""
+upload of three photographs, the ranking shown, and a screenshot kept beside the test's files. The
+``browser`` fixture is the integration tier's (tests/integration/conftest.py)."""
 
 from __future__ import annotations
-
-import shutil
 
 import pytest
 
@@ -11,23 +10,6 @@ from tests.conftest import encode
 from tests.helpers import API_KEY
 
 pytestmark = pytest.mark.integration
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def test_upload_three_photos_and_see_the_ranking(service, browser, photographs, tmp_path):
