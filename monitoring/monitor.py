@@ -1,10 +1,10 @@
 """The monitoring job: the latest window of served requests against the champion's reference (input
 drift), and the outcomes that came back against what was predicted (decay), with one report under the
-home and the verdicts logged to MLflow's ``monitoring`` experiment."""
+home, the verdicts logged to MLflow's ``monitoring`` experiment and the latest of each kind kept in the
+store the services read (:mod:`monitoring.verdicts`)."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from monitoring.drift import DriftResult, check_drift
 from monitoring.performance import PerformanceResult
 from monitoring.report import write_report
 from monitoring.request_store import SHADOW_PROFILE, open_request_store
+from monitoring.verdicts import save_verdicts
 from pipelines import registry, tracking
 from pipelines.features.monitored import SCALARS
 from pipelines.settings import Settings
@@ -159,10 +160,7 @@ def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, 
         return drift, realized, None
     out = settings.monitoring_dir / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = write_report(drift, reference, current, out, realized, settings.performance.decay_margin)
-    if drift.enough_data:
-        (settings.monitoring_dir / "latest.json").write_text(json.dumps(drift.summary(), indent=2))
-    if realized.enough_data:
-        (settings.monitoring_dir / "performance.json").write_text(json.dumps(realized.summary(), indent=2))
+    save_verdicts(champion["name"], settings, drift, realized, estimate, compared)
     with mlflow.start_run(experiment_id=tracking.experiment(settings, "monitoring"), run_name="monitor-check"):
         mlflow.set_tags({"model": champion["name"], "version": champion["version"]})
         if drift.enough_data:
