@@ -22,7 +22,8 @@ def monitor(
 ) -> None:
     """Compare recent requests with the champion's training reference, and its predictions with the
     outcomes that came back (`popularity feedback`); drift or decay may trigger retraining, and a champion
-    doing worse than the one it replaced (watched in shadow) is rolled back."""
+    doing worse than the one it replaced (watched in shadow) is rolled back, and a challenger waiting for its
+    live outcomes (`POPULARITY_PROMOTION__LIVE_OUTCOMES`) is promoted or refused once they are in."""
     load_settings()
     reuse_prefect()
     from flows.monitoring_flows import monitor_flow
@@ -39,10 +40,13 @@ def monitor(
             console.print(shadow["drift"]["message"])
     if summary["rollback"]:
         console.print(summary["rollback"]["message"])
+    if summary["promotion"]:
+        console.print(summary["promotion"]["message"])
     if summary["retraining"]:
         console.print(summary["retraining"]["message"])
-    emit({**{k: summary[k] for k in ("window", "drifted_share", "drift", "performance", "retrain_triggered",
-                                     "retraining", "rollback", "report", "message")}, "shadow": shadow}, as_json)
+    keys = ("window", "drifted_share", "drift", "performance", "retrain_triggered", "retraining", "rollback",
+            "promotion", "report", "message")
+    emit({**{k: summary[k] for k in keys}, "shadow": shadow}, as_json)
 
 
 @app.command()

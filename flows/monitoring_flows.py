@@ -1,7 +1,8 @@
 """The monitoring flows: check the latest request window for input drift and the outcomes that came
 back for decay, and retrain (collect fresh data and the feedback rows, validate, train, promote) when
 either, or the schedule, says so, at most once per cooldown; roll the champion back instead when the
-champion it replaced, watched in shadow, did better on the same outcomes by the decay margin."""
+champion it replaced, watched in shadow, did better on the same outcomes by the decay margin; and run the
+gate again on a challenger that waited for its ``promotion.live_outcomes`` once they are in."""
 
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ def _start_retraining(task: str, settings: Settings, reason: str, trigger: str) 
 @flow(name="monitor", log_prints=True)
 def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
     """Compare the latest window of served requests with the champion's reference, and its predictions
-    with the outcomes that came back; drift or decay may retrain (one retraining per cooldown)."""
+    with the outcomes that came back; drift or decay may retrain (one retraining per cooldown). A challenger
+    waiting for its live outcomes is promoted or refused for good once they are in (``promotion``)."""
     settings = load_settings()
     drift, realized, report_path = monitor.run(task, settings)
     print(drift.message)
@@ -172,9 +174,12 @@ def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
     if realized.decay:
         alerts.announce(alerts.DECAY, settings.model_name(task), realized.summary())
     rolled_back = _roll_back(task, settings, realized.shadow)
+    promoted = None if rolled_back else _promote_waiting(task, settings)
     retraining = None
     if rolled_back:  # the restored champion answers now: the next check judges it, not this window
         print(f"{rolled_back['message']}; no retraining on this check")
+    elif promoted and promoted["state"] == "promoted":  # likewise the challenger promoted on its live outcomes
+        print(f"{promoted['message']}; no retraining on this check")
     elif retrain and (drift.drift or realized.decay):
         trigger = "drift" if drift.drift else "decay"
         reason = "; ".join(r.message for r, hit in ((drift, drift.drift), (realized, realized.decay)) if hit)
@@ -182,7 +187,35 @@ def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
     return {**drift.summary(), "performance": realized.summary(),
             "report": str(report_path) if report_path else None,
             "retrain_triggered": bool(retraining and retraining["started"]), "retraining": retraining,
-            "rollback": rolled_back}
+            "rollback": rolled_back, "promotion": promoted}
+
+
+def _promote_waiting(task: str, settings: Settings) -> dict | None:
+    """With ``promotion.live_outcomes``: once the challenger waiting for them has its N shadowed outcomes
+    (and no watched previous champion holds the shadow slot), run the promote flow on it: a challenger no
+    worse becomes champion (the services follow the alias), one refused is refused for good (the verdict on
+    the version, the ``challenger`` alias removed). None when there is no challenger to judge."""
+    waiting = monitor.waiting_challenger(task, settings)
+    if waiting is None or waiting["state"] != monitor.JUDGED:
+        if waiting:
+            print(waiting["message"])
+        return waiting
+    print(waiting["message"])
+    gate = promote_flow(task=task)
+    name, version = settings.model_name(task), str(gate["version"])
+    block = {**waiting, "version": version, "reason": gate["reason"], "checks": gate["checks"],
+             "numbers": gate["numbers"]}
+    if gate["promoted"]:
+        return {**block, "state": "promoted", "message": f"{name} v{version} promoted to champion in place of "
+                                                         f"v{waiting['champion_version']} on its live outcomes: "
+                                                         f"{gate['reason']}"}
+    if version != waiting["version"] or "live_outcomes: waiting for" in gate["reason"]:
+        # a retraining moved the alias meanwhile, or the outcomes went below N: judged on another check
+        return {**block, "state": "waiting", "message": f"{name} v{version} not promoted yet: {gate['reason']}"}
+    registry.retire_challenger(registry.client(settings), name, version, f"refused by the monitor's gate on "
+                               f"{waiting['outcomes']} live outcomes: {gate['reason']}")
+    return {**block, "state": "refused", "message": f"{name} v{version} refused for good on its live outcomes "
+                                                    f"(the challenger alias removed): {gate['reason']}"}
 
 
 def _roll_back(task: str, settings: Settings, compared: dict | None) -> dict | None:

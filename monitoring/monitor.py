@@ -140,6 +140,43 @@ def live_evidence(task: str, settings: Settings):
     return evidence
 
 
+WAITING, PENDING, JUDGED = "waiting", "pending", "judged"  # a waiting challenger's state before the gate
+
+
+def waiting_challenger(task: str, settings: Settings) -> dict | None:
+    """The challenger waiting for its ``promotion.live_outcomes`` (0: off, None): its shadowed outcomes
+    against the champion's, ``state`` ``judged`` once N have come back with a verdict (the gate can decide
+    now), ``waiting`` before, or while the watch of a ``previous`` champion holds the shadow slot, and
+    ``pending`` while a person's approval of it is asked. None when there is nothing to judge: no champion,
+    no challenger besides it, or one refused for good (``live_verdict``) or rolled back from champion."""
+    needed = settings.promotion.live_outcomes
+    if needed <= 0:
+        return None
+    c, name = registry.client(settings), settings.model_name(task)
+    champion, challenger = (registry.alias_version(c, name, a) for a in (registry.CHAMPION, registry.CHALLENGER))
+    if champion is None or challenger is None or str(challenger) == str(champion):
+        return None
+    champion, challenger = str(champion), str(challenger)
+    tags = c.get_model_version(name, challenger).tags
+    if tags.get(registry.LIVE_VERDICT) == "refused" or tags.get("gate") == "rolled_back":
+        return None
+    block = {"version": challenger, "champion_version": champion, "needed": needed, "outcomes": 0, "verdict": None}
+    head = f"challenger v{challenger} against champion v{champion}"
+    if tags.get("gate") == PENDING:
+        return {**block, "state": PENDING, "message": f"{head}: a person's approval is asked; not judged again"}
+    if (previous := registry.watched_previous(c, name, champion)) is not None:
+        return {**block, "state": WAITING, "message": f"{head} waits: the replaced champion v{previous} is watched "
+                                                      "in shadow until its watch_until; the challenger is not shadowed"}
+    evidence = live_evidence(task, settings)(challenger, champion, needed) or {}
+    have, verdict = int(evidence.get("outcomes") or 0), evidence.get("verdict")
+    block.update(outcomes=have, verdict=verdict if have >= needed else None)
+    if have >= needed and verdict in (shadow.BETTER, shadow.NO_DIFFERENCE, shadow.WORSE):
+        return {**block, "state": JUDGED, "message": f"{head}: {have} of {needed} live outcomes in ({verdict}): "
+                                                     "the gate judges it"}
+    why = f"; no verdict on them yet ({verdict})" if have >= needed else ""
+    return {**block, "state": WAITING, "message": f"{head} waits for {needed} live outcomes (have {have}){why}"}
+
+
 def run(task: str, settings: Settings) -> tuple[DriftResult, PerformanceResult, Path | None]:
     """Check the latest window for input drift and the outcomes that came back for decay; report both
     under the home and in MLflow's ``monitoring`` experiment."""

@@ -24,6 +24,7 @@ from pipelines.tasks import PRIMARY
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 WATCH_UNTIL = "watch_until"  # on the ``previous`` version: until when it is shadowed against its successor
+LIVE_VERDICT = "live_verdict"  # on a challenger the monitor judged on its live outcomes: ``refused`` for good
 
 
 class RegistryUnavailable(RuntimeError):
@@ -158,6 +159,28 @@ def watched_previous(c: MlflowClient, name: str, champion: str | None = None) ->
     if not until or datetime.fromisoformat(until) <= datetime.now(UTC) or str(version.version) == str(champion):
         return None
     return str(version.version)
+
+
+def retire_challenger(c: MlflowClient, name: str, version: str, reason: str) -> bool:
+    """A challenger refused for good on its live outcomes: the verdict on the version (``live_verdict``
+    ``refused``, ``live_verdict_reason``, ``live_verdict_at`` and a paragraph added to its card) and the
+    ``challenger`` alias removed while it still names it, so no service scores it in shadow and no monitor
+    judges it again. Returns whether the alias was removed."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    for key, value in {LIVE_VERDICT: "refused", "live_verdict_reason": reason[:5000], "live_verdict_at": at}.items():
+        c.set_model_version_tag(name, version, key, value)
+    removed = str(alias_version(c, name, CHALLENGER)) == str(version)
+    if removed:
+        try:
+            c.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException as exc:
+            if not _not_found(exc):
+                raise _unavailable(c, exc) from exc
+    card = c.get_model_version(name, version).description or ""
+    after = f"The `{CHALLENGER}` alias was removed: it is no longer scored in shadow." if removed else ""
+    c.update_model_version(name, version, description=f"{card}\n\n## Refused on live evidence ({at})\n\n{reason}"
+                           + (f"\n\n{after}" if after else ""))
+    return removed
 
 
 def shadow_target(c: MlflowClient, name: str) -> tuple[str, str] | None:
