@@ -7,6 +7,7 @@ sit on both sides of a fold (the frozen test split stays untouched).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,9 +22,12 @@ from sklearn.ensemble import (
     HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
+    VotingClassifier,
+    VotingRegressor,
 )
 from sklearn.feature_selection import VarianceThreshold
-from sklearn.impute import SimpleImputer
+from sklearn.experimental import enable_iterative_imputer  # noqa: F401  (makes IterativeImputer importable)
+from sklearn.impute import IterativeImputer, SimpleImputer
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import GridSearchCV, GroupKFold
@@ -31,7 +35,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
+from pipelines.features.quality import NAMES as QUALITY_NAMES
+from pipelines.features.social import NAMES as SOCIAL_NAMES
+from pipelines.features.social import TEXT_FEATURE
+from pipelines.models.topics import LogStats, VisualTopics
 from pipelines.settings import TrainSettings
+
+SOCIAL_NUMBERS = [n for n in SOCIAL_NAMES if n != TEXT_FEATURE]
+VISUAL_TOPICS = 12  # the topics recipes' k-means clusters of the embedding (``--tune`` searches 4–48)
 
 
 @dataclass(frozen=True)
@@ -70,17 +81,62 @@ def _linear_svm(task: str, p: dict, s: TrainSettings):
     return _imputed(LinearSVR(C=p["C"], max_iter=5000))
 
 
-def _penalised_linear(task: str, p: dict, s: TrainSettings):
-    """Logistic (binary) or ridge (score) regression on standardised features, the L2 penalty chosen by
-    cross-validation on the training split (``penalty`` fixes it: ``--tune``)."""
+def _linear_head(task: str, p: dict, s: TrainSettings):
+    """Logistic (binary) or ridge (score) regression, the L2 penalty chosen by cross-validation on the
+    training split (``penalty`` fixes it: ``--tune``)."""
     if "penalty" in p:
-        fixed = LogisticRegression(C=1 / p["penalty"], max_iter=5000) if task == "binary" else Ridge(p["penalty"])
-        return _imputed(fixed)
+        return LogisticRegression(C=1 / p["penalty"], max_iter=5000) if task == "binary" else Ridge(p["penalty"])
     if task == "binary":
-        return _imputed(LogisticRegressionCV(Cs=np.logspace(-5, 3, 17).tolist(), l1_ratios=(0.0,), cv=s.cv_folds,
-                                             scoring="neg_log_loss", max_iter=5000, random_state=s.seed,
-                                             use_legacy_attributes=False))
-    return _imputed(RidgeCV(alphas=np.logspace(-2, 5, 30).tolist()))
+        return LogisticRegressionCV(Cs=np.logspace(-5, 3, 17).tolist(), l1_ratios=(0.0,), cv=s.cv_folds,
+                                    scoring="neg_log_loss", max_iter=5000, random_state=s.seed,
+                                    use_legacy_attributes=False)
+    return RidgeCV(alphas=np.logspace(-2, 5, 30).tolist())
+
+
+def _penalised_linear(task: str, p: dict, s: TrainSettings):
+    """The linear head on standardised features, gaps imputed (:func:`_imputed`)."""
+    return _imputed(_linear_head(task, p, s))
+
+
+def _named(names: list[str]):
+    return make_column_selector(pattern="^(?:" + "|".join(map(re.escape, names)) + ")$")
+
+
+def _topics_linear(task: str, p: dict, s: TrainSettings):
+    """The linear head on a few numbers per post (issue 25): the photo's soft membership of visual topics
+    (:class:`~pipelines.models.topics.VisualTopics` over the ImageNet embedding), colour and quality
+    statistics beside their logarithms, and, where the recipe reads them, the social numbers (a missing
+    one estimated from the post's other social numbers, fitted on the training split, with a missing
+    indicator: seed 002's "interpolated") and the text embedding. Groups a table lacks select nothing."""
+    stats = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), LogStats(), StandardScaler())
+    social = make_pipeline(IterativeImputer(add_indicator=True, random_state=s.seed), StandardScaler())
+    describe = ColumnTransformer(
+        [("visual", VisualTopics(p["topics"], p["pca_components"], s.seed), make_column_selector(pattern=r"^emb\d+$")),
+         ("statistics", stats, _named(QUALITY_NAMES)),
+         ("social", social, _named(SOCIAL_NUMBERS)),
+         ("text", StandardScaler(), make_column_selector(pattern=r"^text\d+$"))],
+        remainder="drop")
+    return make_pipeline(describe, _linear_head(task, p, s))
+
+
+def _linear_mean(task: str, p: dict, s: TrainSettings):
+    """The mean of two linear models' scores (probabilities, for the binary task): one on the whole
+    embedding beside the colour and quality statistics (``emb-linear``), one on its visual topics and the
+    statistics' logs (``topics-linear``). Each reads what the other misses: the first the directions of
+    the embedding that no topic summarises, the second the few numbers that its penalty would shrink."""
+    fixed = {k: v for k, v in p.items() if k != "penalty"}
+    parts = [("embedding", _penalised_linear(task, {}, s)), ("topics", _topics_linear(task, fixed, s))]
+    return VotingClassifier(parts, voting="soft") if task == "binary" else VotingRegressor(parts)
+
+
+def _topics_defaults(s: TrainSettings) -> dict:
+    return {"topics": VISUAL_TOPICS, "pca_components": s.pca_components}
+
+
+def _topics_space(trial, penalty: bool = True) -> dict:
+    chosen = {"topics": trial.suggest_int("topics", 4, 48, log=True),
+              "pca_components": trial.suggest_int("pca_components", 4, 64, log=True)}
+    return {"penalty": trial.suggest_float("penalty", 1e-3, 1e5, log=True), **chosen} if penalty else chosen
 
 
 def _forest(task: str, p: dict, s: TrainSettings):
@@ -143,6 +199,12 @@ RECIPES: dict[str, Recipe] = {
     # statistics beside it; on small, noisy targets it learns what fine-tuning and boosting overfit
     "emb-linear": Recipe(("colors", "quality", "embeddings"), "image", lambda s, q: {}, _penalised_linear,
                          space=lambda t: {"penalty": t.suggest_float("penalty", 1e-3, 1e5, log=True)}),
+    # issue 25: the embedding as a few visual topics, colour and brightness on a log scale, a linear head
+    "topics-linear": Recipe(("quality", "embeddings"), "image", lambda s, q: _topics_defaults(s), _topics_linear,
+                            space=_topics_space),
+    # the mean of emb-linear and topics-linear: the image-only default
+    "emb-topics-linear": Recipe(("colors", "quality", "embeddings"), "image", lambda s, q: _topics_defaults(s),
+                                _linear_mean, space=lambda t: _topics_space(t, penalty=False)),
     # beyond the seeds: what social features alone carry, and the challenge recipe with the pixels added
     "social-gb": Recipe(("social",), "social", lambda s, q: _boosting_defaults(q), _boosting,
                         space=_boosting_space),
@@ -152,6 +214,10 @@ RECIPES: dict[str, Recipe] = {
                             grid=lambda s: {"learning_rate": [0.03, 0.1]},
                             space=lambda t: {**_boosting_space(t),
                                              "pca_components": t.suggest_int("pca_components", 4, 64, log=True)}),
+    # the same with a linear head on the social and text features, the visual topics and the statistics:
+    # on seed 002's layout a post's log views add the user's reach to what the photo shows
+    "social-topics-linear": Recipe(("social", "quality", "embeddings"), "image+social",
+                                   lambda s, q: _topics_defaults(s), _topics_linear, space=_topics_space),
 }
 
 

@@ -7,11 +7,13 @@ line can say it in ``--help`` without importing a model library.
 from __future__ import annotations
 
 #: What a default run trains (``train.models`` unset), by what the source carries: image-only candidates
-#: always (colours, statistics, a linear model on the ImageNet embedding, the fine-tuned CNN); with social or text columns a social-only baseline and an image + social fusion (the CNN's
-#: ImageNet embedding, colours and quality beside the social and text features in gradient boosting);
-#: with the 30-day views as well, seed 002's scale × shape.
-IMAGE_MODELS = ("colors-svm", "stats-gb", "emb-linear", "cnn")
-SOCIAL_MODELS = ("social-gb", "social-emb-gb")
+#: always (colours, statistics, linear models on the ImageNet embedding and on its visual topics, averaged,
+#: the fine-tuned CNN); with social or text columns a social-only baseline and two image + social fusions
+#: (the CNN's ImageNet embedding, colours and quality beside the social and text features in gradient
+#: boosting; the visual topics, the statistics' logs, the social numbers with gaps estimated from the
+#: others, and the text in a linear model); with the 30-day views as well, seed 002's scale × shape.
+IMAGE_MODELS = ("colors-svm", "stats-gb", "emb-topics-linear", "cnn")
+SOCIAL_MODELS = ("social-gb", "social-emb-gb", "social-topics-linear")
 SEQUENCE_MODELS = ("seq-kmeans",)
 #: Columns that make a source "social": the user's reach and habits, the post's words.
 SOCIAL_SOURCE_COLUMNS = ("followers", "account_age_days", "posts_per_week", "tag_count", "user_contacts",

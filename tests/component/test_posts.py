@@ -75,3 +75,25 @@ def test_regression_heads_learn_the_score_from_the_photos(tmp_path):
         model = mlflow.pyfunc.load_model(candidate.model_uri).unwrap_python_model()
         scores = model.predict_images(data.split_images("test"))["score"].to_numpy()
         assert spearmanr(scores, appeal).statistic > floor, name
+
+
+def test_the_topics_fusion_learns_the_reach_and_the_appeal(posts):
+    """Issue 25's image + social default: the users' reach (mean views, or their other numbers where those
+    are missing), the words, and what the photo shows, in one linear model, close to the oracle."""
+    data, parent, truth = posts
+    candidate = train_candidate("social-topics-linear", data, parent, quick=True)
+    check_pyfunc(candidate, data)
+    test = data.rows("test")
+    oracle = spearmanr(oracle_scores(truth, test), test["score"]).statistic
+    assert candidate.metrics["spearman"] > oracle - 0.1, (candidate.metrics["spearman"], oracle)
+
+
+def test_the_image_default_learns_what_the_photos_show(tmp_path):
+    """The image-only default (a linear model on the embedding averaged with one on its visual topics)
+    ranks posts whose views follow their photos' appeal as the appeal does."""
+    data, parent, truth = _posts(tmp_path, n=240, users=60, seed=6, social=False, reach_weight=0.0)
+    candidate = train_candidate("emb-topics-linear", data, parent, quick=True)
+    model = mlflow.pyfunc.load_model(candidate.model_uri).unwrap_python_model()
+    test = data.rows("test")
+    scores = model.predict_images(data.split_images("test"))["score"].to_numpy()
+    assert spearmanr(scores, oracle_scores(truth, test, content_only=True)).statistic > 0.75
