@@ -21,8 +21,8 @@ from tests.component.tiny import check_pyfunc, tiny_settings
 from validation import validate_snapshot
 
 
-def _posts(root, **kwargs) -> tuple[TrainingData, str, pd.DataFrame]:
-    settings = tiny_settings(root / "home")
+def _posts(root, home, **kwargs) -> tuple[TrainingData, str, pd.DataFrame]:
+    settings = tiny_settings(home)
     manifest = write_posts(root / "posts", side=96, **kwargs)
     snapshot = collect(parse_spec(f"manifest:{manifest}", settings), settings, progress=False)
     report = validate_snapshot(snapshot, settings, mode="ephemeral")
@@ -34,8 +34,20 @@ def _posts(root, **kwargs) -> tuple[TrainingData, str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def posts(tmp_path_factory):
-    return _posts(tmp_path_factory.mktemp("posts"), n=240, users=60, seed=5)
+def home(tmp_path_factory):
+    """One home (and MLflow store) for the module's post sets: each test finds its parent run there."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def posts(tmp_path_factory, home):
+    return _posts(tmp_path_factory.mktemp("posts"), home, n=240, users=60, seed=5)
+
+
+@pytest.fixture(scope="module")
+def photos_only(tmp_path_factory, home):
+    """Posts without their social columns whose views follow what the photos show, and nothing else."""
+    return _posts(tmp_path_factory.mktemp("photos"), home, n=240, users=60, seed=6, social=False, reach_weight=0.0)
 
 
 def test_every_post_is_kept_and_the_default_candidates_follow_the_columns(posts):
@@ -60,13 +72,13 @@ def test_the_words_reach_the_model_and_move_its_scores(posts):
     assert candidate.validation["spearman"] > 0.3  # the users' reach: most of what decides views
 
 
-def test_regression_heads_learn_the_score_from_the_photos(tmp_path):
+def test_regression_heads_learn_the_score_from_the_photos(photos_only):
     """Seed 001's CNN regression (Huber head) and seed 004's small CNN on posts whose views follow what the
     photos show: each learns a ranking that agrees with the photos' appeal on the test split."""
-    data, parent, truth = _posts(tmp_path, n=240, users=60, seed=6, social=False, reach_weight=0.0)
+    data, parent, truth = photos_only
     test = data.rows("test")
     appeal = oracle_scores(truth, test, content_only=True)
-    data.settings.train.quick_epochs = 3
+    data.settings.train.quick_epochs = 3  # the linear test on these posts reads no epochs
     for name, floor in (("cnn", 0.4), ("small-cnn", 0.15)):
         candidate = train_candidate(name, data, parent, quick=True)
         assert candidate.params["head"] == "huber"
@@ -88,10 +100,10 @@ def test_the_topics_fusion_learns_the_reach_and_the_appeal(posts):
     assert candidate.metrics["spearman"] > oracle - 0.1, (candidate.metrics["spearman"], oracle)
 
 
-def test_the_image_default_learns_what_the_photos_show(tmp_path):
+def test_the_image_default_learns_what_the_photos_show(photos_only):
     """The image-only default (a linear model on the embedding averaged with one on its visual topics)
     ranks posts whose views follow their photos' appeal as the appeal does."""
-    data, parent, truth = _posts(tmp_path, n=240, users=60, seed=6, social=False, reach_weight=0.0)
+    data, parent, truth = photos_only
     candidate = train_candidate("emb-topics-linear", data, parent, quick=True)
     model = mlflow.pyfunc.load_model(candidate.model_uri).unwrap_python_model()
     test = data.rows("test")
