@@ -25,11 +25,13 @@ def _cli(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedPro
 
 
 def _flow_runs_of(pid: int) -> list:
-    """The Prefect flow runs that the process ``pid`` labelled as its own."""
+    """The Prefect flow runs that the process ``pid`` labelled as its own, read from the session's server
+    (Prefect reads its settings when first imported, maybe before this tier pointed them at that server)."""
     from prefect import get_client
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with get_client(sync_client=True) as client:
+    with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         runs = client.read_flow_runs(limit=200, sort=FlowRunSort.START_TIME_DESC)
     return [r for r in runs if (r.labels or {}).get("popularity.pid") == str(pid)]
 

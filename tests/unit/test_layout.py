@@ -52,3 +52,10 @@ def test_no_module_imports_itself_through_others():
     roots = ("cli", "ops", "flows", "serving", "monitoring", "validation", "pipelines")
     graph = grimp.build_graph(*roots)
     assert _cycles(graph, set(graph.modules)) == []
+
+
+def test_no_two_test_modules_share_a_name():
+    """The test folders are not packages, so pytest imports each module by its file name: two modules of one
+    name in different tiers make it refuse to collect the second ("import file mismatch")."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert names and sorted({n for n in names if names.count(n) > 1}) == []
