@@ -1,9 +1,14 @@
-"""``bentoml serve`` with its process manager's control channel closed to other local users.
+"""``bentoml serve`` with its process manager's control channel closed to other local users, and its
+Prometheus files its own.
 
 BentoML runs its workers under circus, whose arbiter takes commands (``add --start``: run any command
 as the service's user) on a ZeroMQ endpoint that BentoML puts on a loopback TCP port, without
 authentication: any local user could connect. Here the arbiter's command and pub/sub endpoints are
 Unix sockets in a folder only the service's user may enter (``mkdtemp``: mode 0700), removed at exit.
+BentoML's Prometheus multiprocess folder is by default one per BentoML home, emptied by every ``bentoml serve``
+that starts there: a second service on the same home (a replica, a Bento tried beside the service) would
+delete the first one's counters, whose ``/metrics`` then stops counting. Here it is a folder of that
+private one, so each launch counts on its own and its files go when it ends.
 Run as a file, ``python serving/launch.py <bentoml serve arguments>`` (ops starts the service so):
 it imports no ``serving`` module, so a built Bento's service is imported from the Bento, not this checkout.
 """
@@ -45,6 +50,9 @@ def main(argv: list[str]) -> int:
         os.environ.setdefault(name, value)
     try:
         private_arbiters(folder)
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        BentoMLContainer.prometheus_multiproc_dir.set(str(folder / "prometheus"))
         from bentoml_cli.cli import cli
 
         return cli.main(["serve", *argv], prog_name="bentoml", standalone_mode=True) or 0

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from monitoring.request_log import RequestLog
+from ops.processes import ServiceProcess
 from tests.conftest import encode
 from tests.helpers import API_KEY
 
@@ -377,6 +378,21 @@ def test_a_client_that_leaves_leaves_no_work_behind(client, service):
     time.sleep(took * 1.5)
     assert _predictions(client) == before + 12
     assert client.get("/livez").status_code == 200
+
+
+def test_a_second_service_on_the_same_home_leaves_the_first_ones_metrics_counting(client, champion_home, jpeg,
+                                                                                    tmp_path):
+    """A replica (or a Bento tried beside the service) started on the same home: BentoML empties its home's
+    Prometheus folder at every start, which stopped the first service's counters on CI; each launch now
+    counts in a folder of its own."""
+    assert client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code == 200  # its counter file exists
+    before = _predictions(client)
+    env = {"POPULARITY_HOME": str(champion_home), "POPULARITY_API_KEY": API_KEY}
+    with ServiceProcess(port=0, log_path=tmp_path / "second.log", env=env) as second:
+        assert httpx.post(f"{second.url}/predict", files={"image": ("a.jpg", jpeg)}, headers=AUTH,
+                          timeout=60).status_code == 200
+    assert client.post("/predict", files={"image": ("a.jpg", jpeg)}).status_code == 200
+    assert _predictions(client) == before + 1
 
 
 @pytest.mark.parametrize("route", ["/predict", "/predict_batch", "/compare"])
