@@ -103,25 +103,32 @@ def create_tables(tables: sa.MetaData, bind: sa.Engine) -> None:
                 connection.execute(CreateIndex(index, if_not_exists=True))
 
 
+class TablesOnFirstUse:
+    """A database whose ``tables`` are created on first use, not when it is opened, so that a store that is
+    down when a service starts never stops it starting: :meth:`ready` creates them (retried on each use
+    until it succeeds) and gives the engine."""
+
+    def __init__(self, url: str, tables: sa.MetaData):
+        self.engine, self.tables, self.created = engine(url), tables, False
+
+    def ready(self) -> sa.Engine:
+        if not self.created:
+            create_tables(self.tables, self.engine)
+            self.created = True
+        return self.engine
+
+
 class SqlRequestStore:
     """The ``served_requests`` table: what every replica served, queried by version and time."""
 
     def __init__(self, url: str):
-        self.engine = engine(url)
+        self.database = TablesOnFirstUse(url, metadata)
         self.skipped = 0
-        self._tables = False
-
-    def _ready(self) -> sa.Engine:
-        """The engine, the tables created on first use (retried on each use until it succeeds)."""
-        if not self._tables:
-            create_tables(metadata, self.engine)
-            self._tables = True
-        return self.engine
 
     def append(self, records: list[dict]) -> None:
         rows = [{**{c: r.get(c) for c in COLUMNS + SHADOW_COLUMNS}, "version": str(r.get("version", "")),
                  "features": {k: v for k, v in r.items() if k not in COLUMNS + SHADOW_COLUMNS}} for r in records]
-        with self._ready().begin() as connection:
+        with self.database.ready().begin() as connection:
             connection.execute(served.insert(), rows)
 
     def read(self, last: int | None = None, version: str | None = None, since: float | None = None,
@@ -137,7 +144,7 @@ class SqlRequestStore:
             query = query.where(served.c.ts >= since)
         if last:
             query = query.limit(last)
-        with self._ready().connect() as connection:
+        with self.database.ready().connect() as connection:
             rows = connection.execute(query).mappings().all()
         return pd.DataFrame([{**row["features"], **{c: row[c] for c in COLUMNS},
                               **{c: row[c] for c in SHADOW_COLUMNS if row[c] is not None}} for row in reversed(rows)])
@@ -145,11 +152,11 @@ class SqlRequestStore:
     def lookup(self, prediction_ids: list[str], post_ids: list[str]) -> pd.DataFrame:
         query = sa.select(served.c.ts, served.c.prediction_id, served.c.post_id).where(
             served.c.prediction_id.in_(prediction_ids) | served.c.post_id.in_(post_ids))
-        with self._ready().connect() as connection:
+        with self.database.ready().connect() as connection:
             return pd.DataFrame(connection.execute(query).mappings().all(), columns=list(LOOKUP_COLUMNS))
 
     def count_by_version(self) -> dict[str, int]:
-        with self._ready().connect() as connection:
+        with self.database.ready().connect() as connection:
             rows = connection.execute(sa.select(served.c.version, sa.func.count()).group_by(served.c.version))
             return {version: count for version, count in rows}
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from monitoring.cooldown import state_url
-from monitoring.request_store import create_tables, engine
+from monitoring.request_store import TablesOnFirstUse
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,10 @@ class VerdictStore:
     service starts does not stop it starting."""
 
     def __init__(self, url: str):
-        self.engine = engine(url)
-        if self.engine.dialect.name not in UPSERTS:
-            raise ValueError(f"the monitor's verdicts need PostgreSQL or SQLite, not {self.engine.dialect.name}")
-        self._tables = False
-
-    def _ready(self) -> sa.Engine:
-        if not self._tables:
-            create_tables(metadata, self.engine)
-            self._tables = True
-        return self.engine
+        self.database = TablesOnFirstUse(url, metadata)
+        self.dialect = self.database.engine.dialect.name
+        if self.dialect not in UPSERTS:
+            raise ValueError(f"the monitor's verdicts need PostgreSQL or SQLite, not {self.dialect}")
 
     def save(self, model: str, kind: str, verdict: dict, now: float | None = None) -> None:
         """Replace the latest ``kind`` verdict of ``model``."""
@@ -72,16 +66,16 @@ class VerdictStore:
             raise ValueError(f"unknown verdict kind {kind!r}; one of {', '.join(KINDS)}")
         row = {"model": model, "kind": kind, "checked_at": time.time() if now is None else now,
                "verdict": plain(verdict)}
-        upsert = UPSERTS[self.engine.dialect.name](verdicts).values(**row)
+        upsert = UPSERTS[self.dialect](verdicts).values(**row)
         upsert = upsert.on_conflict_do_update(index_elements=[verdicts.c.model, verdicts.c.kind],
                                               set_={"checked_at": row["checked_at"], "verdict": row["verdict"]})
-        with self._ready().begin() as connection:
+        with self.database.ready().begin() as connection:
             connection.execute(upsert)
 
     def latest(self, model: str) -> dict[str, dict]:
         """``{kind: verdict}`` of ``model``, each with its ``checked_at``; empty before any check."""
         query = sa.select(verdicts).where(verdicts.c.model == model)
-        with self._ready().connect() as connection:
+        with self.database.ready().connect() as connection:
             rows = connection.execute(query).mappings().all()
         return {row["kind"]: {**row["verdict"], "checked_at": row["checked_at"]} for row in rows}
 
