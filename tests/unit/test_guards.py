@@ -344,12 +344,43 @@ def test_feedback_is_rate_limited_per_client(settings):
         assert all(one.post("/reload").status_code == 200 for _ in range(10))
 
 
+def _memory_behind_the_guards(handler, body: bytes, piece_bytes: int) -> tuple[list[dict], int]:
+    """``handler`` behind the service's guards (no API key), sent ``body`` on ``/reload`` in pieces of ``piece_bytes``
+    as a server hands it over, each piece cut only when the guards ask for it, with tracemalloc on: (what was
+    sent back, the memory traced just before the request). A copy of the body that anything keeps is traced."""
+    import tracemalloc
+
+    from pipelines.settings import Settings
+
+    app = handler
+    for guard, options in reversed(guards(Settings(api_key=None), {})):
+        app = guard(app, **options)
+    sent, offsets = [], iter(range(0, len(body), piece_bytes))
+
+    async def receive():
+        if (at := next(offsets, None)) is not None:
+            end = at + piece_bytes
+            return {"type": "http.request", "body": body[at:end], "more_body": end < len(body)}
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/reload", "headers": [(b"content-type", b"text/plain")]}
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        asyncio.run(app(scope, receive, send))
+    finally:
+        tracemalloc.stop()
+    return sent, baseline
+
+
 def test_a_request_in_handling_no_longer_holds_its_body_in_the_guards():
     """The guards read a body whole (to cap, check and time it) and hand it on: once the handler has taken
     it, none of them keeps a copy for the rest of the request (32 concurrent 20 MB uploads held 1.76 GB)."""
     import tracemalloc
-
-    from serving.guards import guards as chain
 
     held: list[int] = []
 
@@ -365,38 +396,10 @@ def test_a_request_in_handling_no_longer_holds_its_body_in_the_guards():
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(size).encode()})
 
-    from pipelines.settings import Settings
-
-    app = handler
-    for guard, options in reversed(chain(Settings(api_key=None), {})):
-        app = guard(app, **options)
-    chunk_count, chunk_bytes = 128, 64 * 1024  # 8 MB, as a server hands it over
-
-    async def run() -> list[dict]:
-        sent, left = [], [chunk_count]
-
-        async def receive():
-            if left[0]:
-                left[0] -= 1
-                return {"type": "http.request", "body": bytes(chunk_bytes), "more_body": bool(left[0])}
-            await asyncio.sleep(30)
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": "/reload", "headers": [(b"content-type", b"text/plain")]}
-        await app(scope, receive, send)
-        return sent
-
-    tracemalloc.start()
-    try:
-        baseline = tracemalloc.get_traced_memory()[0]
-        sent = asyncio.run(run())
-    finally:
-        tracemalloc.stop()
-    assert sent[1]["body"] == str(chunk_count * chunk_bytes).encode()
-    assert held[0] - baseline < chunk_count * chunk_bytes / 4, f"{(held[0] - baseline) / 2**20:.1f} MB still held"
+    size = 128 * 64 * 1024  # 8 MB in 64 KB pieces, as a server hands it over
+    sent, baseline = _memory_behind_the_guards(handler, bytes(size), 64 * 1024)
+    assert sent[1]["body"] == str(size).encode()
+    assert held[0] - baseline < size / 4, f"{(held[0] - baseline) / 2**20:.1f} MB still held"
 
 
 def test_an_admitted_request_waiting_for_its_handler_holds_no_copy_of_its_body():
@@ -405,9 +408,6 @@ def test_an_admitted_request_waiting_for_its_handler_holds_no_copy_of_its_body()
     copy and the disconnect watcher's read-ahead held two: 32 admitted 19.5 MB uploads grew the service by
     1.5 GB), and the handler still gets every byte, in order."""
     import tracemalloc
-
-    from pipelines.settings import Settings
-    from serving.guards import guards as chain
 
     waiting: list[int] = []
     pieces: list[int] = []
@@ -426,32 +426,7 @@ def test_an_admitted_request_waiting_for_its_handler_holds_no_copy_of_its_body()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"same" if ok else b"different"})
 
-    app = handler
-    for guard, options in reversed(chain(Settings(api_key=None), {})):
-        app = guard(app, **options)
-
-    async def run() -> list[dict]:
-        sent, chunks = [], [body[i:i + 1024 * 1024] for i in range(0, len(body), 1024 * 1024)]
-
-        async def receive():
-            if chunks:
-                return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
-            await asyncio.sleep(30)
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": "/reload", "headers": [(b"content-type", b"text/plain")]}
-        await app(scope, receive, send)
-        return sent
-
-    tracemalloc.start()
-    try:
-        baseline = tracemalloc.get_traced_memory()[0]
-        sent = asyncio.run(run())
-    finally:
-        tracemalloc.stop()
+    sent, baseline = _memory_behind_the_guards(handler, body, 1024 * 1024)
     assert sent[1]["body"] == b"same"
     assert max(pieces) <= 64 * 1024 and sum(pieces) == len(body)
     assert waiting[0] - baseline < 1.5 * 2**20, f"{(waiting[0] - baseline) / 2**20:.1f} MB held while waiting"
