@@ -33,18 +33,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
-from scipy.optimize import linear_sum_assignment
+from PIL import Image
 from sklearn.cluster import MiniBatchKMeans
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.palettes import SIDE, as_jpegs, matched_distance, previous_palettes  # noqa: E402
 from pipelines.data.images import decode, to_array  # noqa: E402
 from pipelines.features.colors import dominant_colors, palette_features  # noqa: E402
 from pipelines.features.featurizer import ImageFeaturizer  # noqa: E402
 from pipelines.settings import FeatureSettings, ImageLimits  # noqa: E402
 
-SIDE = 1080
 FEATURES = FeatureSettings()
 K, PX, ITERS, STRIDE = FEATURES.colors_k, FEATURES.colors_px, FEATURES.colors_iters, FEATURES.colors_stride
 LIMITS = ImageLimits()
@@ -57,14 +56,8 @@ def photographs() -> list[bytes]:
     from skimage import data
     from sklearn.datasets import load_sample_images
 
-    arrays = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), *load_sample_images().images,
-              np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))]
-    out = []
-    for array in arrays:
-        buf = io.BytesIO()
-        ImageOps.fit(Image.fromarray(array), (SIDE, SIDE), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
+    return as_jpegs([data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), *load_sample_images().images,
+                     np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))])
 
 
 def seed000(path: str, random_state: int = 0) -> np.ndarray:
@@ -96,19 +89,6 @@ def ours(blobs: list[bytes]) -> None:
 def palettes(blobs: list[bytes], iters: int = ITERS, stride: int = STRIDE) -> np.ndarray:
     """The palettes behind ours' colour features."""
     return dominant_colors(np.stack([to_array(img, PX) for img in decoded(blobs)]), K, iters, stride)
-
-
-def previous_palettes(blobs: list[bytes]) -> np.ndarray:
-    """The palettes of the path before issue 29: the DCT-scaled decode shrunk bicubically to ``model_side``,
-    every Lloyd step on every pixel of the thumbnail."""
-    small = []
-    for blob in blobs:
-        img = Image.open(io.BytesIO(blob))
-        img.draft("RGB", (LIMITS.model_side, LIMITS.model_side))
-        img = img.convert("RGB")
-        img.thumbnail((LIMITS.model_side, LIMITS.model_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
-        small.append(to_array(img, PX))
-    return dominant_colors(np.stack(small), K, ITERS, stride=1)
 
 
 def profile(blobs: list[bytes], repeat: int = 3) -> dict[str, float]:
@@ -152,15 +132,6 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def matched_distance(a: np.ndarray, b: np.ndarray, weighted: bool = True) -> float:
-    """RGB distance between two palettes after pairing their colours optimally, averaged with the
-    paired colours' mean image share as weight (or plainly)."""
-    cost = np.linalg.norm(a[:, None, :3] - b[None, :, :3], axis=-1)
-    rows, cols = linear_sum_assignment(cost)
-    weights = (a[rows, 3] + b[cols, 3]) / 2 if weighted else np.ones(len(rows))
-    return float((cost[rows, cols] * weights).sum() / weights.sum())
-
-
 def agreement(blobs: list[bytes], reference: list[np.ndarray], iters: int = ITERS, weighted: bool = True,
               stride: int = STRIDE) -> float:
     return float(np.mean([matched_distance(p, r, weighted)
@@ -195,7 +166,8 @@ def main(choosing_images: int = 4) -> None:
     weighted = agreement(reporting, reference[choosing_images:])
     plain = agreement(reporting, reference[choosing_images:], weighted=False)
     floor = float(np.mean([matched_distance(a, r) for a, r in zip(again, reference[choosing_images:], strict=True)]))
-    previous = [matched_distance(a, b) for a, b in zip(palettes(photos), previous_palettes(photos), strict=True)]
+    before = previous_palettes(photos, FEATURES, LIMITS)
+    previous = [matched_distance(a, b) for a, b in zip(palettes(photos), before, strict=True)]
     print(f"{len(photos)} photographs at {SIDE}x{SIDE}, k = {K}, ours on {PX}x{PX} thumbnails, Lloyd steps on every "
           f"{STRIDE}th pixel; {args.rounds} alternating rounds of {len(batch)} images; load average "
           f"{' '.join(f'{v:.1f}' for v in __import__('os').getloadavg())}")

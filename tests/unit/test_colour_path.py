@@ -8,14 +8,12 @@ tolerance documented in ``docs/BENCHMARKS.md``.
 
 from __future__ import annotations
 
-import io
-
 import matplotlib.cbook
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from scipy.optimize import linear_sum_assignment
 
+from bench.palettes import as_jpegs, matched_distance, previous_palettes
 from pipelines.data.images import decode, to_array
 from pipelines.features.colors import _nearest, dominant_colors
 from pipelines.features.featurizer import ImageFeaturizer
@@ -24,35 +22,11 @@ from pipelines.settings import FeatureSettings, ImageLimits
 TOLERANCE_MEAN, TOLERANCE_WORST = 3.0, 6.0  # RGB, paired colours weighted by their image shares
 
 
-def matched_distance(a: np.ndarray, b: np.ndarray) -> float:
-    cost = np.linalg.norm(a[:, None, :3] - b[None, :, :3], axis=-1)
-    rows, cols = linear_sum_assignment(cost)
-    weights = (a[rows, 3] + b[cols, 3]) / 2
-    return float((cost[rows, cols] * weights).sum() / weights.sum())
-
-
 @pytest.fixture(scope="module")
 def jpegs(photographs) -> list[bytes]:
     """The photographs as 1080×1080 JPEGs (Instagram's size), as bench/bench_colors.py makes them."""
     grace = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
-    out = []
-    for array in [*photographs.values(), grace]:
-        buf = io.BytesIO()
-        ImageOps.fit(Image.fromarray(array), (1080, 1080), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
-def previous_palettes(jpegs: list[bytes], settings: FeatureSettings, limits: ImageLimits) -> np.ndarray:
-    """The path before issue 29: the DCT-scaled decode shrunk bicubically, Lloyd steps on every pixel."""
-    small = []
-    for blob in jpegs:
-        img = Image.open(io.BytesIO(blob))
-        img.draft("RGB", (limits.model_side, limits.model_side))
-        img = img.convert("RGB")
-        img.thumbnail((limits.model_side, limits.model_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
-        small.append(to_array(img, settings.colors_px))
-    return dominant_colors(np.stack(small), settings.colors_k, settings.colors_iters, stride=1)
+    return as_jpegs([*photographs.values(), grace])
 
 
 def test_fast_colour_palettes_stay_within_the_documented_tolerance_of_the_previous_path(jpegs):
