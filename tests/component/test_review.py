@@ -24,7 +24,7 @@ from PIL import Image
 from flows.training_flows import open_parent_run
 from ops.processes import ServiceProcess
 from pipelines import promotion, registry, version_chart
-from pipelines.settings import get_settings
+from pipelines.settings import Settings, get_settings
 from pipelines.training.report import summarise
 from pipelines.training.runs import train_candidate
 from tests.component.tiny import tiny_data
@@ -179,15 +179,20 @@ def _flow_run_states(run_id) -> list:
         return sorted(client.read_flow_run_states(run_id), key=lambda state: state.timestamp)
 
 
-def test_with_approval_required_the_flow_pauses_and_promotes_once_approved(trained, env):
+def _awaiting_approval(trained, env, timeout_s: int) -> tuple[Settings, str | None, str]:
+    """Approval required (a person has ``timeout_s`` to answer), a champion the gate alone promoted (no approver
+    asked), and a challenger to ask about: (the settings, that champion, the challenger)."""
     env.setenv("POPULARITY_PROMOTION__APPROVAL", "required")
-    env.setenv("POPULARITY_PROMOTION__APPROVAL_TIMEOUT_S", "300")
+    env.setenv("POPULARITY_PROMOTION__APPROVAL_TIMEOUT_S", str(timeout_s))
     get_settings.cache_clear()
     settings = get_settings()
     _challenge(trained, "colors-svm")
-    promotion.promote("binary", settings)  # a champion to replace (no approver asked: the gate alone decides)
-    before = _champion(settings)
-    version = _challenge(trained, "stats-gb")
+    promotion.promote("binary", settings)
+    return settings, _champion(settings), _challenge(trained, "stats-gb")
+
+
+def test_with_approval_required_the_flow_pauses_and_promotes_once_approved(trained, env):
+    settings, before, version = _awaiting_approval(trained, env, 300)
     seen: dict = {}
     summary = _promote_flow_with(f"review-{uuid.uuid4().hex[:8]}", {"approve": True, "reason": "signed by QA"}, seen)
     # the form showed the card's summary: version, metrics, the gate's checks
@@ -208,14 +213,7 @@ def test_with_approval_required_the_flow_pauses_and_promotes_once_approved(train
 
 @pytest.mark.parametrize("answer", ["rejected", "timed_out"])
 def test_a_rejected_or_unanswered_approval_refuses_the_challenger(trained, env, answer):
-    env.setenv("POPULARITY_PROMOTION__APPROVAL", "required")
-    env.setenv("POPULARITY_PROMOTION__APPROVAL_TIMEOUT_S", "300" if answer == "rejected" else "3")
-    get_settings.cache_clear()
-    settings = get_settings()
-    _challenge(trained, "colors-svm")
-    promotion.promote("binary", settings)  # a champion to keep (no approver asked: the gate alone decides)
-    before = _champion(settings)
-    version = _challenge(trained, "stats-gb")
+    settings, before, version = _awaiting_approval(trained, env, 300 if answer == "rejected" else 3)
     reply = {"approve": False, "reason": "not before the audit"} if answer == "rejected" else None
     seen: dict = {}
     summary = _promote_flow_with(f"review-{uuid.uuid4().hex[:8]}", reply, seen)
