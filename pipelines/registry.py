@@ -169,18 +169,24 @@ def retire_challenger(c: MlflowClient, name: str, version: str, reason: str) -> 
     at = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {LIVE_VERDICT: "refused", "live_verdict_reason": reason[:5000], "live_verdict_at": at}.items():
         c.set_model_version_tag(name, version, key, value)
-    removed = str(alias_version(c, name, CHALLENGER)) == str(version)
-    if removed:
-        try:
-            c.delete_registered_model_alias(name, CHALLENGER)
-        except MlflowException as exc:
-            if not _not_found(exc):
-                raise _unavailable(c, exc) from exc
+    removed = drop_challenger(c, name, version)
     card = c.get_model_version(name, version).description or ""
     after = f"The `{CHALLENGER}` alias was removed: it is no longer scored in shadow." if removed else ""
     c.update_model_version(name, version, description=f"{card}\n\n## Refused on live evidence ({at})\n\n{reason}"
                            + (f"\n\n{after}" if after else ""))
     return removed
+
+
+def drop_challenger(c: MlflowClient, name: str, version: str) -> bool:
+    """Remove the ``challenger`` alias while it names ``version``; returns whether it did."""
+    if str(alias_version(c, name, CHALLENGER)) != str(version):
+        return False
+    try:
+        c.delete_registered_model_alias(name, CHALLENGER)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise _unavailable(c, exc) from exc
+    return True
 
 
 def shadow_target(c: MlflowClient, name: str) -> tuple[str, str] | None:
@@ -197,7 +203,11 @@ def shadow_target(c: MlflowClient, name: str) -> tuple[str, str] | None:
 
 def rollback(task: str, settings: Settings, reason: str | None = None, numbers: dict | None = None) -> str:
     """Give ``champion`` back to the version it replaced and end the watch; returns that version. Both
-    versions record it (tags, and a paragraph added to the model card) with ``reason`` and ``numbers``."""
+    versions record it (tags, and a paragraph added to the model card) with ``reason`` and ``numbers``.
+    The version rolled back from loses the ``challenger`` alias it kept from its promotion (its tags
+    ``gate: rolled_back`` and ``rollback_reason`` say why): no service scores it in shadow again and no
+    promotion, the monitor's or a person's ``popularity promote``, brings it back; a new challenger comes
+    from a retraining."""
     c = client(settings)
     name = settings.model_name(task)
     current = alias_version(c, name, CHAMPION)
@@ -210,18 +220,20 @@ def rollback(task: str, settings: Settings, reason: str | None = None, numbers: 
     reason = reason or "rolled back by hand"
     c.set_registered_model_alias(name, CHAMPION, previous)
     end_watch(c, name)
+    dropped = drop_challenger(c, name, current)
     at = datetime.now(UTC).isoformat(timespec="seconds")
     recorded = json.dumps(numbers or {})
-    for version, tags, line in (
+    after = f"\n\nThe `{CHALLENGER}` alias was removed: it is neither shadowed nor promoted again." if dropped else ""
+    for version, tags, line, end in (
             (current, {"gate": "rolled_back", "rolled_back_to": previous}, f"rolled back: champion returned to "
-             f"version {previous}"),
-            (previous, {"restored_from": current}, f"restored as champion in place of version {current}")):
+             f"version {previous}", after),
+            (previous, {"restored_from": current}, f"restored as champion in place of version {current}", "")):
         for key, value in {**tags, "rollback_reason": reason[:5000], "rollback_numbers": recorded,
                            "rollback_at": at}.items():
             c.set_model_version_tag(name, version, key, value)
         card = c.get_model_version(name, version).description or ""
         c.update_model_version(name, version, description=f"{card}\n\n## Rollback ({at})\n\n{line}: {reason}"
-                               + (f"\n\nNumbers: `{recorded}`" if numbers else ""))
+                               + (f"\n\nNumbers: `{recorded}`" if numbers else "") + end)
     return previous
 
 

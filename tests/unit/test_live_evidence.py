@@ -123,3 +123,26 @@ def test_a_rollback_restores_the_previous_champion_and_records_the_numbers_on_bo
         assert "## Rollback" in version.description and "worse on live outcomes" in version.description
     with pytest.raises(LookupError, match="replaced no earlier champion"):
         registry.rollback("binary", settings)
+
+
+@pytest.mark.parametrize("challenger", ["2", "3"])
+def test_the_version_rolled_back_from_is_no_longer_the_challenger(registered, challenger):
+    """A promotion leaves the ``challenger`` alias on the new champion: after a rollback it would be shadowed
+    again, judged again by the monitor and promoted again by ``popularity promote``. The rollback removes the
+    alias from it and its card says so; a newer challenger (a retraining's since) keeps it."""
+    settings, c = registered
+    c.set_registered_model_alias(NAME, "champion", "2")
+    c.set_registered_model_alias(NAME, "challenger", challenger)
+    c.set_model_version_tag(NAME, "2", "previous_champion", "1")
+    registry.watch_previous(c, NAME, "1", hours=48)
+    registry.rollback("binary", settings, "worse on live outcomes")
+    demoted = c.get_model_version(NAME, "2")
+    if challenger == "2":
+        assert registry.alias_version(c, NAME, "challenger") is None and registry.shadow_target(c, NAME) is None
+        assert demoted.tags["gate"] == "rolled_back" and demoted.tags["rollback_reason"] == "worse on live outcomes"
+        assert "The `challenger` alias was removed" in demoted.description
+        with pytest.raises(LookupError, match="no challenger"):
+            promotion.gate("binary", settings)
+    else:
+        assert registry.shadow_target(c, NAME) == ("challenger", "3")
+        assert "alias was removed" not in demoted.description
