@@ -45,6 +45,7 @@ from monitoring.request_store import SHADOW_PROFILE, BatchWriter, open_request_s
 from monitoring.verdicts import VerdictCache, open_verdict_store
 from pipelines.data.images import ImageError
 from pipelines.settings import load_settings
+from serving.client_errors import log_client_errors_in_one_line
 from serving.guards import guards
 from serving.metrics import ServiceMetrics
 from serving.readiness import ReadinessReason, ServingStatus
@@ -53,6 +54,7 @@ from serving.scorer import Scorer, why
 from serving.uploads import decode_upload
 
 settings = load_settings()  # the same settings as the scorer's: read once per process
+log_client_errors_in_one_line()  # a 4xx is the client's error: one line, no traceback
 SERVING = settings.serving
 STATIC = Path(__file__).with_name("static")
 SWAGGER_UI = Path(bentoml_server.__file__).parent / "static_content"  # BentoML's copy of swagger-ui-dist

@@ -73,6 +73,30 @@ def test_fields_bentoml_cannot_read_are_a_400_on_the_real_service(bare):
         assert client.get("/livez").status_code == 200
 
 
+def _logged_after(service, offset: int, needle: str, timeout_s: float = 20) -> str:
+    """What the service logged past ``offset`` once a line with ``needle`` is there (and a moment more)."""
+    deadline = time.monotonic() + timeout_s
+    while needle not in (text := service.log_path.read_bytes()[offset:].decode(errors="replace")):
+        assert time.monotonic() < deadline, f"nothing with {needle!r} logged: {text[-2000:]}"
+        time.sleep(0.2)
+    time.sleep(1.0)  # the rest of that record (a traceback, if any)
+    return service.log_path.read_bytes()[offset:].decode(errors="replace")
+
+
+def test_a_request_the_client_got_wrong_is_logged_in_one_line_without_a_traceback(bare):
+    """A field BentoML's validation refuses (a negative follower count) is answered 400 and logged as the
+    client's error: one INFO line with the field and what was wrong, not the ERROR and traceback BentoML
+    logs for every exception it answers."""
+    offset = bare.log_path.stat().st_size
+    r = httpx.post(f"{bare.url}/predict", files={"image": ("a.jpg", photo(0), "image/jpeg")},
+                   data={"followers": "-3"}, timeout=60)
+    assert r.status_code == 400, r.text
+    logged = _logged_after(bare, offset, "Exception on /predict")
+    (line,) = [line for line in logged.splitlines() if "Exception on /predict" in line]
+    assert "followers" in line and "greater than or equal to 0" in line and "ERROR" not in line, line
+    assert "Traceback" not in logged and "ValidationError" not in logged, logged
+
+
 def _rest(s: socket.socket) -> bytes:
     s.settimeout(5)
     chunks = []
