@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -69,14 +70,17 @@ def warm_up(loaded: Loaded) -> None:
     loaded.model.profile_images([blank])
 
 
-def champion_version(alias: str = registry.CHAMPION) -> str | None:
-    """The version the registry's champion (or other) alias points at now (None: no such alias yet)."""
-    return registry.alias_version(registry.client(settings), settings.model_name(), alias)
+def champion_target() -> tuple[str, str] | None:
+    """``(alias, version)`` of the registry's champion now (None: no champion yet)."""
+    version = registry.alias_version(registry.client(settings), settings.model_name(), registry.CHAMPION)
+    return None if version is None else (registry.CHAMPION, str(version))
 
 
-def shadow_target() -> tuple[str, str] | None:
-    """``(alias, version)`` to score in shadow now: the watched previous champion, else the challenger."""
-    return registry.shadow_target(registry.client(settings), settings.model_name())
+def shadow_target(serving: str | None) -> tuple[str, str] | None:
+    """``(alias, version)`` to score in shadow now beside the ``serving`` version: the watched previous
+    champion, else the challenger (None: neither, or it is the version served)."""
+    target = registry.shadow_target(registry.client(settings), settings.model_name())
+    return None if target is None or target[1] == serving else target
 
 
 def predict(loaded: Loaded, items: list[dict[str, Any]]) -> dict:
@@ -98,6 +102,31 @@ def why(exc: Exception) -> str:
     return f"{exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
+@dataclass
+class Held:
+    """A model the scorer holds for a registry alias in a ``role`` (``champion``, or ``shadow``): the one loaded
+    and its alias, why the alias' version is not the one loaded (``problem``), why the shadow last failed to
+    score (the champion's failures reach its callers), the loads and scoring calls that failed, and when a
+    version that failed to load is tried again. ``required`` (the champion): the service needs one."""
+
+    role: str
+    required: bool
+    backoff: LoadBackoff = field(default_factory=lambda: LoadBackoff(SERVING.watch_interval_s or 10.0,
+                                                                     SERVING.load_retry_max_s))
+    loaded: Loaded | None = None
+    alias: str | None = None
+    problem: str | None = None
+    score_problem: str | None = None
+    failures: int = 0
+
+    @property
+    def version(self) -> str | None:
+        return str(self.loaded.summary["version"]) if self.loaded else None
+
+    def hold(self, loaded: Loaded | None, alias: str | None) -> None:
+        self.loaded, self.alias, self.problem, self.score_problem = loaded, alias, None, None
+
+
 @bentoml.service(name="popularity-scorer", workers=1, traffic={"timeout": 60, "max_concurrency": SCORER_CALLS},
                  resources={"gpu": 1} if SERVING.gpu else {})
 class Scorer:
@@ -108,27 +137,20 @@ class Scorer:
         packed = bentoml.models.BentoModel(SERVING.bento_model)
 
     def __init__(self) -> None:
-        self.current: Loaded | None = None
-        self.problem: str | None = None
-        self.load_failures = 0
-        self.backoff = LoadBackoff(SERVING.watch_interval_s or 10.0, SERVING.load_retry_max_s)
+        self.champion = Held("champion", required=True)
+        # with serving.shadow_share above 0: the challenger, or the previous champion while it is watched
+        self.shadow = Held("shadow", required=False)
         self._lock = asyncio.Lock()
-        self.shadow: Loaded | None = None  # the challenger, with serving.shadow_share above 0
-        self.shadow_alias: str | None = None  # which alias it was held for: challenger, or previous (watched)
-        self.shadow_load_problem: str | None = None
-        self.shadow_score_problem: str | None = None
-        self.shadow_failures = 0  # challengers that failed to load, and shadow calls that failed to score
-        self.shadow_backoff = LoadBackoff(SERVING.watch_interval_s or 10.0, SERVING.load_retry_max_s)
         if packed := getattr(self, "packed", None):
-            self.current = load(packed)
+            self.champion.hold(load(packed), registry.CHAMPION)
             return
         try:
-            self.current = load(None)
+            self.champion.hold(load(None), registry.CHAMPION)
         except Exception as exc:  # no champion yet, or the registry is down: start, and say why
-            self.problem = why(exc)
+            self.champion.problem = why(exc)
 
     def __is_ready__(self) -> bool:
-        return self.current is not None
+        return self.champion.loaded is not None
 
     @bentoml.api(batchable=SERVING.batching, max_batch_size=SERVING.max_batch_size,
                  max_latency_ms=SERVING.max_latency_ms)
@@ -136,9 +158,9 @@ class Scorer:
         """Score decoded images (``{"image": PIL.Image, "social": {...}, "profile": bool}``) of concurrent
         requests at once, with the drift monitor's features of those marked ``profile`` (computed here,
         batched, by the same model)."""
-        current = self.current  # one read: a swap mid-batch cannot mix two models
+        current = self.champion.loaded  # one read: a swap mid-batch cannot mix two models
         if current is None:
-            return [{"error": "no_champion", "message": self.problem or "no champion loaded"} for _ in items]
+            return [{"error": "no_champion", "message": self.champion.problem or "no champion loaded"} for _ in items]
         images = [item["image"] for item in items]
         result = predict(current, items)  # numbers and text, as the model reads them
         drawn = [i for i, item in enumerate(items) if item.get("profile", True)]
@@ -156,80 +178,57 @@ class Scorer:
         (``force``, from ``/reload``: now). Returns the status."""
         if getattr(self, "packed", None) is None:
             async with self._lock:  # one load at a time, however many replicas' API processes ask
-                await self._follow_alias(force)
+                await self._follow(self.champion, champion_target, force)
                 if SERVING.shadow_share > 0:
-                    await self._follow_challenger(force)
+                    await self._follow(self.shadow, partial(shadow_target, self.champion.version), force)
         return self._status()
 
-    async def _follow_alias(self, force: bool = False) -> None:
+    async def _follow(self, held: Held, target, force: bool = False) -> None:
+        """Hold the version that ``target`` (asked on a thread) names as ``(alias, version)`` in ``held``: loaded
+        beside the one held, then swapped in. One that fails to load is reported, counted and tried again with
+        backoff (``force``, from ``/reload``: now), the one held so far kept."""
         try:
-            version = await anyio.to_thread.run_sync(champion_version)
+            found = await anyio.to_thread.run_sync(target)
         except Exception as exc:
-            self.problem = why(exc)
+            held.problem = f"{held.role} unknown: {why(exc)}"
             return
-        if version is None:
-            self.problem = None if self.current else f"{settings.model_name()} has no champion yet"
+        if found is None:  # no such alias: a champion held is kept (none held is a problem), a shadow let go
+            if held.required:
+                held.problem = None if held.loaded else f"{settings.model_name()} has no champion yet"
+            else:
+                held.hold(None, None)
             return
-        if self.current is not None and str(self.current.summary["version"]) == version:
-            self.problem = None
+        alias, version = found
+        if held.version == version:
+            held.alias, held.problem = alias, None
             return
-        if not force and not self.backoff.due(version, time.monotonic()):
+        if not force and not held.backoff.due(version, time.monotonic()):
             return  # it failed lately: its problem stands until the next try
         try:
-            self.current = await anyio.to_thread.run_sync(load, None)
-            self.problem = None
-            self.backoff.loaded(version)
+            held.hold(await anyio.to_thread.run_sync(load, None, version), alias)
+            held.backoff.loaded(version)
         except Exception as exc:
-            self.load_failures += 1
-            wait = self.backoff.failed(version, time.monotonic())
-            self.problem = (f"could not load champion v{version}: {why(exc)} (failed {self.backoff.failures[version]}"
-                            f" time(s); next try in {wait:.0f} s or at /reload)")
-
-    async def _follow_challenger(self, force: bool = False) -> None:
-        """Hold the registry's challenger (or the watched previous champion) as the shadow (none when there
-        is none, or it is the champion); one that fails to load is reported and tried again with backoff,
-        the shadow held so far kept."""
-        try:
-            target = await anyio.to_thread.run_sync(shadow_target)
-        except Exception as exc:
-            self.shadow_load_problem = f"challenger unknown: {why(exc)}"
-            return
-        serving = str(self.current.summary["version"]) if self.current else None
-        alias, version = target or (None, None)
-        if version is None or version == serving:
-            self.shadow, self.shadow_load_problem, self.shadow_score_problem = None, None, None
-            return
-        if self.shadow is not None and str(self.shadow.summary["version"]) == version:
-            self.shadow_alias, self.shadow_load_problem = alias, None
-            return
-        if not force and not self.shadow_backoff.due(version, time.monotonic()):
-            return
-        try:
-            self.shadow = await anyio.to_thread.run_sync(load, None, version)
-            self.shadow_alias = alias
-            self.shadow_load_problem = self.shadow_score_problem = None
-            self.shadow_backoff.loaded(version)
-        except Exception as exc:
-            self.shadow_failures += 1
-            wait = self.shadow_backoff.failed(version, time.monotonic())
-            self.shadow_load_problem = (f"could not load {alias} v{version} as shadow: {why(exc)} (next try in "
-                                        f"{wait:.0f} s)")
+            held.failures += 1
+            wait = held.backoff.failed(version, time.monotonic())
+            held.problem = (f"could not load {alias} v{version}{'' if alias == held.role else f' as {held.role}'}: "
+                            f"{why(exc)} (failed {held.backoff.failures[version]} time(s); next try in {wait:.0f} s "
+                            "or at /reload)")
 
     @bentoml.api
     async def shadow_score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The shadow's scores of decoded images the champion answered (``{"image", "social", "profile"}``),
         with its drift profile of those marked ``profile``, off the event loop; an ``error`` entry each when
         there is no shadow or it failed (counted, reported)."""
-        shadow = self.shadow
+        shadow = self.shadow.loaded
         if shadow is None:
-            return [{"error": "no_shadow", "message": self.shadow_load_problem or "no challenger"} for _ in items]
+            return [{"error": "no_shadow", "message": self.shadow.problem or "no challenger"} for _ in items]
         try:
             result, profiles = await anyio.to_thread.run_sync(shadow_predict, shadow, items)
         except Exception as exc:
-            self.shadow_failures += 1
-            self.shadow_score_problem = f"challenger v{shadow.summary['version']} failed to score: {why(exc)}"
-            return [{"error": "shadow_failed", "message": self.shadow_score_problem} for _ in items]
-        self.shadow_score_problem = None
+            self.shadow.failures += 1
+            self.shadow.score_problem = f"challenger v{shadow.summary['version']} failed to score: {why(exc)}"
+            return [{"error": "shadow_failed", "message": self.shadow.score_problem} for _ in items]
+        self.shadow.score_problem = None
         version = str(shadow.summary["version"])
         return [{"score": float(s), "version": version, "profile": profiles.get(i)}
                 for i, s in enumerate(result["score"])]
@@ -239,24 +238,24 @@ class Scorer:
         return self._status()
 
     def _status(self) -> dict:  # API methods are not callable from inside the service: BentoML wraps them
-        summary = self.current.summary if self.current else {}
-        status = {"ready": self.current is not None, "version": summary.get("version"), "problem": self.problem,
-                  "load_failures": self.load_failures, "gate_warning": summary.get("gate_warning")}
+        champion, shadow = self.champion, self.shadow
+        summary = champion.loaded.summary if champion.loaded else {}
+        status = {"ready": champion.loaded is not None, "version": summary.get("version"), "problem": champion.problem,
+                  "load_failures": champion.failures, "gate_warning": summary.get("gate_warning")}
         if SERVING.shadow_share > 0:
-            status |= {"shadow_version": self.shadow.summary["version"] if self.shadow else None,
-                       "shadow_problem": self.shadow_load_problem or self.shadow_score_problem,
-                       "shadow_failures": self.shadow_failures}
+            status |= {"shadow_version": shadow.loaded.summary["version"] if shadow.loaded else None,
+                       "shadow_problem": shadow.problem or shadow.score_problem, "shadow_failures": shadow.failures}
         return status
 
     @bentoml.api
     async def info(self) -> dict:
         """The champion's summary, with the runtime that runs its networks and why (ONNX Runtime or torch)."""
-        if self.current is None:
+        current, shadow = self.champion.loaded, self.shadow
+        if current is None:
             return {}
-        info = {**self.current.summary, "runtime": getattr(self.current.model, "runtime", {})}
+        info = {**current.summary, "runtime": getattr(current.model, "runtime", {})}
         if SERVING.shadow_share > 0:
-            info["shadow"] = {"share": SERVING.shadow_share,
-                              "version": str(self.shadow.summary["version"]) if self.shadow else None,
-                              "alias": self.shadow_alias if self.shadow else None,
-                              "problem": self.shadow_load_problem or self.shadow_score_problem}
+            info["shadow"] = {"share": SERVING.shadow_share, "version": shadow.version,
+                              "alias": shadow.alias,
+                              "problem": shadow.problem or shadow.score_problem}
         return info
