@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import alerts
 from flows.data_flows import check_snapshot, collect_snapshot
-from flows.stale import take_over
+from flows.stale import claim, take_over
 from flows.training_flows import open_parent_run, promote_flow, train_flow, verdict_markdown
 from monitoring import feedback, monitor, shadow
 from monitoring.cooldown import Cooldown
@@ -160,6 +160,7 @@ def monitor_flow(task: str = "binary", retrain: bool = True) -> dict:
     with the outcomes that came back; drift or decay may retrain (one retraining per cooldown). A challenger
     waiting for its live outcomes is promoted or refused for good once they are in (``promotion``)."""
     settings = load_settings()
+    claim()  # labelled with its process, as every flow run a killed process could leave behind
     drift, realized, report_path = monitor.run(task, settings)
     print(drift.message)
     print(realized.message)

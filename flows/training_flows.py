@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import alerts, approval
 from flows.data_flows import check_snapshot
 from flows.scaleout import compute_features
-from flows.stale import take_over
+from flows.stale import claim, take_over
 from monitoring import monitor
 from pipelines import model_card, promotion, registry, tracking
 from pipelines.data import verdicts
@@ -115,6 +115,7 @@ def promote_flow(task: str = "binary", rollback: bool = False) -> dict:
     """Re-run the promotion gate on the challenger (with `promotion.live_outcomes`, also on the live outcomes
     of the requests it scored in shadow), or roll the champion back."""
     settings = load_settings()
+    claim()  # labelled with its process, as every flow run a killed process could leave behind
     if rollback:
         summary = {"rolled_back_to": registry.rollback(task, settings), **registry.champion_summary(task, settings)}
         alerts.announce(alerts.ROLLBACK, summary["name"], {"message": f"{summary['name']} rolled back by hand to "
