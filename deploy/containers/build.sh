@@ -19,6 +19,26 @@ step() {  # step NAME COMMAND...: runs it, prints its time
   local start=$SECONDS; "${@:2}"; echo "build.sh: $1 $((SECONDS - start)) s" >&2
 }
 
+# Room on the daemon's disk before gigabytes are written: a cold build writes about ROOM_GB there (the
+# wheelhouse's copy as build context, the locked runtime's layer, the Bento's own install). When less is
+# free, what earlier builds left is reclaimed first (dangling images, build cache); if still short, the
+# build stops here with the figures, not half-way with pip's "No space left on device".
+room() {
+  local root free need=${POPULARITY_BUILD_ROOM_GB:-30}
+  root=$($DOCKER info --format '{{.DockerRootDir}}')
+  free=$(df -BG --output=avail "$root" | tail -1 | tr -dc 0-9)
+  if (( free >= need )); then return; fi
+  echo "build.sh: ${free} GB free under $root, a cold build needs about ${need} GB: reclaiming earlier builds' leftovers" >&2
+  $DOCKER image prune -f >/dev/null
+  $DOCKER builder prune -af >/dev/null
+  free=$(df -BG --output=avail "$root" | tail -1 | tr -dc 0-9)
+  if (( free >= need )); then return; fi
+  echo "build.sh: still only ${free} GB free under $root (need about ${need} GB; POPULARITY_BUILD_ROOM_GB sets it)." >&2
+  echo "build.sh: the daemon holds:" >&2; $DOCKER system df >&2
+  exit 1
+}
+
+step room room
 step wheelhouse "$HERE/wheelhouse.sh"
 step deps $DOCKER build -q -f "$HERE/Dockerfile.deps" -t popularity-deps:$TAG "$HERE/wheelhouse" >/dev/null
 step worker $DOCKER build -q -f "$REPO/deploy/Dockerfile.worker" --build-arg DEPS=popularity-deps:$TAG \
