@@ -90,13 +90,21 @@ class ManagedProcess:
                            f"{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, grace_s: float = 20) -> None:
-        if self.popen and self.popen.poll() is None:
-            os.killpg(self.pid, sig)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait()
+        if self.popen:
+            stop_group(self.popen, sig, grace_s)
+
+
+def stop_group(popen: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 20) -> None:
+    """Stop a process started in a session of its own, and its children: ``sig`` to the group, then
+    SIGKILL to whatever is left after ``grace_s`` (a niced worker on a loaded machine can take long)."""
+    if popen.poll() is not None:
+        return
+    os.killpg(popen.pid, sig)
+    try:
+        popen.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
 
 
 def service_args(host: str, port: int, bento: str | None = None) -> list[str]:

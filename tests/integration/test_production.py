@@ -26,7 +26,7 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from ops.processes import REPO, free_port
+from ops.processes import REPO, free_port, stop_group
 from monitoring.request_store import SqlRequestStore
 from pipelines.settings import Settings
 from pipelines.tasks import TASKS
@@ -363,9 +363,10 @@ def test_the_compose_worker_command_runs_against_the_stack(production):
     the stack's server."""
     (worker,) = {tuple(c) for c in deploy_commands() if c[1] == "worker"}
     port = str(free_port())
-    process = subprocess.Popen([sys.executable, "-m", "cli", *worker[1:]],
-                               env={**production.env, "PREFECT_WORKER_WEBSERVER_PORT": port}, cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(production.root / "compose-worker.log", "wb") as log:  # a pipe nobody reads could block it
+        process = subprocess.Popen([sys.executable, "-m", "cli", *worker[1:]],
+                                   env={**production.env, "PREFECT_WORKER_WEBSERVER_PORT": port}, cwd=REPO,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         from prefect import get_client
         from prefect.client.schemas.sorting import DeploymentSort
@@ -378,8 +379,7 @@ def test_the_compose_worker_command_runs_against_the_stack(production):
             names = {d.name for d in client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)}
         assert names == {f"popularity-{task}" for task in TASKS}  # both tasks' retrain and monitor
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(60)
+        stop_group(process, grace_s=60)
 
 
 def test_a_killed_flow_run_is_marked_crashed_and_the_next_scheduled_run_proceeds(production):

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from ops.processes import free_port
+from ops.processes import free_port, stop_group
 from flows import alerts
 from flows.schedules import local_server
 from pipelines.settings import Settings
@@ -34,7 +33,7 @@ def served(tmp_path):
         try:
             yield url, process, tmp_path / "schedule.log"
         finally:
-            _stop(process)
+            stop_group(process, grace_s=30)
             log.close()
 
 
@@ -83,15 +82,6 @@ def _worker(url: str, settings: Settings, log_path, *args: str, **extra_env: str
     return process, f"http://127.0.0.1:{port}/health"
 
 
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def _healthy(health: str, process, log_path, timeout_s: float = 120) -> None:
     """The worker answers its health check once it has registered everything and polls the pool."""
     import httpx
@@ -131,7 +121,7 @@ def test_the_worker_registers_one_task_or_every_task_as_the_deploy_files_run_it(
         try:
             _healthy(health, process, tmp_path / "one.log")
         finally:
-            _stop(process)
+            stop_group(process, grace_s=30)
         with get_client(sync_client=True) as client:
             assert names(client) == {"retrain/popularity-binary", "monitor/popularity-binary"}
             # with a webhook configured the worker registers the alerts (tests/integration/test_alerts.py)
@@ -143,7 +133,7 @@ def test_the_worker_registers_one_task_or_every_task_as_the_deploy_files_run_it(
         try:
             _healthy(health, process, tmp_path / "all.log")
         finally:
-            _stop(process)
+            stop_group(process, grace_s=30)
         with get_client(sync_client=True) as client:
             assert names(client) == {f"{flow}/popularity-{task}" for flow in ("retrain", "monitor") for task in TASKS}
             for task in TASKS:
