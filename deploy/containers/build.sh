@@ -19,21 +19,23 @@ step() {  # step NAME COMMAND...: runs it, prints its time
   local start=$SECONDS; "${@:2}"; echo "build.sh: $1 $((SECONDS - start)) s" >&2
 }
 
-# Room on the daemon's disk before gigabytes are written: a cold build writes about ROOM_GB there (the
-# wheelhouse's copy as build context, the locked runtime's layer, the Bento's own install). When less is
-# free, what earlier builds left is reclaimed first (dangling images, build cache); if still short, the
-# build stops here with the figures, not half-way with pip's "No space left on device".
+# Room on the daemon's disk before gigabytes are written: a cold build and the stack's first run wrote
+# about 15 GB there (the wheelhouse's copy as build context, the locked runtime's layer, the volumes;
+# measured 2026-12-06), a rebuild on an existing popularity-deps a few. When less is free, what earlier
+# builds left is reclaimed first (dangling images, build cache); if still short, the build stops here
+# with the figures, not half-way with pip's "No space left on device". POPULARITY_BUILD_ROOM_GB sets it.
 room() {
-  local root free need=${POPULARITY_BUILD_ROOM_GB:-30}
+  local root free need=${POPULARITY_BUILD_ROOM_GB:-}
+  [[ -n $need ]] || need=$($DOCKER image inspect popularity-deps:$TAG >/dev/null 2>&1 && echo 4 || echo 20)
   root=$($DOCKER info --format '{{.DockerRootDir}}')
   free=$(df -BG --output=avail "$root" | tail -1 | tr -dc 0-9)
   if (( free >= need )); then return; fi
-  echo "build.sh: ${free} GB free under $root, a cold build needs about ${need} GB: reclaiming earlier builds' leftovers" >&2
+  echo "build.sh: ${free} GB free under $root, this build needs about ${need} GB: reclaiming earlier builds' leftovers" >&2
   $DOCKER image prune -f >/dev/null
   $DOCKER builder prune -af >/dev/null
   free=$(df -BG --output=avail "$root" | tail -1 | tr -dc 0-9)
   if (( free >= need )); then return; fi
-  echo "build.sh: still only ${free} GB free under $root (need about ${need} GB; POPULARITY_BUILD_ROOM_GB sets it)." >&2
+  echo "build.sh: still only ${free} GB free under $root, this build needs about ${need} GB." >&2
   echo "build.sh: the daemon holds:" >&2; $DOCKER system df >&2
   exit 1
 }
