@@ -222,14 +222,14 @@ class Scorer:
         shadow = self.shadow.loaded
         if shadow is None:
             return [{"error": "no_shadow", "message": self.shadow.problem or "no challenger"} for _ in items]
+        version = str(shadow.summary["version"])  # the model read once: a swap mid-call cannot mix two
         try:
             result, profiles = await anyio.to_thread.run_sync(shadow_predict, shadow, items)
-        except Exception as exc:
+        except Exception as exc:  # the challenger or the watched previous champion: "shadow" names either
             self.shadow.failures += 1
-            self.shadow.score_problem = f"challenger v{shadow.summary['version']} failed to score: {why(exc)}"
+            self.shadow.score_problem = f"shadow v{version} failed to score: {why(exc)}"
             return [{"error": "shadow_failed", "message": self.shadow.score_problem} for _ in items]
         self.shadow.score_problem = None
-        version = str(shadow.summary["version"])
         return [{"score": float(s), "version": version, "profile": profiles.get(i)}
                 for i, s in enumerate(result["score"])]
 
@@ -243,7 +243,7 @@ class Scorer:
         status = {"ready": champion.loaded is not None, "version": summary.get("version"), "problem": champion.problem,
                   "load_failures": champion.failures, "gate_warning": summary.get("gate_warning")}
         if SERVING.shadow_share > 0:
-            status |= {"shadow_version": shadow.loaded.summary["version"] if shadow.loaded else None,
+            status |= {"shadow_version": shadow.version,
                        "shadow_problem": shadow.problem or shadow.score_problem, "shadow_failures": shadow.failures}
         return status
 
@@ -255,7 +255,6 @@ class Scorer:
             return {}
         info = {**current.summary, "runtime": getattr(current.model, "runtime", {})}
         if SERVING.shadow_share > 0:
-            info["shadow"] = {"share": SERVING.shadow_share, "version": shadow.version,
-                              "alias": shadow.alias,
+            info["shadow"] = {"share": SERVING.shadow_share, "version": shadow.version, "alias": shadow.alias,
                               "problem": shadow.problem or shadow.score_problem}
         return info
