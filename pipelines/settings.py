@@ -146,6 +146,9 @@ class ServingSettings(BaseModel):
     host: str = "127.0.0.1"
     max_batch_size: int = 32
     max_latency_ms: int = 10_000  # the batch queue sheds load (503) past this; batches form adaptively below it
+    # The API waits this long for the scorer's reply, then asks again once; a second wait is answered 503 +
+    # Retry-After, inside BentoML's 60 s traffic timeout (its 504). Above max_latency_ms: shedding answers first.
+    scorer_timeout_s: float = Field(20.0, gt=0)
     batching: bool = True  # off only to measure what adaptive batching buys (bench/)
     gpu: bool = False
     max_body_bytes: int = 20 * 1024 * 1024

@@ -27,7 +27,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
-import aiohttp
 import anyio
 import bentoml
 from bentoml._internal import server as bentoml_server
@@ -51,6 +50,7 @@ from serving.metrics import ServiceMetrics
 from serving.readiness import ReadinessReason, ServingStatus
 from serving.schemas import Count, EarlyViews, Outcome, PostId, Tags, Text, Upload
 from serving.scorer import Scorer, why
+from serving.scorer_calls import call_idempotent
 from serving.uploads import decode_upload
 
 settings = load_settings()  # the same settings as the scorer's: read once per process
@@ -240,26 +240,21 @@ class Popularity:
         finally:
             self.requests.submit(records)
 
-    async def _score_on_scorer(self, items: list[dict], attempts: int = 3) -> list[dict]:
-        """Scoring is idempotent, so a pooled connection that the scorer closed while idle (the
-        keep-alive race under load) is retried on a fresh one instead of failing the request. aiohttp
-        reports that race as a ``ClientConnectionError``, or, when it hits while the body is read, as
-        a bare ``RuntimeError("Connection closed.")``."""
+    async def _score_on_scorer(self, items: list[dict]) -> list[dict]:
+        """The scorer's results for ``items`` (:func:`serving.scorer_calls.call_idempotent`: made again on a
+        dropped connection or a lost reply), or an ``overloaded`` entry each when its batch queue shed them
+        (over ``max_latency_ms``) or no reply came: busy, not broken, answered 503 with ``Retry-After``."""
         try:
-            for _ in range(attempts - 1):
-                try:
-                    return await self.scorer.to_async.score(items)
-                except aiohttp.ClientConnectionError:
-                    continue
-                except RuntimeError as exc:
-                    if "Connection closed" not in str(exc):
-                        raise
-            return await self.scorer.to_async.score(items)
-        except BentoMLException as exc:  # the batch queue shed it (over max_latency_ms): busy, not broken
+            return await call_idempotent(lambda: self.scorer.to_async.score(items), SERVING.scorer_timeout_s)
+        except TimeoutError:
+            self.metrics.reject("scorer_timeout")
+            message = f"the scorer did not answer within {SERVING.scorer_timeout_s:.0f} s, twice; retry shortly"
+        except BentoMLException as exc:
             if exc.error_code != HTTPStatus.SERVICE_UNAVAILABLE:
                 raise
             self.metrics.reject("overloaded")
-            return [{"error": "overloaded", "message": "the scorer is busy; retry shortly"} for _ in items]
+            message = "the scorer is busy; retry shortly"
+        return [{"error": "overloaded", "message": message} for _ in items]
 
     def _unavailable(self, message: str) -> JSONResponse:
         self.metrics.reject("store_unavailable")
