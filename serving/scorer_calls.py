@@ -26,15 +26,15 @@ async def call_idempotent(call: Callable[[], Awaitable[T]], timeout_s: float, at
     no reply came within ``timeout_s`` (up to ``unanswered`` such waits: on a loaded machine a reply was seen
     lost, the scorer's log showing its answer in 0.1 s while the API waited out its 60 s). Raises
     :class:`TimeoutError` once the waits are spent, and the last connection error once the attempts are."""
-    waited = 0
-    for attempt in range(1, attempts + 1):
+    calls = waited = 0
+    while True:
+        calls += 1
         try:
             return await asyncio.wait_for(call(), timeout_s)
         except TimeoutError:
             waited += 1
-            if waited >= unanswered or attempt == attempts:
+            if waited >= unanswered or calls >= attempts:
                 raise
         except Exception as exc:
-            if not _dropped_connection(exc) or attempt == attempts:
+            if not _dropped_connection(exc) or calls >= attempts:
                 raise
-    raise AssertionError("unreachable: the last attempt returns or raises")
