@@ -11,7 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from pipelines.data.images import to_array
-from pipelines.features import embeddings, faces
+from pipelines.features import faces
 from pipelines.features.colors import dominant_colors, palette_features
 from pipelines.features.quality import quality_stats
 from pipelines.features.social import social_features
@@ -66,6 +66,8 @@ class ImageFeaturizer:
         if "faces" in self.groups:
             parts.append(faces.face_features(images, self.faces_px))
         if "embeddings" in self.groups:
+            from pipelines.features import embeddings  # torch: imported by the featurizers that embed, not by every command
+
             z = embeddings.embed(images, self.embed_backbone, self.embed_px, self.embed_flip)
             parts.append(pd.DataFrame(z, columns=[f"emb{i}" for i in range(z.shape[1])]))
         if "social" in self.groups:

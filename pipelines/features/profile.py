@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,11 +20,12 @@ from PIL import Image
 from sklearn.decomposition import PCA
 
 from pipelines.data.images import to_array
-from pipelines.features import embeddings, faces, quality
+from pipelines.features import faces, quality
 from pipelines.features.colors import dominant_colors
 from pipelines.features.monitored import DOMINANT, PROJECTION_PREFIX
-from pipelines.runtime import Choice, OnnxNetwork, choose
-from pipelines.vision import WeightsUnavailable
+
+if TYPE_CHECKING:
+    from pipelines.runtime import Choice
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Profiler:
 
     @classmethod
     def fit(cls, images: list[Image.Image], dims: int, **options) -> Profiler:
+        from pipelines.vision import WeightsUnavailable
+
         profiler = cls(**options)
         try:
             z = profiler._embed(images)
@@ -49,11 +53,15 @@ class Profiler:
         return profiler
 
     def _embed(self, images: list[Image.Image]) -> np.ndarray:
+        from pipelines.features import embeddings  # torch: only where a projection is computed, not in every command
+
         network = self.__dict__.get("network")  # the trunk's exported graph, when ``use_graph`` chose it
         return embeddings.embed(images, self.embed_backbone, self.embed_px, flip=False, network=network)
 
     def use_graph(self, graph: str | None, parity: dict | None, runtime: str = "onnx", threads: int = 0) -> Choice:
         """Embed with the trunk's exported ONNX graph where ``runtime.choose`` allows it, else the torch trunk."""
+        from pipelines.runtime import OnnxNetwork, choose
+
         choice = choose(runtime, graph, parity)
         if choice.runtime == "onnx":
             self.network = OnnxNetwork(graph, threads)

@@ -6,21 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
-from pipelines import vision
 from pipelines.data.images import to_array
 from pipelines.features.featurizer import ImageFeaturizer
-from pipelines.models import cnn
-from pipelines.runtime import OnnxNetwork, choose
 
 # our own estimators (e.g. the scale × shape sequence model) ship as code beside the weights
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "pipelines.models.")
 
 
 # skops.io is imported where it is used: importing it imports every scikit-learn estimator (about 0.8 s),
-# which every command and service that touches this module would pay, classical model or not.
+# which every command and service that touches this module would pay, classical model or not. Likewise
+# torch, torchvision and ONNX Runtime (about 3 s of a core), imported by the CNN's backend when one loads.
 
 
 def save_estimator(estimator, path: Path) -> str:
@@ -67,6 +64,12 @@ class TorchBackend:
     """A CNN: its exported ONNX graph in ONNX Runtime on CPU, else the torch network (see ``runtime.choose``)."""
 
     def __init__(self, config: dict, artifacts: dict, runtime: str = "onnx", threads: int = 0):
+        import torch
+
+        from pipelines import vision
+        from pipelines.models import cnn
+        from pipelines.runtime import OnnxNetwork, choose
+
         self.task = config["task"]
         self.px = config["image_px"]
         self.crop = config.get("crop", "resized")
@@ -84,6 +87,9 @@ class TorchBackend:
         self.model.to(vision.device()).eval()
 
     def score(self, images: list[Image.Image], social: pd.DataFrame) -> np.ndarray:
+        from pipelines import vision
+        from pipelines.models import cnn
+
         pixels = np.stack([to_array(img, vision.load_px(self.px, self.crop)) for img in images])
         raw = cnn.predict(self.model, pixels, self.px, self.crop, flip_average=self.flip_average)
         if self.calibration:

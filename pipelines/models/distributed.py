@@ -2,15 +2,13 @@
 
 ``torchrun --nproc_per_node N`` sets ``WORLD_SIZE``/``RANK``/``MASTER_ADDR``; each process then
 joins one group (NCCL on GPUs, gloo on CPU), trains on its shard of every global batch, and only
-rank 0 talks to MLflow.
+rank 0 talks to MLflow. A process that was not launched so never imports torch here: the commands that
+only read the registry or the request logs start without it.
 """
 
 from __future__ import annotations
 
 import os
-
-import torch
-import torch.distributed as dist
 
 
 def launched() -> bool:
@@ -20,7 +18,12 @@ def launched() -> bool:
 
 def setup() -> None:
     """Join the process group once; each rank takes its own GPU when there are several."""
-    if not launched() or dist.is_initialized():
+    if not launched():
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
@@ -29,28 +32,44 @@ def setup() -> None:
 
 
 def teardown() -> None:
+    if not launched():
+        return
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def active() -> bool:
+    if not launched():
+        return False
+    import torch.distributed as dist
+
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    return _dist().get_rank() if active() else 0
 
 
 def world_size() -> int:
-    return dist.get_world_size() if active() else 1
+    return _dist().get_world_size() if active() else 1
 
 
 def is_main() -> bool:
     return rank() == 0
 
 
-def _tensor(values: list[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+def _dist():
+    import torch.distributed as dist
+
+    return dist
+
+
+def _tensor(values: list[float]):
+    import torch
+
+    return torch.tensor(values, dtype=torch.float64, device="cuda" if _dist().get_backend() == "nccl" else "cpu")
 
 
 def all_sum(values: list[float]) -> list[float]:
@@ -58,7 +77,7 @@ def all_sum(values: list[float]) -> list[float]:
     if not active():
         return values
     tensor = _tensor(values)
-    dist.all_reduce(tensor)
+    _dist().all_reduce(tensor)
     return tensor.tolist()
 
 
@@ -67,5 +86,5 @@ def broadcast_float(value: float) -> float:
     if not active():
         return value
     tensor = _tensor([value])
-    dist.broadcast(tensor, src=0)
+    _dist().broadcast(tensor, src=0)
     return float(tensor.item())

@@ -19,7 +19,6 @@ from pipelines.models.pyfunc import log_model
 from pipelines.tasks import PRIMARY
 from pipelines.training.candidates import CANDIDATES
 from pipelines.training.data import TrainingData
-from pipelines.training.export import export_network, export_profiler
 from pipelines.training.tuning import repeat_scores, tune
 
 
@@ -91,6 +90,8 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         example = to_jpeg(next(iter(data.images.values())))
         profiler = data.profiler.save(Path(tmp) / "profiler.json")
         artifacts = {**fitted.artifacts, "profiler": str(profiler)}
+        from pipelines.training.export import export_network, export_profiler  # torch and ONNX: training only
+
         if fitted.config["kind"] == "torch":  # the network's ONNX graph, checked on the validation images
             export_network(fitted, data, Path(tmp))
             artifacts |= fitted.artifacts

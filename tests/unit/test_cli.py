@@ -114,6 +114,20 @@ def test_a_read_only_command_without_a_champion_says_so_without_prefect(tmp_path
     assert not (tmp_path / "home" / "prefect").exists()
 
 
+def test_the_monitor_and_the_registry_commands_load_without_the_cnn_stack():
+    """The hourly monitor's flow-run process, `popularity monitor`, `feedback`, `model` and `promote` import
+    torch, torchvision and ONNX Runtime (about 3 s of a core) only when they go on to train, embed or load a
+    CNN: the CNN's backend, the drift profile's projection and data-parallel training import them there."""
+    modules = ["flows.monitoring_flows", "flows.training_flows", "cli.pipeline_commands", "cli.outcome_commands",
+               "pipelines.models.pyfunc", "pipelines.promotion"]
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {', '.join(modules)}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = _imported(done.stderr)
+    assert set(modules) <= imported
+    assert not imported & {"torch", "torchvision", "onnxruntime"}
+
+
 @pytest.mark.parametrize("key", [None, "", "  "])
 def test_serving_off_loopback_without_an_api_key_is_refused_before_bentoml_starts(tmp_path, monkeypatch, key):
     """An empty or blank POPULARITY_API_KEY is no key: the guard would let everyone in."""
