@@ -32,6 +32,7 @@ class ImageInfo:
     width: int
     height: int
     mode: str
+    declared_pixels: int = 0  # the upload's own width × height, before any shrink
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -110,7 +111,7 @@ def decode(data: bytes, max_bytes: int, max_pixels: int, min_side: int = 1,
         raise
     except Exception as exc:
         raise ImageError("corrupt", f"the {fmt} data is truncated or corrupt: {exc}") from exc
-    return rgb, ImageInfo(format=fmt, width=rgb.width, height=rgb.height, mode=mode)
+    return rgb, ImageInfo(format=fmt, width=rgb.width, height=rgb.height, mode=mode, declared_pixels=width * height)
 
 
 def to_array(img: Image.Image, size: int) -> np.ndarray:

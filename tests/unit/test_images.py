@@ -162,3 +162,25 @@ def test_a_served_upload_reaches_the_scorer_as_pixels_without_its_metadata(setti
     img = decode_upload(data, settings)
     assert "icc_profile" not in img.info
     assert len(pickle.dumps(img)) < 1024 * 1024
+
+
+def test_the_service_hands_memory_back_after_large_or_refused_uploads_not_after_every_photo(settings, monkeypatch):
+    """``malloc_trim`` after a large decode returns a burst's memory (bench/bench_memory.py); after a small
+    photo it only cost the API about 1 ms of CPU a request, so it is skipped there."""
+    from serving import uploads
+
+    trims = []
+    monkeypatch.setattr(uploads, "release_freed_memory", lambda: trims.append(1))
+    rng = np.random.default_rng(0)
+
+    def trimmed(data: bytes) -> bool:
+        trims.clear()
+        try:
+            uploads.decode_upload(data, settings)
+        except ImageError:
+            pass
+        return bool(trims)
+
+    assert not trimmed(encode(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)))
+    assert trimmed(encode(np.zeros((2000, 2000, 3), dtype=np.uint8)))  # 4 MP declared: a large bitmap
+    assert trimmed(b"\xff\xd8\xff" + bytes(64))  # refused mid-way
