@@ -65,6 +65,8 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
 
     Under ``torchrun`` the other ranks only take part in fitting and return ``None``.
     """
+    from pipelines.training.export import export_network, export_profiler  # torch and ONNX Runtime: here only
+
     spec = CANDIDATES[name]
     s = data.settings.train
     if not distributed.is_main():
@@ -90,8 +92,6 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         example = to_jpeg(next(iter(data.images.values())))
         profiler = data.profiler.save(Path(tmp) / "profiler.json")
         artifacts = {**fitted.artifacts, "profiler": str(profiler)}
-        from pipelines.training.export import export_network, export_profiler  # torch and ONNX: training only
-
         if fitted.config["kind"] == "torch":  # the network's ONNX graph, checked on the validation images
             export_network(fitted, data, Path(tmp))
             artifacts |= fitted.artifacts
