@@ -30,7 +30,7 @@ import psutil
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.champion import train_champion  # noqa: E402
+from bench.champion import STABILITY_RELAXED, train_champion  # noqa: E402
 from ops.processes import ServiceProcess  # noqa: E402
 from pipelines.settings import get_settings  # noqa: E402
 
@@ -151,9 +151,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp) / "home"
         if args.home is None:
-            # the bench needs a champion, not a good one: a quick demo model can miss the stability gates
-            train_champion(home, "demo:300", {"POPULARITY_PROMOTION__FLIP_TOLERANCE": "100",
-                                              "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"})
+            train_champion(home, "demo:300", STABILITY_RELAXED)
         env = {"POPULARITY_HOME": str(home), "POPULARITY_SERVING__WATCH_INTERVAL_S": "0"}
         with ServiceProcess(port=0, env=env) as service, httpx.Client(timeout=300) as client:
             warm = client.post(f"{service.url}/predict", files={"image": ("warm.jpg", _save(_colour(640, 480), "JPEG"))})

@@ -18,6 +18,7 @@ from pipelines.settings import Settings
 # decode; below it glibc reuses what was freed, and trimming every small photo cost about 1 ms of the API's
 # 8 ms of CPU a request under load (docs/BENCHMARKS.md).
 TRIM_BYTES = 4 * 1024 * 1024
+BITMAP_BYTES_PER_PIXEL = 4  # Pillow's widest common mode (RGBA, RGBX) while decoding
 
 
 def decode_upload(data: bytes, settings: Settings) -> Image.Image:
@@ -28,7 +29,7 @@ def decode_upload(data: bytes, settings: Settings) -> Image.Image:
     try:
         img, info = decode(data, limits.max_bytes, settings.serving.max_pixels, limits.min_side,
                            max_side=limits.model_side, max_jpeg_pixels=settings.serving.max_jpeg_pixels)
-        trim = len(data) >= TRIM_BYTES or info.declared_pixels * 4 >= TRIM_BYTES
+        trim = len(data) >= TRIM_BYTES or info.declared_pixels * BITMAP_BYTES_PER_PIXEL >= TRIM_BYTES
     finally:
         if trim:
             release_freed_memory()  # the full-size bitmaps are freed by now: give their pages back

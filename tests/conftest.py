@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.champion import train_champion
+from bench.champion import STABILITY_RELAXED, train_champion
 from pipelines.settings import Settings
 from tests import xdist_groups
 from tests.helpers import LoopbackServer, photo
@@ -124,8 +124,7 @@ def champion_home(tmp_path_factory, prefect_api):
     the serving tests need a champion, not a good one.
     """
     home = tmp_path_factory.mktemp("champion") / "home"
-    relaxed = {"POPULARITY_PROMOTION__FLIP_TOLERANCE": "100", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"}
-    train_champion(home, "demo:120", {"PREFECT_API_URL": prefect_api, **relaxed})
+    train_champion(home, "demo:120", {"PREFECT_API_URL": prefect_api, **STABILITY_RELAXED})
     return home
 
 

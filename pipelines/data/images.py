@@ -32,7 +32,7 @@ class ImageInfo:
     width: int
     height: int
     mode: str
-    declared_pixels: int = 0  # the upload's own width × height, before any shrink
+    declared_pixels: int  # the upload's own width × height, before any shrink
 
 
 def sniff_format(data: bytes) -> str | None:

@@ -18,34 +18,23 @@ def launched() -> bool:
 
 def setup() -> None:
     """Join the process group once; each rank takes its own GPU when there are several."""
-    if not launched():
+    if not launched() or _dist().is_initialized():
         return
     import torch
-    import torch.distributed as dist
 
-    if dist.is_initialized():
-        return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    _dist().init_process_group(backend=backend)
 
 
 def teardown() -> None:
-    if not launched():
-        return
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if launched() and _dist().is_initialized():
+        _dist().destroy_process_group()
 
 
 def active() -> bool:
-    if not launched():
-        return False
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return launched() and _dist().is_available() and _dist().is_initialized() and _dist().get_world_size() > 1
 
 
 def rank() -> int:
@@ -61,6 +50,7 @@ def is_main() -> bool:
 
 
 def _dist():
+    """``torch.distributed``, imported on first use by a launched process."""
     import torch.distributed as dist
 
     return dist

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.champion import train_champion
+from bench.champion import STABILITY_RELAXED, train_champion
 from monitoring.request_log import RequestLog
 from ops.processes import ServiceProcess
 from tests.helpers import API_KEY, photo
@@ -33,8 +33,8 @@ def nowcast_home(tmp_path_factory, prefect_api) -> Path:
     The gate's flip/JPEG stability tolerances are relaxed as for the session's champion: a test split
     of about 40 demo posts makes noisy shifts, and serving is under test here, not the gate."""
     home = tmp_path_factory.mktemp("nowcast") / "home"
-    relaxed = {"POPULARITY_PROMOTION__FLIP_TOLERANCE": "100", "POPULARITY_PROMOTION__JPEG_TOLERANCE": "100"}
-    train_champion(home, "demo:200", {"PREFECT_API_URL": prefect_api, **relaxed}, task=TASK, models=("nowcast",))
+    train_champion(home, "demo:200", {"PREFECT_API_URL": prefect_api, **STABILITY_RELAXED}, task=TASK,
+                   models=("nowcast",))
     return home
 
 
