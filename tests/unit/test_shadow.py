@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from scipy.stats import bootstrap, spearmanr
+from scipy.stats import bootstrap, mannwhitneyu, spearmanr
 from sklearn.metrics import roc_auc_score
 
 from monitoring import shadow
@@ -45,6 +45,12 @@ def _stream(rng, n: int, champion_noise: float, challenger_noise: float):
     return champion, challenger, ratio
 
 
+def _auc(label: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as SciPy's Mann-Whitney U over the two classes' scores (roc_auc_score, 4,000 times, took 16 s)."""
+    positive = label == 1
+    return mannwhitneyu(score[positive], score[~positive]).statistic / (positive.sum() * (~positive).sum())
+
+
 @pytest.mark.parametrize(("champion_noise", "challenger_noise", "verdict"),
                          [(0.6, 0.05, shadow.BETTER), (0.05, 0.6, shadow.WORSE)])
 def test_realized_metrics_and_paired_interval_match_sklearn_and_scipy(champion_noise, challenger_noise, verdict):
@@ -62,7 +68,7 @@ def test_realized_metrics_and_paired_interval_match_sklearn_and_scipy(champion_n
     assert result.agreement == pytest.approx(spearmanr(p, s).statistic)
     assert result.champion == pytest.approx(champion) and result.challenger == pytest.approx(challenger)
     assert result.difference == pytest.approx(challenger - champion)
-    paired = bootstrap((label, p[window], s[window]), lambda y, a, b: roc_auc_score(y, b) - roc_auc_score(y, a),
+    paired = bootstrap((label, p[window], s[window]), lambda y, a, b: _auc(y, b) - _auc(y, a),
                        paired=True, vectorized=False, n_resamples=2000, method="percentile", confidence_level=0.95,
                        random_state=1)
     assert result.low == pytest.approx(paired.confidence_interval.low, abs=0.02)
