@@ -88,8 +88,7 @@ def task_metrics(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float
     return binary_metrics(y, score) if task == "binary" else regression_metrics(y, score)
 
 
-def bootstrap_se(task: str, y: np.ndarray, score: np.ndarray, primary: str, resamples: int = 200,
-                 seed: int = 0) -> float:
+def bootstrap_se(y: np.ndarray, score: np.ndarray, primary: str, resamples: int = 200, seed: int = 0) -> float:
     """The standard error of the ``primary`` metric, from resampling the rows: how far apart two
     candidates' validation numbers must be before the difference means anything.
 

@@ -103,8 +103,7 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
         val_scores = model.predict_images(val_images, val_social)["score"].to_numpy()
         primary = PRIMARY[data.task]
         validation = {**evaluation.task_metrics(data.task, data.y("val"), val_scores),
-                      f"{primary}_se": evaluation.bootstrap_se(data.task, data.y("val"), val_scores, primary,
-                                                               seed=s.seed),
+                      f"{primary}_se": evaluation.bootstrap_se(data.y("val"), val_scores, primary, seed=s.seed),
                       **evaluation.stability(model, val_images, val_scores, val_social)}
         mlflow.log_metrics({f"val_{k}": v for k, v in validation.items()})
         scores = model.predict_images(data.split_images("test"), data.social("test"))["score"].to_numpy()

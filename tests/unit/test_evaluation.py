@@ -28,11 +28,11 @@ def test_the_bootstrap_standard_error_is_scikit_learns_and_scipys_metric_over_th
     rows = np.random.default_rng(7).integers(0, 40, (200, 40))  # the resamples bootstrap_se draws with seed 7
     aucs = [roc_auc_score(labels[r], score[r]) for r in rows if len(np.unique(labels[r])) == 2]
     rhos = [spearmanr(truth[r], score[r]).statistic for r in rows]
-    assert abs(evaluation.bootstrap_se("binary", labels, score, "roc_auc", seed=7) - np.std(aucs, ddof=1)) < 1e-12
-    assert abs(evaluation.bootstrap_se("score", truth, score, "spearman", seed=7) - np.std(rhos, ddof=1)) < 1e-12
+    assert abs(evaluation.bootstrap_se(labels, score, "roc_auc", seed=7) - np.std(aucs, ddof=1)) < 1e-12
+    assert abs(evaluation.bootstrap_se(truth, score, "spearman", seed=7) - np.std(rhos, ddof=1)) < 1e-12
     # resamples with one class have no AUC; constant scores no correlation: nothing to estimate from
-    assert np.isnan(evaluation.bootstrap_se("binary", np.ones(40), score, "roc_auc"))
-    assert np.isnan(evaluation.bootstrap_se("score", truth, np.zeros(40), "spearman"))
+    assert np.isnan(evaluation.bootstrap_se(np.ones(40), score, "roc_auc"))
+    assert np.isnan(evaluation.bootstrap_se(truth, np.zeros(40), "spearman"))
 
 
 def test_the_image_grid_shows_every_image_with_its_score(tmp_path):
