@@ -42,7 +42,6 @@ from pipelines.data.images import to_array  # noqa: E402
 from pipelines.tasks import PRIMARY  # noqa: E402
 
 
-
 def busy() -> None:
     while True:
         pass
