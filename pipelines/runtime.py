@@ -6,20 +6,26 @@ against the torch network on the validation images. On CPU the graph runs in ONN
 execution provider (:class:`OnnxNetwork`: one ``InferenceSession`` per graph and process, the settings'
 threads); on CUDA, or when asked (``POPULARITY_SERVING__RUNTIME=torch``), when a model carries no graph
 (logged before export existed) or when its graph failed the parity check, torch runs it and
-:func:`choose` says why.
+:func:`choose` says why. torch is imported only to export a graph or to feed one torch tensors: a graph
+fed numpy arrays (:meth:`OnnxNetwork.run`) runs without it.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 OPSET = 17  # the TorchScript exporter's well-trodden opset; ONNX Runtime 1.32 runs up to 23
 INPUT, OUTPUT = "pixels", "output"
@@ -28,6 +34,8 @@ PARITY_TOLERANCE = 1e-4  # the largest absolute score difference an exported gra
 
 def export(network: nn.Module, px: int, path: Path) -> Path:
     """Write ``network`` (eval mode, CPU) as an ONNX graph taking ``N×3×px×px`` float32 pixels."""
+    import torch
+
     cpu = copy.deepcopy(network).cpu().eval()
     example = torch.zeros(2, 3, px, px)
     with warnings.catch_warnings(), torch.no_grad():
@@ -72,8 +80,14 @@ class OnnxNetwork:
         self.session = session(path, threads, spinning)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         pixels = x.detach().to("cpu", torch.float32).contiguous().numpy()  # a view, not a copy
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: pixels})[0])
+        return torch.from_numpy(self.run(pixels))
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """The graph's output for a float32 ``N×3×px×px`` array."""
+        return self.session.run([OUTPUT], {INPUT: pixels})[0]
 
     def eval(self) -> OnnxNetwork:  # the torch module's interface, where callers set it
         return self
@@ -90,7 +104,7 @@ class Choice:
 
 def choose(requested: str, graph: str | None, parity: dict | None) -> Choice:
     """Which runtime runs a network: ONNX Runtime on CPU when asked, when there is a graph and it passed parity."""
-    if torch.cuda.is_available():
+    if cuda_available():
         return Choice("torch", "CUDA: torch with mixed precision")
     if requested == "torch":
         return Choice("torch", "the runtime setting asks for torch")
@@ -106,6 +120,17 @@ def choose(requested: str, graph: str | None, parity: dict | None) -> Choice:
     return Choice("onnx", "ONNX Runtime, CPU execution provider")
 
 
+def cuda_available() -> bool:
+    """``torch.cuda.is_available()``, without importing torch on a machine with no NVIDIA driver loaded (a
+    process that runs only ONNX graphs then never pays torch's import)."""
+    driver = any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/dxg"))  # Linux, WSL2
+    if not driver and "torch" not in sys.modules:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def parity(reference: np.ndarray, exported: np.ndarray, tolerance: float = PARITY_TOLERANCE, **metrics) -> dict:
     """The parity record of an exported graph: the largest absolute difference of its outputs from the torch
     network's on the same images, whether that is within ``tolerance``, and any metrics computed both ways."""
@@ -117,5 +142,5 @@ def parity(reference: np.ndarray, exported: np.ndarray, tolerance: float = PARIT
     passed = bool(np.isfinite(diff) and diff <= tolerance)
     record = {"passed": passed, "max_abs_diff": diff, "tolerance": tolerance, "images": len(reference), **metrics}
     if not passed:
-        record["reason"] = f"max |Δ| {diff:.3g} over {len(reference)} validation images exceeds {tolerance:g}"
+        record["reason"] = f"max |Δ| {diff:.3g} over {len(reference)} images exceeds {tolerance:g}"
     return record

@@ -284,10 +284,17 @@ class RegistrySettings(BaseModel):
     probe_timeout_s: float = 3.0
 
 
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "popularity"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POPULARITY_", env_nested_delimiter="__", extra="ignore")
 
     home: Path = Path(".popularity")
+    # what every home of a machine can share, derived from installed packages (the drift profile's
+    # trunk as an ONNX graph); POPULARITY_CACHE_DIR, by default the user's cache folder
+    cache_dir: Path = Field(default_factory=_user_cache)
     mlflow_tracking_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "POPULARITY_MLFLOW_TRACKING_URI")
     )

@@ -62,6 +62,14 @@ def prefect_api(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _graph_cache(tmp_path_factory):
+    """One cache of exported graphs (``POPULARITY_CACHE_DIR``) for the run, shared by the xdist workers and
+    every command and server they start, as a machine's is; the user's own cache is left alone."""
+    base = tmp_path_factory.getbasetemp()
+    os.environ["POPULARITY_CACHE_DIR"] = str((base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "cache")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _environment():
     """Each test module starts from the environment the session started with. Libraries write

@@ -40,10 +40,15 @@ class Profiler:
     components: list[list[float]] = field(default_factory=list)  # empty: no ImageNet weights, no projection
 
     @classmethod
-    def fit(cls, images: list[Image.Image], dims: int, **options) -> Profiler:
+    def fit(cls, images: list[Image.Image], dims: int, graph: str | None = None, parity: dict | None = None,
+            **options) -> Profiler:
+        """The profile of ``images``' embedding: its PCA to ``dims``, computed with the trunk's exported
+        ``graph`` (as the service will) where :func:`pipelines.runtime.choose` allows it, else with torch."""
         from pipelines.vision import WeightsUnavailable
 
         profiler = cls(**options)
+        if graph is not None:
+            profiler.use_graph(graph, parity)
         try:
             z = profiler._embed(images)
         except WeightsUnavailable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +19,39 @@ TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "pipelines.models.")
 # skops.io is imported where it is used: importing it imports every scikit-learn estimator (about 0.8 s),
 # which every command and service that touches this module would pay, classical model or not. Likewise
 # torch, torchvision and ONNX Runtime (about 3 s of a core), imported by the CNN's backend when one loads.
+TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
+
+
+def _skops_io():
+    """skops.io, imported without torch. Its trusted types come from scikit-learn's ``all_estimators()``,
+    whose package walk imports the array-API shim for torch, and with it torch (6–10 s of a core), for no
+    estimator: the walk skips a package whose import fails, so the shim fails to import (``None`` in
+    ``sys.modules``) while skops.io loads, unless torch is already there."""
+    if "skops.io" not in sys.modules and "torch" not in sys.modules and TORCH_SHIM not in sys.modules:
+        sys.modules[TORCH_SHIM] = None
+        try:
+            import skops.io
+        finally:
+            if sys.modules.get(TORCH_SHIM, "") is None:
+                del sys.modules[TORCH_SHIM]
+    import skops.io
+
+    return skops.io
 
 
 def save_estimator(estimator, path: Path) -> str:
-    import skops.io
-
-    skops.io.dump(estimator, path)
+    _skops_io().dump(estimator, path)
     return str(path)
 
 
 def load_estimator(path: str):
     """Load a skops file, trusting only scikit-learn, NumPy, SciPy and this package's model types."""
-    import skops.io
-
-    untrusted = skops.io.get_untrusted_types(file=path)
+    skops_io = _skops_io()
+    untrusted = skops_io.get_untrusted_types(file=path)
     refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
     if refused:
         raise ValueError(f"{path} holds types outside scikit-learn/NumPy/SciPy/pipelines.models: {refused}")
-    return skops.io.load(path, trusted=untrusted)
+    return skops_io.load(path, trusted=untrusted)
 
 
 class SklearnBackend:

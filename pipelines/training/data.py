@@ -119,9 +119,24 @@ class TrainingData:
         return dict(zip(self.manifest["image_id"], self.snapshot.decode_images(self.manifest["image_path"], limits)))
 
     @cached_property
+    def trunk(self) -> tuple[str | None, dict]:
+        """The drift profile's embedding trunk as an ONNX graph from the machine's cache (exported and
+        checked on training images the first time) and its parity record; ``(None, why)`` when it cannot be."""
+        from pipelines.features import embeddings
+        from pipelines.vision import WeightsUnavailable
+
+        try:
+            return embeddings.trunk_graph(Profiler.embed_backbone, Profiler.embed_px, self.settings.cache_dir,
+                                          self.split_images("train"))
+        except WeightsUnavailable as exc:
+            return None, {"passed": False, "reason": str(exc)[:500]}
+        except Exception as exc:  # an operator the exporter or the runtime lacks: the profile embeds with torch
+            return None, {"passed": False, "reason": f"export failed: {type(exc).__name__}: {exc}"[:500]}
+
+    @cached_property
     def profiler(self) -> Profiler:
         """The drift monitor's features, with the embedding's PCA fitted on the training images."""
-        return Profiler.fit(self.split_images("train"), self.settings.drift.projection_dims)
+        return Profiler.fit(self.split_images("train"), self.settings.drift.projection_dims, *self.trunk)
 
     @cached_property
     def test_profile(self) -> pd.DataFrame:

@@ -1,5 +1,7 @@
 """Export at training, verified: a CNN candidate's network and the drift profile's embedding trunk become
-ONNX graphs logged beside the torch weights, each checked against torch on the validation images.
+ONNX graphs logged beside the torch weights, each checked against torch: the CNN on the run's validation
+images, the pretrained trunk (the same for every run of a machine, so exported once into its cache) on the
+training images of the run that exported it.
 
 The parity record (the largest absolute difference, and for a CNN its validation metric computed from
 both) goes into the model's config, where the loaded model reads it (a graph that failed serves with
@@ -8,20 +10,16 @@ torch, and says so), and onto the run as metrics and a tag.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
 
 from pipelines import evaluation, runtime
-from pipelines.features import embeddings
 from pipelines.models.backends import TorchBackend
 from pipelines.tasks import PRIMARY
 from pipelines.training.data import TrainingData
 from pipelines.training.fitted import Fitted
-
-PROFILER_TOLERANCE = 1e-3  # the profile's projected embedding: PCA coordinates of magnitude ~1–10
 
 
 def export_network(fitted: Fitted, data: TrainingData, workdir: Path) -> dict:
@@ -49,40 +47,16 @@ def export_network(fitted: Fitted, data: TrainingData, workdir: Path) -> dict:
 
 
 def export_profiler(data: TrainingData, config: dict) -> str | None:
-    """Export the drift profile's embedding trunk (once per process and backbone), check the profile's
-    projected embedding of the validation images both ways, and record it in ``config["profiler_onnx"]``.
-    The graph's path, or None when the profile has no embedding or the graph failed."""
-    profiler = data.profiler
-    if not profiler.components:
+    """The drift profile's embedding trunk as the machine's cached ONNX graph (see
+    ``embeddings.trunk_graph``), its parity record, checked against torch when the graph was exported, in
+    ``config["profiler_onnx"]`` and on the run. The graph's path, or None when the profile has no
+    embedding or the graph failed."""
+    if not data.profiler.components:
         return None
-    images = data.split_images("val")
-    try:
-        graph = _trunk_graph(profiler.embed_backbone, profiler.embed_px)
-        torch_rows = profiler.transform(images)[profiler.projection_columns].to_numpy()
-        exported = type(profiler)(**{k: v for k, v in vars(profiler).items() if k != "network"})
-        exported.use_graph(graph, None)
-        onnx_rows = exported.transform(images)[profiler.projection_columns].to_numpy()
-    except Exception as exc:
-        record = {"passed": False, "reason": f"export failed: {type(exc).__name__}: {exc}"[:500]}
-    else:
-        record = runtime.parity(torch_rows, onnx_rows, PROFILER_TOLERANCE)
+    graph, record = data.trunk
     config["profiler_onnx"] = record
     _log("profiler_onnx", record)
     return graph if record["passed"] else None
-
-
-_TRUNKS: dict[tuple[str, int], str] = {}
-_TRUNK_DIRS: list[tempfile.TemporaryDirectory] = []  # removed when the process ends
-
-
-def _trunk_graph(name: str, px: int) -> str:
-    """The pretrained trunk's graph: the same for every candidate of a process, so exported once."""
-    if (name, px) not in _TRUNKS:
-        if not _TRUNK_DIRS:
-            _TRUNK_DIRS.append(tempfile.TemporaryDirectory(prefix="popularity-onnx-"))
-        path = Path(_TRUNK_DIRS[0].name) / f"{name}-{px}.onnx"
-        _TRUNKS[(name, px)] = str(runtime.export(embeddings.backbone(name), px, path))
-    return _TRUNKS[(name, px)]
 
 
 def _metric(data: TrainingData, truth: np.ndarray, scores: np.ndarray, primary: str) -> float:

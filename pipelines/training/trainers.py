@@ -1,5 +1,6 @@
 """How each family of candidate is fitted: a classical recipe on cached features, seed 002's scale ×
-shape sequence model, or a CNN. Each returns a :class:`Fitted` for :mod:`pipelines.training.runs` to log."""
+shape sequence model, or a CNN. Each returns a :class:`Fitted` for :mod:`pipelines.training.runs` to log.
+torch is imported by the CNN's fit only: a classical candidate trains without it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
@@ -17,7 +17,7 @@ from pipelines import evaluation, vision
 from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.social import EARLY_VIEWS
 from pipelines.features.social import NAMES as SOCIAL_NAMES
-from pipelines.models import backends, classical, cnn, distributed, sequences
+from pipelines.models import backends, classical, distributed, sequences
 from pipelines.models.sequences import SEQUENCE_GROUPS
 from pipelines.models.text import with_text
 from pipelines.tasks import PRIMARY
@@ -153,6 +153,10 @@ def _calibration(task: str, raw: np.ndarray, truth: np.ndarray) -> list[float]:
 def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | None, backbone: str | None,
                 head: str | None) -> Fitted:
     """A torchvision backbone (the configured one unless named) trained end to end with the given head."""
+    import torch
+
+    from pipelines.models import cnn
+
     s = data.settings.train
     backbone = backbone or s.backbone
     head = head or ("bce" if data.task == "binary" else "huber")
