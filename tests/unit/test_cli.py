@@ -117,9 +117,12 @@ def test_a_read_only_command_without_a_champion_says_so_without_prefect(tmp_path
 def test_the_monitor_and_the_registry_commands_load_without_the_cnn_stack():
     """The hourly monitor's flow-run process, `popularity monitor`, `feedback`, `model` and `promote` import
     torch, torchvision and ONNX Runtime (about 3 s of a core) only when they go on to train, embed or load a
-    CNN: the CNN's backend, the drift profile's projection and data-parallel training import them there."""
+    CNN: the CNN's backend and fit, the trunk's export and data-parallel training import them there (a
+    classical training runs end to end without torch: tests/component/test_trunk_cache.py)."""
     modules = ["flows.monitoring_flows", "flows.training_flows", "cli.pipeline_commands", "cli.outcome_commands",
-               "pipelines.models.pyfunc", "pipelines.promotion"]
+               "pipelines.models.pyfunc", "pipelines.promotion", "pipelines.training.trainers",
+               "pipelines.training.runs", "pipelines.training.export", "pipelines.features.embeddings",
+               "pipelines.runtime", "pipelines.vision"]
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {', '.join(modules)}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
