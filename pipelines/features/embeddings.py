@@ -3,6 +3,10 @@
 MobileNetV2's pooled 1280-d features stand in for AlexNet's fc7. With ``flip`` each image is also
 embedded mirrored and the two are averaged (seed 003's flipped-image augmentation), which makes the
 features, and every model on them, insensitive to a horizontal flip.
+
+The trunk runs in torch, or as its ONNX graph in ONNX Runtime fed numpy arrays: the drift profile's trunk
+is exported once per machine (:func:`trunk_graph`), so that training and serving a classical model, whose
+only network is that profile's, never import torch.
 """
 
 from __future__ import annotations
