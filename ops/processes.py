@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 import httpx
 
@@ -95,16 +95,51 @@ class ManagedProcess:
 
 
 def stop_group(popen: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 20) -> None:
-    """Stop a process started in a session of its own, and its children: ``sig`` to the group, then
-    SIGKILL to whatever is left after ``grace_s`` (a niced worker on a loaded machine can take long)."""
-    if popen.poll() is not None:
-        return
-    os.killpg(popen.pid, sig)
-    try:
-        popen.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, signal.SIGKILL)
+    """Stop a process started in a session of its own, and its children (see :func:`stop_groups`)."""
+    if popen.poll() is None:
+        stop_groups({popen.pid: lambda: popen.poll() is None}, sig, grace_s)
         popen.wait()
+
+
+AGAIN_S = 5.0  # a leader with nothing left in progress this long after the signal gets it once more
+
+
+def stop_groups(leaders: dict[int, Callable[[], bool]], sig: int = signal.SIGTERM, grace_s: float = 20) -> None:
+    """Stop processes that lead process groups of their own, given as ``{pid: is_it_alive}``: ``sig`` to every
+    group at once; a leader still running ``AGAIN_S`` later with no child left gets ``sig`` once more;
+    SIGKILL to the groups still alive after ``grace_s`` (a niced worker on a loaded machine can take long).
+
+    The second signal is Prefect's own "stop now" for its worker, which waits for the flow runs in progress
+    (its children) but now and then misses a first signal that arrives while it starts or reports a finished
+    run, and would otherwise hold ``stack down`` for the whole grace period."""
+    for pid in leaders:
+        _signal(pid, sig, group=True)
+    start, repeated = time.monotonic(), set()
+    while (running := [pid for pid, alive in leaders.items() if alive()]) and time.monotonic() - start < grace_s:
+        if time.monotonic() - start >= AGAIN_S:
+            for pid in set(running) - repeated:
+                if not _children(pid):
+                    _signal(pid, sig)
+                    repeated.add(pid)
+        time.sleep(0.1)
+    for pid in running:
+        _signal(pid, signal.SIGKILL, group=True)
+
+
+def _signal(pid: int, sig: int, group: bool = False) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _children(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children()
+    except psutil.Error:
+        return []
 
 
 def service_args(host: str, port: int, bento: str | None = None) -> list[str]:

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
-from ops.processes import ManagedProcess, free_port, mlflow_server, prefect_server
+from ops.processes import ManagedProcess, free_port, mlflow_server, prefect_server, stop_groups
 from pipelines.settings import Settings
 from pipelines.tasks import TASKS
 
@@ -70,19 +68,9 @@ class Part:
 
 
 def stop_parts(parts: list[Part], grace_s: float = 30) -> None:
-    """SIGTERM to each part's process group at once, then SIGKILL to those still alive after ``grace_s``:
-    parts stopping together wait one grace, not one each (a niced worker on a loaded machine takes long)."""
-    for part in parts:
-        try:
-            os.killpg(part.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace_s
-    while any(part.alive() for part in parts) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for part in parts:
-        if part.alive():
-            os.killpg(part.pid, signal.SIGKILL)
+    """Stop parts together (``ops.processes.stop_groups``): parts stopping together wait one grace, not one
+    each."""
+    stop_groups({part.pid: part.alive for part in parts}, grace_s=grace_s)
 
 
 def _zombie(pid: int) -> bool:

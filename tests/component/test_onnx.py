@@ -7,8 +7,8 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
-import torch
 
+from pipelines import runtime
 from pipelines.models import backends
 from pipelines.models.pyfunc import log_model
 from pipelines.tasks import PRIMARY
@@ -17,7 +17,7 @@ from pipelines.training.runs import train_candidate
 pytestmark = pytest.mark.usefixtures("tracking")
 
 # on a CUDA machine torch runs every network, by design
-EXPECTED = "torch" if torch.cuda.is_available() else "onnx"
+EXPECTED = "torch" if runtime.cuda_available() else "onnx"
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +82,10 @@ def test_a_model_logged_without_a_graph_still_serves_with_torch(binary, small_cn
 
         old = log_model(config, artifacts, to_jpeg(data.split_images("train")[0]))
     loaded = _load(old.model_uri, "onnx", monkeypatch)
-    runtime = loaded.unwrap_python_model().runtime
-    assert runtime["model"]["runtime"] == "torch" and runtime["profiler"]["runtime"] == "torch"
-    if not torch.cuda.is_available():
-        assert "no ONNX graph" in runtime["model"]["reason"]
+    chosen = loaded.unwrap_python_model().runtime
+    assert chosen["model"]["runtime"] == "torch" and chosen["profiler"]["runtime"] == "torch"
+    if not runtime.cuda_available():
+        assert "no ONNX graph" in chosen["model"]["reason"]
     images = data.split_images("test")
     np.testing.assert_allclose(_scores(loaded, images), _scores(logged, images), rtol=0, atol=1e-4)
 
@@ -97,6 +97,8 @@ def test_a_graph_that_failed_parity_serves_with_torch_and_says_why(small_cnn, tm
                  for name, entry in logged.metadata.flavors["python_function"]["artifacts"].items()}
     failed = {**logged.model_config, "onnx": {"passed": False, "reason": "max |Δ| 0.02 over 15 validation images"}}
     backend = backends.load(failed, artifacts, runtime="onnx")
+    import torch
+
     assert backend.choice.runtime == "torch" and isinstance(backend.model, torch.nn.Module)
-    if not torch.cuda.is_available():
+    if not runtime.cuda_available():
         assert backend.choice.reason == "the ONNX graph failed its parity check: max |Δ| 0.02 over 15 validation images"

@@ -1,13 +1,18 @@
-"""The integration tier's shared servers: one BentoML service on the session's champion, behind an API key."""
+"""The integration tier's shared servers and homes: one BentoML service on the session's champion, behind an
+API key, and the champion with a challenger beside it for the live-evidence modules."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
+from mlflow import MlflowClient
 
-from ops.processes import ServiceProcess
+from ops.processes import REPO, ServiceProcess
 from tests.helpers import API_KEY
 
 
@@ -18,6 +23,27 @@ def service(champion_home, tmp_path_factory):
     env = {"POPULARITY_HOME": str(champion_home), "POPULARITY_API_KEY": API_KEY}
     with ServiceProcess(port=0, log_path=log, env=env) as svc:
         yield svc
+
+
+@pytest.fixture(scope="session")
+def champion_and_challenger(champion_home, prefect_api, tmp_path_factory):
+    """A copy of the session's home with a second model, a quick colors-svm on the same snapshot, as the
+    challenger: ``(home, champion version, challenger version)``. Trained once for the live-evidence
+    modules (``test_live_rollback``, ``test_live_promotion_service``), each of which takes a copy."""
+    from tests.integration.test_live_rollback import NAME, _env
+
+    home = tmp_path_factory.mktemp("champion-and-challenger") / "home"
+    shutil.copytree(champion_home, home, ignore=shutil.ignore_patterns("requests*"))  # the service's log
+    registry = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    champion = registry.get_model_version_by_alias(NAME, "champion")
+    done = subprocess.run([sys.executable, "-m", "cli", "train", champion.tags["snapshot"], "--models", "colors-svm",
+                           "--quick", "--json"], env={**_env(home), "PREFECT_API_URL": prefect_api}, cwd=REPO,
+                          capture_output=True, text=True, timeout=900)  # set up before this tier's _shared_prefect
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads(done.stdout.strip().splitlines()[-1])
+    challenger = str(trained["registered"]["version"])
+    assert str(registry.get_model_version_by_alias(NAME, "challenger").version) == challenger != str(champion.version)
+    return home, str(champion.version), challenger
 
 
 @pytest.fixture(scope="module", autouse=True)

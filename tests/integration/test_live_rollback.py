@@ -18,7 +18,6 @@ import subprocess
 import sys
 
 import httpx
-import numpy as np
 import pytest
 from mlflow import MlflowClient
 from scipy.stats import rankdata
@@ -55,17 +54,13 @@ def _cli(home, *args, ok: bool = True) -> dict:
 
 
 @pytest.fixture(scope="module")
-def live_home(champion_home, tmp_path_factory):
-    """A copy of the session's home with a second model, a quick colors-svm on the same snapshot, as the
-    challenger: ``(home, champion version, challenger version)``."""
+def live_home(champion_and_challenger, tmp_path_factory):
+    """This module's copy of the session's champion and challenger (``tests/integration/conftest.py``):
+    ``(home, champion version, challenger version)``."""
+    pair, champion, challenger = champion_and_challenger
     home = tmp_path_factory.mktemp("live") / "home"
-    shutil.copytree(champion_home, home, ignore=shutil.ignore_patterns("requests*"))
-    registry = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    champion = registry.get_model_version_by_alias(NAME, "champion")
-    trained = _cli(home, "train", champion.tags["snapshot"], "--models", "colors-svm", "--quick")
-    challenger = str(trained["registered"]["version"])
-    assert str(registry.get_model_version_by_alias(NAME, "challenger").version) == challenger != str(champion.version)
-    return home, str(champion.version), challenger
+    shutil.copytree(pair, home)
+    return home, champion, challenger
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from pipelines import runtime
-from pipelines.models import cnn
 
-CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA keeps torch by design")
+CPU_ONLY = pytest.mark.skipif(runtime.cuda_available(), reason="CUDA keeps torch by design")
 
 
 def test_an_exported_network_scores_as_torch_does_at_any_batch(tmp_path):
+    import torch
+
+    from pipelines.models import cnn
+
     torch.manual_seed(0)
     network = cnn.SmallCNN().eval()
     graph = runtime.export(network, 64, tmp_path / "small.onnx")
@@ -26,6 +28,8 @@ def test_an_exported_network_scores_as_torch_does_at_any_batch(tmp_path):
 
 
 def test_one_session_per_graph_and_process(tmp_path):
+    from pipelines.models import cnn
+
     graph = runtime.export(cnn.SmallCNN().eval(), 64, tmp_path / "small.onnx")
     assert runtime.OnnxNetwork(graph, 1).session is runtime.OnnxNetwork(str(graph), 1).session
 
