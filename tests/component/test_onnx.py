@@ -91,14 +91,14 @@ def test_a_model_logged_without_a_graph_still_serves_with_torch(binary, small_cn
 
 
 def test_a_graph_that_failed_parity_serves_with_torch_and_says_why(small_cnn, tmp_path):
+    import torch
+
     logged = mlflow.pyfunc.load_model(small_cnn.model_uri)
     local = mlflow.artifacts.download_artifacts(small_cnn.model_uri, dst_path=str(tmp_path))
     artifacts = {name: f"{local}/{entry['path']}"
                  for name, entry in logged.metadata.flavors["python_function"]["artifacts"].items()}
     failed = {**logged.model_config, "onnx": {"passed": False, "reason": "max |Δ| 0.02 over 15 validation images"}}
     backend = backends.load(failed, artifacts, runtime="onnx")
-    import torch
-
     assert backend.choice.runtime == "torch" and isinstance(backend.model, torch.nn.Module)
     if not runtime.cuda_available():
         assert backend.choice.reason == "the ONNX graph failed its parity check: max |Δ| 0.02 over 15 validation images"
