@@ -10,24 +10,32 @@ import time
 
 from ops import processes
 
-# Misses the first SIGTERM, exits 0 on the second (as Prefect's worker reads a second signal).
-DEAF_ONCE = """
-import signal, sys, time
+def _deaf_once(second: str) -> str:
+    """Code that ignores the first SIGTERM and runs ``second`` on the next, then says it is ready."""
+    return f"""
+import signal, sys
 heard = []
 def on_term(*_):
     heard.append(1)
     if len(heard) > 1:
-        sys.exit(0)
+        {second}
 signal.signal(signal.SIGTERM, on_term)
 print("ready", flush=True)
+"""
+
+
+FOREVER = """
+import time
 while True:
     time.sleep(0.05)
 """
+# Misses the first SIGTERM, exits 0 on the second (as Prefect's worker reads a second signal).
+DEAF_ONCE = _deaf_once("sys.exit(0)") + FOREVER
 
 # Runs a child that ignores SIGTERM and finishes its work (a flow run); on SIGTERM the leader waits for it,
 # then exits 0. A second SIGTERM while the child runs would end the leader with code 3.
 FINISHES_ITS_RUN = """
-import signal, subprocess, sys, time
+import subprocess, sys
 run = subprocess.Popen([sys.executable, "-c", '''
 import signal, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -36,13 +44,8 @@ time.sleep(2.5)
 open(sys.argv[1], "w").write("done")
 ''', sys.argv[1]], stdout=subprocess.PIPE)
 run.stdout.readline()
-heard = []
-def on_term(*_):
-    heard.append(1)
-    if len(heard) > 1:
-        sys.exit(3)
-signal.signal(signal.SIGTERM, on_term)
-print("ready", flush=True)
+""" + _deaf_once("sys.exit(3)") + """
+import time
 while not heard:
     time.sleep(0.05)
 run.wait()
@@ -78,7 +81,7 @@ def test_a_leader_finishing_a_run_is_left_to_finish_it(monkeypatch, tmp_path):
 
 def test_a_leader_that_never_stops_is_killed_after_the_grace(monkeypatch):
     monkeypatch.setattr(processes, "AGAIN_S", 0.5)
-    leader = _leader(DEAF_ONCE.replace("sys.exit(0)", "pass"))
+    leader = _leader(_deaf_once("pass") + FOREVER)
     started = time.monotonic()
     processes.stop_group(leader, grace_s=2)
     assert leader.returncode == -9 and time.monotonic() - started < 10
