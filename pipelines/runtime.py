@@ -120,6 +120,13 @@ def choose(requested: str, graph: str | None, parity: dict | None) -> Choice:
     return Choice("onnx", "ONNX Runtime, CPU execution provider")
 
 
+def onnx_network(requested: str, graph: str | None, parity: dict | None,
+                 threads: int = 0) -> tuple[OnnxNetwork | None, Choice]:
+    """The graph in ONNX Runtime where :func:`choose` allows it (``None``: the torch network runs), and why."""
+    choice = choose(requested, graph, parity)
+    return (OnnxNetwork(graph, threads) if choice.runtime == "onnx" else None), choice
+
+
 def cuda_available() -> bool:
     """``torch.cuda.is_available()``, without importing torch on a machine with no NVIDIA driver loaded (a
     process that runs only ONNX graphs then never pays torch's import)."""

@@ -15,10 +15,11 @@ def features_cache(snapshot, featurizer: ImageFeaturizer, cache_dir: Path) -> Pa
     return cache_dir / snapshot.id / f"{featurizer.key}.parquet"
 
 
-def batch_features(snapshot, rows: pd.DataFrame, featurizer: ImageFeaturizer, limits) -> pd.DataFrame:
-    """Features of some manifest rows: the unit of work that a Dask worker can take."""
+def batch_features(snapshot, rows: pd.DataFrame, featurizer: ImageFeaturizer, limits, network=None) -> pd.DataFrame:
+    """Features of some manifest rows: the unit of work that a Dask worker can take (``network``: see
+    :meth:`ImageFeaturizer.transform`)."""
     images = snapshot.decode_images(rows["image_path"], limits)
-    return featurizer.transform(images, social_inputs(rows)).set_index(
+    return featurizer.transform(images, social_inputs(rows), network).set_index(
         pd.Index(rows["image_id"].to_numpy(), name="image_id"))
 
 
@@ -32,7 +33,7 @@ def store_features(features: pd.DataFrame, cache: Path) -> pd.DataFrame:
 
 
 def snapshot_features(
-    snapshot, featurizer: ImageFeaturizer, cache_dir: Path, limits, batch_size: int = 256
+    snapshot, featurizer: ImageFeaturizer, cache_dir: Path, limits, batch_size: int = 256, network=None
 ) -> pd.DataFrame:
     """Features of every image of a snapshot, indexed by ``image_id``, cached per snapshot. Each batch prints
     its progress: on the console, and in the Prefect run's logs when a flow runs it (``log_prints``)."""
@@ -42,7 +43,7 @@ def snapshot_features(
     manifest = snapshot.manifest
     frames, started, what = [], time.perf_counter(), "+".join(featurizer.groups)
     for start in range(0, len(manifest), batch_size):
-        frames.append(batch_features(snapshot, manifest.iloc[start : start + batch_size], featurizer, limits))
+        frames.append(batch_features(snapshot, manifest.iloc[start : start + batch_size], featurizer, limits, network))
         done = min(start + batch_size, len(manifest))
         print(f"features ({what}): {done}/{len(manifest)} images, {time.perf_counter() - started:.0f} s", flush=True)
     return store_features(pd.concat(frames), cache)

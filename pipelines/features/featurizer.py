@@ -55,7 +55,10 @@ class ImageFeaturizer:
     def key(self) -> str:
         return hashlib.sha256(json.dumps({**asdict(self), "revision": REVISION}, sort_keys=True).encode()).hexdigest()[:12]
 
-    def transform(self, images: list[Image.Image], social: pd.DataFrame | None = None) -> pd.DataFrame:
+    def transform(self, images: list[Image.Image], social: pd.DataFrame | None = None,
+                  network=None) -> pd.DataFrame:
+        """The feature table of ``images``; ``network``: the embedding trunk's exported graph
+        (:class:`pipelines.runtime.OnnxNetwork`, see ``embeddings.trunk_graph``) in place of torch's."""
         parts = []
         if "colors" in self.groups:
             small = np.stack([to_array(img, self.colors_px) for img in images])
@@ -68,7 +71,7 @@ class ImageFeaturizer:
         if "embeddings" in self.groups:
             from pipelines.features import embeddings  # torch: imported by the featurizers that embed, not by every command
 
-            z = embeddings.embed(images, self.embed_backbone, self.embed_px, self.embed_flip)
+            z = embeddings.embed(images, self.embed_backbone, self.embed_px, self.embed_flip, network=network)
             parts.append(pd.DataFrame(z, columns=[f"emb{i}" for i in range(z.shape[1])]))
         if "social" in self.groups:
             missing = pd.DataFrame(index=range(len(images)))

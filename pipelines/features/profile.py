@@ -65,11 +65,11 @@ class Profiler:
 
     def use_graph(self, graph: str | None, parity: dict | None, runtime: str = "onnx", threads: int = 0) -> Choice:
         """Embed with the trunk's exported ONNX graph where ``runtime.choose`` allows it, else the torch trunk."""
-        from pipelines.runtime import OnnxNetwork, choose
+        from pipelines.runtime import onnx_network
 
-        choice = choose(runtime, graph, parity)
-        if choice.runtime == "onnx":
-            self.network = OnnxNetwork(graph, threads)
+        network, choice = onnx_network(runtime, graph, parity, threads)
+        if network is not None:
+            self.network = network
         return choice
 
     @property

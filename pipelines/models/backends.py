@@ -55,15 +55,24 @@ def load_estimator(path: str):
 
 
 class SklearnBackend:
-    def __init__(self, config: dict, artifacts: dict):
+    """A scikit-learn estimator on the featurizer's table; an embedding trunk, where the featurizer has
+    one, runs as its exported graph in ONNX Runtime on CPU, else in torch (see ``runtime.choose``)."""
+
+    def __init__(self, config: dict, artifacts: dict, runtime: str = "onnx", threads: int = 0):
+        from pipelines.runtime import onnx_network
+
         self.task = config["task"]
         self.featurizer = ImageFeaturizer(**{k: tuple(v) if k == "groups" else v
                                              for k, v in config["featurizer"].items()})
         self.columns = config["columns"]
         self.estimator = load_estimator(artifacts["estimator"])
+        self.network, self.choice = None, None
+        if "embeddings" in self.featurizer.groups:
+            self.network, self.choice = onnx_network(runtime, artifacts.get("featurizer_onnx"),
+                                                     config.get("featurizer_onnx"), threads)
 
     def features(self, images: list[Image.Image], social: pd.DataFrame) -> pd.DataFrame:
-        table = self.featurizer.transform(images, social)
+        table = self.featurizer.transform(images, social, self.network)
         for column in self.columns:
             if column not in table:
                 table[column] = social[column].to_numpy() if column in social else np.nan
@@ -118,7 +127,5 @@ class TorchBackend:
 
 def load(config: dict, artifacts: dict, runtime: str = "onnx", threads: int = 0):
     """The candidate's backend; a CNN runs in ``runtime`` where it can (ONNX Runtime with ``threads``)."""
-    if config["kind"] == "torch":
-        return TorchBackend(config, artifacts, runtime, threads)
-    return {"sklearn": SklearnBackend}[config["kind"]](config, artifacts)
+    return {"torch": TorchBackend, "sklearn": SklearnBackend}[config["kind"]](config, artifacts, runtime, threads)
 

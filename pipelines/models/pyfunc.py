@@ -50,7 +50,7 @@ class PopularityModel(mlflow.pyfunc.PythonModel):
         profiler = context.artifacts.get("profiler")
         self.profiler = Profiler.load(profiler) if profiler else Profiler()
         self.runtime: dict[str, dict] = {}  # which runtime runs each network, and why (the service's /model)
-        if isinstance(self.backend, backends.TorchBackend):
+        if self.backend.choice is not None:  # a CNN, or a featurizer's embedding trunk
             self.runtime["model"] = self.backend.choice.as_dict()
         if self.profiler.components:
             choice = self.profiler.use_graph(context.artifacts.get("profiler_onnx"), self.config.get("profiler_onnx"),

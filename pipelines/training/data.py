@@ -16,7 +16,7 @@ from pipelines.data import splits, verdicts
 from pipelines.data.images import to_array
 from pipelines.data.snapshots import Snapshot
 from pipelines.features import faces
-from pipelines.features.cache import snapshot_features
+from pipelines.features.cache import features_cache, snapshot_features
 from pipelines.features.featurizer import ImageFeaturizer
 from pipelines.features.profile import Profiler
 from pipelines.features.social import TEXT_FEATURE, social_features, social_inputs
@@ -118,20 +118,23 @@ class TrainingData:
         limits = self.settings.images
         return dict(zip(self.manifest["image_id"], self.snapshot.decode_images(self.manifest["image_path"], limits)))
 
-    @cached_property
-    def trunk(self) -> tuple[str | None, dict]:
-        """The drift profile's embedding trunk as an ONNX graph from the machine's cache (exported and
-        checked on training images the first time) and its parity record; ``(None, why)`` when it cannot be."""
+    def trunk_at(self, backbone: str, px: int) -> tuple[str | None, dict]:
+        """An embedding trunk as an ONNX graph from the machine's cache (exported and checked on training
+        images the first time) and its parity record; ``(None, why)`` when it cannot be."""
         from pipelines.features import embeddings
         from pipelines.vision import WeightsUnavailable
 
         try:
-            return embeddings.trunk_graph(Profiler.embed_backbone, Profiler.embed_px, self.settings.cache_dir,
-                                          self.split_images("train"))
+            return embeddings.trunk_graph(backbone, px, self.settings.cache_dir, self.split_images("train"))
         except WeightsUnavailable as exc:
             return None, {"passed": False, "reason": str(exc)[:500]}
-        except Exception as exc:  # an operator the exporter or the runtime lacks: the profile embeds with torch
+        except Exception as exc:  # an operator the exporter or the runtime lacks: torch embeds
             return None, {"passed": False, "reason": f"export failed: {type(exc).__name__}: {exc}"[:500]}
+
+    @cached_property
+    def trunk(self) -> tuple[str | None, dict]:
+        """The drift profile's embedding trunk (:meth:`trunk_at`)."""
+        return self.trunk_at(Profiler.embed_backbone, Profiler.embed_px)
 
     @cached_property
     def profiler(self) -> Profiler:
@@ -156,12 +159,25 @@ class TrainingData:
 
     def features(self, featurizer: ImageFeaturizer) -> pd.DataFrame:
         """The snapshot's features, each image group computed once and cached, whichever candidate asks;
-        the social group straight from the manifest (no image to decode)."""
-        parts = [self.social_table if g == "social" else
-                 snapshot_features(self.snapshot, replace(featurizer, groups=(g,)), self.settings.features_dir,
-                                   self.settings.images, self.settings.features.batch_size)
-                 for g in featurizer.groups]
+        the social group straight from the manifest (no image to decode); the embeddings with the trunk's
+        ONNX graph where it passed its check, as the logged model will (:meth:`embedding_network`)."""
+        parts = []
+        for group in featurizer.groups:
+            one = replace(featurizer, groups=(group,))
+            if group == "social":
+                parts.append(self.social_table)
+                continue
+            cached = features_cache(self.snapshot, one, self.settings.features_dir).exists()
+            network = self.embedding_network(one) if group == "embeddings" and not cached else None
+            parts.append(snapshot_features(self.snapshot, one, self.settings.features_dir, self.settings.images,
+                                           self.settings.features.batch_size, network))
         return pd.concat(parts, axis=1)
+
+    def embedding_network(self, featurizer: ImageFeaturizer):
+        """The featurizer's embedding trunk in ONNX Runtime (:meth:`trunk_at`), or None where torch embeds."""
+        from pipelines import runtime
+
+        return runtime.onnx_network("onnx", *self.trunk_at(featurizer.embed_backbone, featurizer.embed_px))[0]
 
     @cached_property
     def social_table(self) -> pd.DataFrame:

@@ -59,6 +59,19 @@ def export_profiler(data: TrainingData, config: dict) -> str | None:
     return graph if record["passed"] else None
 
 
+def export_featurizer(data: TrainingData, config: dict) -> str | None:
+    """The featurizer's embedding trunk, for a candidate that reads the ``embeddings`` group, as the
+    machine's cached ONNX graph (``embeddings.trunk_graph``), its parity record in ``config["featurizer_onnx"]``
+    and on the run: the logged model then embeds requests without torch. The graph's path, or None."""
+    featurizer = config.get("featurizer", {})
+    if "embeddings" not in featurizer.get("groups", ()):
+        return None
+    graph, record = data.trunk_at(featurizer["embed_backbone"], featurizer["embed_px"])
+    config["featurizer_onnx"] = record
+    _log("featurizer_onnx", record)
+    return graph if record["passed"] else None
+
+
 def _metric(data: TrainingData, truth: np.ndarray, scores: np.ndarray, primary: str) -> float:
     return float(evaluation.task_metrics(data.task, truth, scores)[primary])
 

@@ -65,7 +65,7 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
 
     Under ``torchrun`` the other ranks only take part in fitting and return ``None``.
     """
-    from pipelines.training.export import export_network, export_profiler  # torch and ONNX Runtime: here only
+    from pipelines.training.export import export_featurizer, export_network, export_profiler  # torch, ONNX: here only
 
     spec = CANDIDATES[name]
     s = data.settings.train
@@ -97,6 +97,8 @@ def train_candidate(name: str, data: TrainingData, parent_run_id: str, quick: bo
             artifacts |= fitted.artifacts
         if profiler_graph := export_profiler(data, fitted.config):
             artifacts["profiler_onnx"] = profiler_graph
+        if featurizer_graph := export_featurizer(data, fitted.config):
+            artifacts["featurizer_onnx"] = featurizer_graph
         info = log_model(fitted.config, artifacts, example)
         model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
         val_images, val_social = data.split_images("val"), data.social("val")

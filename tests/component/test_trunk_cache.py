@@ -93,3 +93,42 @@ def test_a_classical_candidate_trains_and_profiles_without_torch(binary):
     profiled = mlflow.pyfunc.load_model(trained["uri"]).unwrap_python_model().profile_images(data.split_images("test")[:3])
     projection = [c for c in profiled if c.startswith(PROJECTION_PREFIX)]
     assert projection and np.allclose(reference[projection].to_numpy()[:3], profiled[projection].to_numpy(), atol=1e-4)
+
+
+def test_an_embedding_candidate_trains_and_serves_without_torch(binary):
+    """A linear model on the ImageNet embedding (``emb-linear``, the image-only default's half) embeds its
+    training images and, once logged, its requests with the featurizer trunk's ONNX graph: with both graphs
+    in the machine's cache nothing imports torch. Its run carries the graph's parity record, and its
+    scores equal the same model's with torch embedding (``POPULARITY_SERVING__RUNTIME=torch``)."""
+    data, parent = binary
+    featurizer = data.featurizer(("embeddings",))
+    for px in (Profiler.embed_px, featurizer.embed_px):
+        embeddings.trunk_graph(featurizer.embed_backbone, px, Settings().cache_dir, data.split_images("train"))
+    served = _python("""
+        import json, sys
+        from pathlib import Path
+        import mlflow
+        from pipelines.data.snapshots import Snapshot
+        from pipelines.training.data import TrainingData
+        from pipelines.training.runs import train_candidate
+        from tests.component.tiny import tiny_settings
+        settings = tiny_settings(Path(sys.argv[1]))
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        data = TrainingData(Snapshot.open(settings.datasets_dir, sys.argv[2]), "binary", settings)
+        candidate = train_candidate("emb-linear", data, sys.argv[3], quick=True)
+        model = mlflow.pyfunc.load_model(candidate.model_uri).unwrap_python_model()
+        scores = model.predict_images(data.split_images("test"))["score"].tolist()
+        print(json.dumps({"run": candidate.run_id, "uri": candidate.model_uri, "runtime": model.runtime,
+                          "scores": scores, "torch": "torch" in sys.modules}))
+        """, str(data.settings.home), data.snapshot.id, parent)
+    assert not served["torch"]
+    assert served["runtime"]["model"]["runtime"] == "onnx"
+    run = mlflow.get_run(served["run"])
+    assert run.data.tags["featurizer_onnx_parity"] == "passed"
+    assert run.data.metrics["featurizer_onnx_max_abs_diff"] <= 1e-3
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("POPULARITY_SERVING__RUNTIME", "torch")
+        with_torch = mlflow.pyfunc.load_model(served["uri"]).unwrap_python_model()
+    assert with_torch.runtime["model"]["runtime"] == "torch"
+    torch_scores = with_torch.predict_images(data.split_images("test"))["score"].to_numpy()
+    assert np.abs(torch_scores - np.asarray(served["scores"])).max() <= 1e-4
