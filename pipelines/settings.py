@@ -100,6 +100,9 @@ class TrainSettings(BaseModel):
     head_lr_multiplier: float = 10.0
     step_size: int = 3
     patience: int = 2
+    # the share of the training split (grouped, as the splits are) a CNN holds out for its early stopping and
+    # calibration: the validation split, where candidates are compared, stays unseen by every fit
+    early_stopping_share: float = 0.15
     seed: int = 42
     quick_epochs: int = 1
     split: str = "group"  # or "time": the latest posts are the test split

@@ -172,7 +172,8 @@ def fit(
     val_metric: Callable[[np.ndarray, np.ndarray], float],
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> FitResult:
-    """Train with a 10× head learning rate, step decay ×0.1, early stopping on ``val_metric``.
+    """Train with a 10× head learning rate, step decay ×0.1, early stopping on ``val_metric`` over ``val``
+    (rows the caller held out of the fit: training keeps them apart from the validation split).
 
     Under ``torchrun`` the model is wrapped in DistributedDataParallel and every rank takes
     ``batch_size / N`` of each global batch, so N processes follow one process's optimisation;
@@ -227,8 +228,9 @@ def fit(
         history.append(row)
         if on_epoch and distributed.is_main():
             on_epoch(epoch, row)
-        if metric > best or best_state is None:
-            best, best_state, best_epoch, stale = metric, copy.deepcopy(model.state_dict()), epoch, 0
+        monitored = metric if np.isfinite(metric) else -val_loss  # e.g. a held-out part with one class
+        if monitored > best or best_state is None:
+            best, best_state, best_epoch, stale = monitored, copy.deepcopy(model.state_dict()), epoch, 0
         else:
             stale += 1
             if stale >= cfg.patience:

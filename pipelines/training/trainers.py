@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupShuffleSplit
 
 from pipelines import evaluation, vision
 from pipelines.features.featurizer import ImageFeaturizer
@@ -150,9 +151,25 @@ def _calibration(task: str, raw: np.ndarray, truth: np.ndarray) -> list[float]:
     return [float(slope), float(intercept)]
 
 
+def early_stopping_split(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in the training split to fit on and to stop on: ``train.early_stopping_share`` of its
+    groups (users) held out. A CNN that picked its epoch on the validation split would bring a validation
+    score maximised over its epochs to a comparison that the other candidates enter with an unbiased one.
+    With fewer than two groups nothing can be held out: the fit stops on its own rows."""
+    groups = data.groups("train")
+    everything = np.arange(len(groups))
+    if len(np.unique(groups)) < 2:
+        return everything, everything
+    share = data.settings.train.early_stopping_share
+    fit, stop = next(GroupShuffleSplit(1, test_size=share, random_state=data.settings.train.seed)
+                     .split(everything, groups=groups))
+    return fit, stop
+
+
 def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | None, backbone: str | None,
                 head: str | None) -> Fitted:
-    """A torchvision backbone (the configured one unless named) trained end to end with the given head."""
+    """A torchvision backbone (the configured one unless named) trained end to end with the given head, its
+    epoch chosen on a held-out part of the training split (:func:`early_stopping_split`)."""
     import torch
 
     from pipelines.models import cnn
@@ -176,41 +193,47 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
                         head_lr_multiplier=overrides.get("head_lr_multiplier", s.head_lr_multiplier),
                         step_size=s.step_size, patience=s.patience, seed=s.seed, task=data.task, head=head,
                         ranking_margin=s.ranking_margin, crop=s.crop)
-    truth_train, truth_val = data.y("train").astype(float), data.y("val").astype(float)
+    fit, stop = early_stopping_split(data)
+    truth = data.y("train").astype(float)
+    truth_fit, truth_stop = truth[fit], truth[stop]
     mean, std = 0.0, 1.0
     if head == "huber":
-        mean, std = float(truth_train.mean()), float(truth_train.std() or 1.0)
-        t_train, t_val = (truth_train - mean) / std, (truth_val - mean) / std
+        mean, std = float(truth_fit.mean()), float(truth_fit.std() or 1.0)
+        t_fit, t_stop = (truth_fit - mean) / std, (truth_stop - mean) / std
     elif head == "ordinal":  # seed 001: equal-frequency bins, Euclidean loss on the bin index
-        edges = np.quantile(data.engagement("train"), np.linspace(0, 1, s.ordinal_bins + 1)[1:-1])
-        t_train, t_val = _deciles(data.engagement("train"), edges), _deciles(data.engagement("val"), edges)
+        engagement = data.engagement("train")
+        edges = np.quantile(engagement[fit], np.linspace(0, 1, s.ordinal_bins + 1)[1:-1])
+        t_fit, t_stop = _deciles(engagement[fit], edges), _deciles(engagement[stop], edges)
     elif head == "ranking":
-        codes = {g: i for i, g in enumerate(np.unique(np.concatenate([data.groups("train"), data.groups("val")])))}
-        t_train, t_val = (np.column_stack([data.engagement(sp), [codes[g] for g in data.groups(sp)]])
-                          for sp in ("train", "val"))
+        groups = data.groups("train")
+        codes = {g: i for i, g in enumerate(np.unique(groups))}
+        target = np.column_stack([data.engagement("train"), [codes[g] for g in groups]])
+        t_fit, t_stop = target[fit], target[stop]
     else:
-        t_train, t_val = truth_train, truth_val
+        t_fit, t_stop = truth_fit, truth_stop
 
-    def val_metric(_, out):  # always the task's own metric against the true target
-        return evaluation.task_metrics(data.task, truth_val, out * std + mean)[PRIMARY[data.task]]
+    def stop_metric(_, out):  # always the task's own metric against the true target
+        return evaluation.task_metrics(data.task, truth_stop, out * std + mean)[PRIMARY[data.task]]
 
     def log_epoch(epoch: int, row: dict) -> None:
         if data.log_epochs:  # on the console and, under a flow (log_prints), in the Prefect run's logs
             mlflow.log_metrics(row, step=epoch)
-            print(f"{backbone} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f}, validation loss "
-                  f"{row['val_loss']:.4f}, validation {PRIMARY[data.task]} {row['val_metric']:.3f}", flush=True)
+            print(f"{backbone} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f}, held-out loss "
+                  f"{row['val_loss']:.4f}, held-out {PRIMARY[data.task]} {row['val_metric']:.3f} ({len(stop)} "
+                  "training rows kept out for early stopping)", flush=True)
 
     load_px = vision.load_px(px, s.crop)
-    result = cnn.fit(network, (data.pixels("train", load_px), t_train), (data.pixels("val", load_px), t_val),
-                     cfg, val_metric, on_epoch=log_epoch)
+    pixels = data.pixels("train", load_px)
+    result = cnn.fit(network, (pixels[fit], t_fit), (pixels[stop], t_stop), cfg, stop_metric, on_epoch=log_epoch)
     weights = workdir / "weights.pt"
     torch.save(result.model.state_dict(), weights)
     config = {"kind": "torch", "task": data.task, "backbone": backbone, "image_px": px, "crop": s.crop,
               "target_mean": mean, "target_std": std, "flip_average": s.flip_average}
     if head in ("ordinal", "ranking"):
-        raw = cnn.predict(result.model, data.pixels("val", load_px), px, s.crop, flip_average=s.flip_average)
-        config["calibration"] = _calibration(data.task, raw, truth_val)
+        raw = cnn.predict(result.model, pixels[stop], px, s.crop, flip_average=s.flip_average)
+        config["calibration"] = _calibration(data.task, raw, truth_stop)
     fit_params = {k: v for k, v in asdict(cfg).items() if k != "task"}
     fit_params |= {"backbone": backbone, "pretrained": pretrained, "best_epoch": result.best_epoch,
+                   "early_stopping_rows": len(stop),
                    "world_size": distributed.world_size()}
     return Fitted(config, {"weights": str(weights)}, fit_params, result.history)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from unittest import mock
 
 import mlflow
@@ -13,7 +15,8 @@ from pipelines.training.candidates import CANDIDATES
 from pipelines.training.data import TrainingData
 from pipelines.training.report import comparison_table, gate_objections, summarise
 from pipelines.training.runs import train_candidate
-from pipelines.training.tuning import repeat_scores
+from pipelines.training.trainers import early_stopping_split
+from pipelines.training.tuning import repeat_scores, score_fitted
 from tests.component.tiny import check_pyfunc, tiny_data
 
 CNNS = [n for n, c in CANDIDATES.items() if c.family == "cnn"]
@@ -31,6 +34,27 @@ def test_cnn_heads_log_a_loadable_pyfunc(binary, name):
     assert len(history) == 1 and np.isfinite(history[0].value)
     assert candidate.params["head"] == {"cnn-ordinal": "ordinal", "cnn-ranking": "ranking"}.get(name, "bce")
     assert candidate.params["pretrained"] == (name != "small-cnn")
+
+
+def test_a_cnn_never_learns_from_the_validation_labels(binary):
+    """A CNN picks its epoch and calibrates its output on users held out of the training split, never on
+    the validation split where it is compared with the other candidates: flipping every validation label
+    changes nothing it learns (it did when the epoch and Platt's fit were chosen on validation)."""
+    data, _ = binary
+    fit, stop = early_stopping_split(data)
+    groups = data.groups("train")
+    assert len(stop) and not set(groups[fit]) & set(groups[stop])  # whole users are held out
+    manifest = data.manifest.copy()
+    validation = manifest["split"] == "val"
+    manifest.loc[validation, "label"] = 1 - manifest.loc[validation, "label"]
+    scores = []
+    for view in (data.view(), data.view(manifest)):
+        view.settings = data.settings.model_copy(deep=True)
+        view.settings.train.epochs = 3  # an epoch to choose
+        with tempfile.TemporaryDirectory() as tmp:
+            scores.append(score_fitted(CANDIDATES["cnn-ordinal"].fit(view, Path(tmp), False), view, "test"))
+    assert (data.view(manifest).y("val") != data.y("val")).all()
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)
 
 
 def test_regression_task_and_comparison_table(tmp_path):
