@@ -103,6 +103,7 @@ class TrainSettings(BaseModel):
     # the share of the training split (grouped, as the splits are) a CNN holds out for its early stopping and
     # calibration: the validation split, where candidates are compared, stays unseen by every fit
     early_stopping_share: float = 0.15
+    early_stopping_min_rows: int = 50  # fewer would choose the epoch by noise: the fit then stops on its own rows
     seed: int = 42
     quick_epochs: int = 1
     split: str = "group"  # or "time": the latest posts are the test split

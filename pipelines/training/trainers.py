@@ -155,15 +155,16 @@ def early_stopping_split(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
     """Positions in the training split to fit on and to stop on: ``train.early_stopping_share`` of its
     groups (users) held out. A CNN that picked its epoch on the validation split would bring a validation
     score maximised over its epochs to a comparison that the other candidates enter with an unbiased one.
-    With fewer than two groups nothing can be held out: the fit stops on its own rows."""
+    Where that part would hold fewer than ``train.early_stopping_min_rows`` rows (or there are fewer than two
+    groups) it would choose the epoch by noise: the fit then uses every row and stops on its own rows."""
+    s = data.settings.train
     groups = data.groups("train")
     everything = np.arange(len(groups))
     if len(np.unique(groups)) < 2:
         return everything, everything
-    share = data.settings.train.early_stopping_share
-    fit, stop = next(GroupShuffleSplit(1, test_size=share, random_state=data.settings.train.seed)
+    fit, stop = next(GroupShuffleSplit(1, test_size=s.early_stopping_share, random_state=s.seed)
                      .split(everything, groups=groups))
-    return fit, stop
+    return (fit, stop) if len(stop) >= s.early_stopping_min_rows else (everything, everything)
 
 
 def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | None, backbone: str | None,
@@ -194,6 +195,8 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
                         step_size=s.step_size, patience=s.patience, seed=s.seed, task=data.task, head=head,
                         ranking_margin=s.ranking_margin, crop=s.crop)
     fit, stop = early_stopping_split(data)
+    watched = (f"held-out ({len(stop)} training rows)" if len(stop) < len(fit) else
+               f"fit (too few rows to hold {s.early_stopping_min_rows} out)")
     truth = data.y("train").astype(float)
     truth_fit, truth_stop = truth[fit], truth[stop]
     mean, std = 0.0, 1.0
@@ -218,9 +221,8 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
     def log_epoch(epoch: int, row: dict) -> None:
         if data.log_epochs:  # on the console and, under a flow (log_prints), in the Prefect run's logs
             mlflow.log_metrics(row, step=epoch)
-            print(f"{backbone} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f}, held-out loss "
-                  f"{row['val_loss']:.4f}, held-out {PRIMARY[data.task]} {row['val_metric']:.3f} ({len(stop)} "
-                  "training rows kept out for early stopping)", flush=True)
+            print(f"{backbone} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f}, {watched} loss "
+                  f"{row['val_loss']:.4f}, {watched} {PRIMARY[data.task]} {row['val_metric']:.3f}", flush=True)
 
     load_px = vision.load_px(px, s.crop)
     pixels = data.pixels("train", load_px)

@@ -32,7 +32,7 @@ def _train(home, nproc: int) -> dict:
 def test_two_gloo_processes_match_one(tmp_path):
     home = tmp_path / "home"
     settings = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    collect(parse_spec("demo:140", settings), settings)  # about 80 rows to fit, 14 to stop on
+    collect(parse_spec("demo:120", settings), settings)
     single, parallel = _train(home, 1), _train(home, 2)
     one, two = single["best"], parallel["best"]
     assert two["params"]["world_size"] == 2 and one["params"]["world_size"] == 1

@@ -41,6 +41,9 @@ def test_a_cnn_never_learns_from_the_validation_labels(binary):
     the validation split where it is compared with the other candidates: flipping every validation label
     changes nothing it learns (it did when the epoch and Platt's fit were chosen on validation)."""
     data, _ = binary
+    data = data.view()
+    data.settings = data.settings.model_copy(deep=True)
+    data.settings.train.early_stopping_min_rows = 5  # the tiny set holds 10 training rows out
     fit, stop = early_stopping_split(data)
     groups = data.groups("train")
     assert len(stop) and not set(groups[fit]) & set(groups[stop])  # whole users are held out
@@ -48,9 +51,8 @@ def test_a_cnn_never_learns_from_the_validation_labels(binary):
     validation = manifest["split"] == "val"
     manifest.loc[validation, "label"] = 1 - manifest.loc[validation, "label"]
     scores = []
+    data.settings.train.epochs = 3  # an epoch to choose
     for view in (data.view(), data.view(manifest)):
-        view.settings = data.settings.model_copy(deep=True)
-        view.settings.train.epochs = 3  # an epoch to choose
         with tempfile.TemporaryDirectory() as tmp:
             scores.append(score_fitted(CANDIDATES["cnn-ordinal"].fit(view, Path(tmp), False), view, "test"))
     assert (data.view(manifest).y("val") != data.y("val")).all()
