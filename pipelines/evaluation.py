@@ -199,12 +199,13 @@ def regression_plots(y: np.ndarray, pred: np.ndarray, out: Path) -> list[Path]:
 
 
 def loss_curves(history: list[dict], out: Path) -> Path:
-    """Train/validation loss per epoch (seed 004)."""
+    """The training loss and the held-out loss (early stopping's rows of the training split) per epoch
+    (seed 004)."""
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = range(1, len(history) + 1)
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax.plot(epochs, [h["held_out_loss"] for h in history], "o-", label="held out for early stopping")
     ax.set(title="Loss", xlabel="epoch", ylabel="loss")
     ax.legend()
     path = out / "loss_curves.png"

@@ -224,7 +224,7 @@ def fit(
                                      torch.as_tensor(val[1], dtype=torch.float32, device=dev)).item())
         metric = distributed.broadcast_float(float(val_metric(val[1], val_out)))
         total, count = distributed.all_sum([total, count])
-        row = {"train_loss": total / max(count, 1), "val_loss": val_loss, "val_metric": metric}
+        row = {"train_loss": total / max(count, 1), "held_out_loss": val_loss, "held_out_metric": metric}
         history.append(row)
         if on_epoch and distributed.is_main():
             on_epoch(epoch, row)

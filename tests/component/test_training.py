@@ -30,7 +30,7 @@ def test_cnn_heads_log_a_loadable_pyfunc(binary, name):
     data, parent = binary
     candidate = train_candidate(name, data, parent, quick=True)
     check_pyfunc(candidate, data)
-    history = mlflow.MlflowClient().get_metric_history(candidate.run_id, "val_loss")
+    history = mlflow.MlflowClient().get_metric_history(candidate.run_id, "held_out_loss")
     assert len(history) == 1 and np.isfinite(history[0].value)
     assert candidate.params["head"] == {"cnn-ordinal": "ordinal", "cnn-ranking": "ranking"}.get(name, "bce")
     assert candidate.params["pretrained"] == (name != "small-cnn")
