@@ -2,8 +2,9 @@
 achievable ranking, with the social and text columns and from the photos alone?
 
 A hidden set of posts (:mod:`bench.posts`, generator ``--seed``, which nothing was tuned on: the recipes'
-settings are the defaults; several seeds, comma-separated, give one set each and the mean gap over them) is collected from its manifest as a user would, validated, and trained with the
-default candidates for what it carries (``pipelines.training.candidates.default_models``). The champion is
+settings are the defaults; several seeds, comma-separated, give one set each and the mean gap over them)
+is collected from its manifest as a user would, validated, and trained with the default candidates for
+what it carries (``pipelines.training.candidates.default_models``). The champion is
 chosen on validation; every candidate's test Spearman is reported once, beside the oracle's on the same
 test rows: with the social columns, the expected score given the user's reach and the photo's appeal; from
 the photos alone, the appeal. ``--demo N`` adds the demo's score task (its own oracle).
@@ -73,7 +74,8 @@ def run_layout(root: Path, social: bool, seed: int, args) -> dict:
     oracle = _spearman(oracle_scores(truth, test, content_only=not social), test["score"])
     oracle_val = _spearman(oracle_scores(truth, val, content_only=not social), val["score"])
     table = report.table[~report.table["family"].isin(["baseline", "oracle"])]
-    result = {"layout": layout, "seed": seed, "rows": report.rows, "seconds": round(seconds, 1), "champion": report.best.name,
+    result = {"layout": layout, "seed": seed, "rows": report.rows, "seconds": round(seconds, 1),
+              "champion": report.best.name,
               "champion_test": report.best.metrics["spearman"], "oracle_test": oracle,
               "champion_val": report.best.validation["spearman"], "oracle_val": oracle_val,
               "oracle": "reach + appeal" if social else "appeal (content only)",
