@@ -1,4 +1,4 @@
-"""Scoring an unlogged fit, seed 002's repeated splits, and Optuna tuning on the validation split."""
+"""Scoring an unlogged fit, seed 002's repeated splits, and Optuna tuning on a part of the training split."""
 
 from __future__ import annotations
 
@@ -43,15 +43,29 @@ def repeat_scores(name: str, data: TrainingData, quick: bool, repeats: int, para
     return np.asarray(values, dtype=float)
 
 
+def tuning_view(data: TrainingData) -> TrainingData:
+    """The training split alone, a grouped part of it (the validation split's share) standing in for
+    validation: the trials never see the validation split, where the tuned candidate is then compared."""
+    pool = data.manifest[data.manifest["split"] == "train"]
+    groups = (pool["group"] if "group" in pool else pool["image_id"]).astype(str)
+    fractions = data.settings.splits
+    _, held = next(GroupShuffleSplit(1, test_size=fractions.val / (fractions.train + fractions.val),
+                                     random_state=data.settings.train.seed).split(pool, groups=groups))
+    split = np.full(len(pool), "train", dtype=object)
+    split[held] = "val"
+    return data.view(pool.assign(split=split))
+
+
 def tune(name: str, data: TrainingData, run_id: str, quick: bool) -> dict:
-    """Optuna search on the validation split within the time budget; each trial a nested MLflow run."""
+    """Optuna search within the time budget, each trial fitted on most of the training split and scored on
+    the rest (:func:`tuning_view`); each trial a nested MLflow run."""
     import optuna
 
     space = CANDIDATES[name].space
     if space is None:
         raise ValueError(f"{name} has no search space; tunable: {sorted(n for n, c in CANDIDATES.items() if c.space)}")
     s = data.settings.train
-    quiet = data.view()
+    quiet = tuning_view(data)
     experiment_id = mlflow.get_run(run_id).info.experiment_id
 
     def objective(trial) -> float:
@@ -62,8 +76,8 @@ def tune(name: str, data: TrainingData, run_id: str, quick: bool) -> dict:
             mlflow.set_tags({"candidate": name, "trial": trial.number})
             mlflow.log_params(params)
             fitted = CANDIDATES[name].fit(quiet, Path(tmp), quick, params)
-            value = evaluation.task_metrics(data.task, data.y("val"), score_fitted(fitted, quiet, "val"))
-            mlflow.log_metrics({f"val_{k}": v for k, v in value.items()})
+            value = evaluation.task_metrics(data.task, quiet.y("val"), score_fitted(fitted, quiet, "val"))
+            mlflow.log_metrics({f"held_out_{k}": v for k, v in value.items()})
         primary = value[PRIMARY[data.task]]
         return primary if np.isfinite(primary) else -np.inf
 
@@ -71,11 +85,11 @@ def tune(name: str, data: TrainingData, run_id: str, quick: bool) -> dict:
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
         value = f"{trial.value:.3f}" if trial.value is not None else f"none ({trial.state.name.lower()})"
         best = f"{study.best_value:.3f}" if any(t.value is not None for t in study.trials) else "none"
-        print(f"{name} trial {trial.number + 1}/{s.tune_trials}: validation {PRIMARY[data.task]} {value} "
+        print(f"{name} trial {trial.number + 1}/{s.tune_trials}: held-out {PRIMARY[data.task]} {value} "
               f"(best {best}) in {seconds:.0f} s, {trial.params}", flush=True)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=s.seed))
     study.optimize(objective, n_trials=s.tune_trials, timeout=s.tune_budget_s, callbacks=[progress])
-    mlflow.log_metrics({"tune_trials": len(study.trials), f"tune_best_val_{PRIMARY[data.task]}": study.best_value})
+    mlflow.log_metrics({"tune_trials": len(study.trials), f"tune_best_held_out_{PRIMARY[data.task]}": study.best_value})
     return study.best_params

@@ -16,7 +16,7 @@ from pipelines.training.data import TrainingData
 from pipelines.training.report import comparison_table, gate_objections, summarise
 from pipelines.training.runs import train_candidate
 from pipelines.training.trainers import early_stopping_split
-from pipelines.training.tuning import repeat_scores, score_fitted
+from pipelines.training.tuning import repeat_scores, score_fitted, tune, tuning_view
 from tests.component.tiny import check_pyfunc, tiny_data
 
 CNNS = [n for n, c in CANDIDATES.items() if c.family == "cnn"]
@@ -112,11 +112,34 @@ def test_repeats_and_tuning(binary, capsys):
     mean, std = candidate.metrics["repeat_roc_auc_mean"], candidate.metrics["repeat_roc_auc_std"]
     assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values))
     trials = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{candidate.run_id}'")
-    assert len(trials) == 2 and "metrics.val_roc_auc" in trials
+    assert len(trials) == 2 and "metrics.held_out_roc_auc" in trials
     printed = capsys.readouterr().out  # the progress a flow's log_prints carries to the Prefect run's logs
-    assert "stats-gb trial 1/2: validation roc_auc" in printed and "stats-gb trial 2/2" in printed
+    assert "stats-gb trial 1/2: held-out roc_auc" in printed and "stats-gb trial 2/2" in printed
     table = comparison_table([candidate], {"roc_auc": 0.5}, {})
     assert table.loc[0, "roc_auc repeats"] == f"{mean:.3f} ± {std:.3f}"
+
+
+def test_tuning_never_sees_the_validation_split(binary):
+    """Optuna's trials fit on most of the training split and are scored on the rest of it: their rows are
+    training rows only, whole users on each side, and flipping every validation label leaves the search
+    exactly as it was (its trials scored the validation split before)."""
+    data, parent = binary
+    view = tuning_view(data)
+    train_ids = set(data.rows("train")["image_id"])
+    assert set(view.manifest["image_id"]) == train_ids and len(view.rows("val"))
+    assert not set(view.groups("train")) & set(view.groups("val"))
+    settings = data.settings.model_copy(deep=True)
+    settings.train.tune_trials, settings.train.tune_budget_s = 3, 600
+    manifest = data.manifest.copy()
+    validation = manifest["split"] == "val"
+    manifest.loc[validation, "label"] = 1 - manifest.loc[validation, "label"]
+    chosen = []
+    for rows in (data.manifest, manifest):
+        tuned = data.view(rows)
+        tuned.settings = settings
+        with mlflow.start_run(run_id=parent):  # as training calls it: inside the candidate's run
+            chosen.append(tune("colors-svm", tuned, parent, quick=True))
+    assert chosen[0] == chosen[1]
 
 
 def test_require_faces_refuses_a_set_without_faces(binary):
