@@ -32,6 +32,30 @@ def _python(code: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _train_in_a_fresh_process(data, parent: str, name: str) -> dict:
+    """Train ``name`` on the module's snapshot in a new Python process, load the logged model there, score
+    and profile the test images with it; the run, the model, its runtimes, its scores, and whether
+    anything in that process imported torch."""
+    return _python("""
+        import json, sys
+        from pathlib import Path
+        import mlflow
+        from pipelines.data.snapshots import Snapshot
+        from pipelines.training.data import TrainingData
+        from pipelines.training.runs import train_candidate
+        from tests.component.tiny import tiny_settings
+        settings = tiny_settings(Path(sys.argv[1]))
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        data = TrainingData(Snapshot.open(settings.datasets_dir, sys.argv[2]), "binary", settings)
+        candidate = train_candidate(sys.argv[4], data, sys.argv[3], quick=True)
+        model = mlflow.pyfunc.load_model(candidate.model_uri).unwrap_python_model()
+        scores = model.predict_images(data.split_images("test"))["score"].tolist()
+        model.profile_images(data.split_images("test")[:3])
+        print(json.dumps({"run": candidate.run_id, "uri": candidate.model_uri, "runtime": model.runtime,
+                          "scores": scores, "torch": "torch" in sys.modules}))
+        """, str(data.settings.home), data.snapshot.id, parent, name)
+
+
 def test_the_trunk_is_exported_once_checked_and_read_back_without_torch(tmp_path, photographs):
     images = [Image.fromarray(a) for a in photographs.values()] * 4
     cache = tmp_path / "cache"
@@ -67,23 +91,7 @@ def test_a_classical_candidate_trains_and_profiles_without_torch(binary):
     data, parent = binary
     cache = Settings().cache_dir
     embeddings.trunk_graph(Profiler.embed_backbone, Profiler.embed_px, cache, data.split_images("train"))
-    trained = _python("""
-        import json, sys
-        from pathlib import Path
-        import mlflow
-        from pipelines.data.snapshots import Snapshot
-        from pipelines.training.data import TrainingData
-        from pipelines.training.runs import train_candidate
-        from tests.component.tiny import tiny_settings
-        settings = tiny_settings(Path(sys.argv[1]))
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        data = TrainingData(Snapshot.open(settings.datasets_dir, sys.argv[2]), "binary", settings)
-        candidate = train_candidate("stats-gb", data, sys.argv[3], quick=True)
-        model = mlflow.pyfunc.load_model(candidate.model_uri).unwrap_python_model()
-        model.profile_images(data.split_images("test")[:3])
-        print(json.dumps({"run": candidate.run_id, "uri": candidate.model_uri, "runtime": model.runtime,
-                          "torch": "torch" in sys.modules}))
-        """, str(data.settings.home), data.snapshot.id, parent)
+    trained = _train_in_a_fresh_process(data, parent, "stats-gb")
     assert not trained["torch"]
     assert trained["runtime"]["profiler"]["runtime"] == "onnx"
     run = mlflow.get_run(trained["run"])
@@ -104,23 +112,7 @@ def test_an_embedding_candidate_trains_and_serves_without_torch(binary):
     featurizer = data.featurizer(("embeddings",))
     for px in (Profiler.embed_px, featurizer.embed_px):
         embeddings.trunk_graph(featurizer.embed_backbone, px, Settings().cache_dir, data.split_images("train"))
-    served = _python("""
-        import json, sys
-        from pathlib import Path
-        import mlflow
-        from pipelines.data.snapshots import Snapshot
-        from pipelines.training.data import TrainingData
-        from pipelines.training.runs import train_candidate
-        from tests.component.tiny import tiny_settings
-        settings = tiny_settings(Path(sys.argv[1]))
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        data = TrainingData(Snapshot.open(settings.datasets_dir, sys.argv[2]), "binary", settings)
-        candidate = train_candidate("emb-linear", data, sys.argv[3], quick=True)
-        model = mlflow.pyfunc.load_model(candidate.model_uri).unwrap_python_model()
-        scores = model.predict_images(data.split_images("test"))["score"].tolist()
-        print(json.dumps({"run": candidate.run_id, "uri": candidate.model_uri, "runtime": model.runtime,
-                          "scores": scores, "torch": "torch" in sys.modules}))
-        """, str(data.settings.home), data.snapshot.id, parent)
+    served = _train_in_a_fresh_process(data, parent, "emb-linear")
     assert not served["torch"]
     assert served["runtime"]["model"]["runtime"] == "onnx"
     run = mlflow.get_run(served["run"])
