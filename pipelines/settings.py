@@ -154,6 +154,9 @@ class ServingSettings(BaseModel):
     # Retry-After, inside BentoML's 60 s traffic timeout (its 504). Above max_latency_ms: shedding answers first.
     scorer_timeout_s: float = Field(20.0, gt=0)
     batching: bool = True  # off only to measure what adaptive batching buys (bench/)
+    # The API's calls to the scorer in flight per worker; requests arriving meanwhile share the next call
+    # (serving.scorer_calls.Coalescing). Two keep the scorer busy: one batch runs while the next queues.
+    scorer_calls_in_flight: int = Field(2, ge=1)
     gpu: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
     max_header_bytes: int = 16 * 1024  # all request headers together; above it a request gets 431

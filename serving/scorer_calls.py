@@ -1,6 +1,7 @@
-"""The API's calls to the scorer. Scoring is idempotent, so a call whose connection dropped, or whose reply
-did not come back in time, is made again; a call that still gets no reply is given up well inside BentoML's
-60 s traffic timeout, so its caller hears 503 + ``Retry-After`` (busy) rather than a 504."""
+"""The API's calls to the scorer. Concurrent requests share calls (:class:`Coalescing`). Scoring is
+idempotent, so a call whose connection dropped, or whose reply did not come back in time, is made again; a
+call that still gets no reply is given up well inside BentoML's 60 s traffic timeout, so its callers hear
+503 + ``Retry-After`` (busy) rather than a 504."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def _dropped_connection(exc: Exception) -> bool:
         isinstance(exc, RuntimeError) and "Connection closed" in str(exc))
 
 
+UNANSWERED = 2  # waits for a reply before a call is given up
+
+
 async def call_idempotent(call: Callable[[], Awaitable[T]], timeout_s: float, attempts: int = 3,
-                          unanswered: int = 2) -> T:
+                          unanswered: int = UNANSWERED) -> T:
     """``call()``'s result, made again when its connection dropped (up to ``attempts`` calls in all) or when
     no reply came within ``timeout_s`` (up to ``unanswered`` such waits: on a loaded machine a reply was seen
     lost, the scorer's log showing its answer in 0.1 s while the API waited out its 60 s). Raises
@@ -38,3 +42,58 @@ async def call_idempotent(call: Callable[[], Awaitable[T]], timeout_s: float, at
         except Exception as exc:
             if not _dropped_connection(exc) or calls >= attempts:
                 raise
+
+
+
+class Coalescing:
+    """Concurrent requests' items reach the scorer in shared calls (its BentoML batching still forms the
+    batches): at most ``max_calls`` calls are in flight, and the items that arrive meanwhile leave
+    together, up to ``max_items`` a call, as soon as one comes back. An idle service sends a request's
+    items at once, with no added wait; a busy one makes a call per batch rather than per request, so the
+    per-call work on both sides (HTTP, BentoML's parsing, tracing, pickling) is shared by the batch: a
+    third of the scorer's CPU a request under 32 clients (docs/BENCHMARKS.md).
+
+    ``send(items)`` returns one result per item, in order; its exception reaches every caller whose items
+    were in that call. A caller waits ``max_wait_s`` at most in all, queueing included (then
+    :class:`TimeoutError`, as from one call); a caller that went away before its items left has them dropped."""
+
+    def __init__(self, send: Callable[[list], Awaitable[list]], max_items: int, max_calls: int, max_wait_s: float):
+        self.send, self.max_items, self.max_calls, self.max_wait_s = send, max_items, max_calls, max_wait_s
+        self.waiting: list[tuple[object, asyncio.Future]] = []
+        self.calls: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
+
+    async def __call__(self, items: list) -> list:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self.waiting.extend(zip(items, futures, strict=True))
+        self._send_waiting()
+        return list(await asyncio.wait_for(asyncio.gather(*futures), self.max_wait_s))
+
+    def _send_waiting(self) -> None:
+        while self.waiting and len(self.calls) < self.max_calls:
+            taken = [(item, f) for item, f in self.waiting[:self.max_items] if not f.done()]
+            del self.waiting[:self.max_items]
+            if taken:
+                call = asyncio.get_running_loop().create_task(self._call(taken))
+                self.calls.add(call)
+                call.add_done_callback(self._done)
+
+    def _done(self, call: asyncio.Task) -> None:
+        self.calls.discard(call)
+        self._send_waiting()
+
+    async def _call(self, taken: list[tuple[object, asyncio.Future]]) -> None:
+        try:
+            results = await self.send([item for item, _ in taken])
+        except asyncio.CancelledError:  # the service is stopping: its callers are stopped with it
+            for _, future in taken:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, future in taken:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(taken, results, strict=True):
+            if not future.done():
+                future.set_result(result)

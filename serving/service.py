@@ -50,7 +50,7 @@ from serving.metrics import ServiceMetrics
 from serving.readiness import ReadinessReason, ServingStatus
 from serving.schemas import Count, EarlyViews, Outcome, PostId, Tags, Text, Upload
 from serving.scorer import Scorer, why
-from serving.scorer_calls import call_idempotent
+from serving.scorer_calls import UNANSWERED, Coalescing, call_idempotent
 from serving.uploads import decode_upload
 
 settings = load_settings()  # the same settings as the scorer's: read once per process
@@ -108,6 +108,10 @@ class Popularity:
         self.in_flight = 0
         self.shadows: set[asyncio.Task] = set()  # shadow scoring in the background (serving.shadow_share)
         self.shadow_skipped = 0
+        # concurrent requests share the scorer's calls; with batching off each request makes its own
+        calls = SERVING.scorer_calls_in_flight if SERVING.batching else SERVING.max_concurrency
+        self.scoring = Coalescing(self._call_scorer, SERVING.max_batch_size, calls,
+                                  max_wait_s=UNANSWERED * SERVING.scorer_timeout_s)  # as one call's, inside 60 s
 
     def __metrics__(self, content: str) -> str:
         shadow = self.metrics.shadow_lines(STATUS, self.shadow_skipped) if SERVING.shadow_share > 0 else ""
@@ -241,11 +245,12 @@ class Popularity:
             self.requests.submit(records)
 
     async def _score_on_scorer(self, items: list[dict]) -> list[dict]:
-        """The scorer's results for ``items`` (:func:`serving.scorer_calls.call_idempotent`: made again on a
-        dropped connection or a lost reply), or an ``overloaded`` entry each when its batch queue shed them
+        """The scorer's results for ``items``, in calls shared with concurrent requests
+        (:class:`serving.scorer_calls.Coalescing`) and made again on a dropped connection or a lost reply
+        (:func:`serving.scorer_calls.call_idempotent`), or an ``overloaded`` entry each when its batch queue shed them
         (over ``max_latency_ms``) or no reply came: busy, not broken, answered 503 with ``Retry-After``."""
         try:
-            return await call_idempotent(lambda: self.scorer.to_async.score(items), SERVING.scorer_timeout_s)
+            return await self.scoring(items)
         except TimeoutError:
             self.metrics.reject("scorer_timeout")
             message = f"the scorer did not answer within {SERVING.scorer_timeout_s:.0f} s, twice; retry shortly"
@@ -255,6 +260,9 @@ class Popularity:
             self.metrics.reject("overloaded")
             message = "the scorer is busy; retry shortly"
         return [{"error": "overloaded", "message": message} for _ in items]
+
+    async def _call_scorer(self, items: list[dict]) -> list[dict]:
+        return await call_idempotent(lambda: self.scorer.to_async.score(items), SERVING.scorer_timeout_s)
 
     def _unavailable(self, message: str) -> JSONResponse:
         self.metrics.reject("store_unavailable")

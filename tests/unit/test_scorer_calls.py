@@ -1,6 +1,7 @@
 """The API's calls to the scorer (serving/scorer_calls.py): a lost reply is asked again and then given up
 well inside BentoML's 60 s traffic timeout; a dropped pooled connection is retried; any other error is
-raised at once."""
+raised at once. Concurrent requests share calls, each answered with its own scores, and a failure or a wait
+past the bound reaches only the requests it concerns."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import aiohttp
 import pytest
 
-from serving.scorer_calls import call_idempotent
+from serving.scorer_calls import Coalescing, call_idempotent
 
 WAIT_S = 0.5  # the bounds below leave a wait's worth of slack: CI shares two cores with training
 
@@ -66,3 +67,76 @@ def test_a_dropped_connection_is_retried_up_to_three_calls(dropped):
 def test_any_other_error_is_raised_at_once(error):
     scorer = FlakyScorer(fail={1: error})
     assert _call(scorer)[0] is error and scorer.calls == 1
+
+
+class RecordingScorer:
+    """Scores each item as ``item * 10`` after ``seconds``, recording each call's items; a call holding an
+    item in ``bad`` raises."""
+
+    def __init__(self, seconds: float = 0.05, bad: frozenset = frozenset()):
+        self.seconds, self.bad, self.calls = seconds, bad, []
+
+    async def score(self, items: list) -> list:
+        self.calls.append(list(items))
+        await asyncio.sleep(self.seconds)
+        if self.bad & set(items):
+            raise ValueError(f"bad items {sorted(self.bad & set(items))}")
+        return [item * 10 for item in items]
+
+
+def _requests(coalescing: Coalescing, requests: list[list[int]], cancel: int | None = None) -> list:
+    """Each request's answer (or exception), the requests made at once in order; ``cancel``: that request's
+    caller goes away at once."""
+
+    async def main() -> list:
+        tasks = [asyncio.create_task(coalescing(items)) for items in requests]
+        await asyncio.sleep(0)  # every request has queued its items
+        if cancel is not None:
+            tasks[cancel].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_concurrent_requests_share_calls_and_each_gets_its_own_scores():
+    scorer = RecordingScorer()
+    answers = _requests(Coalescing(scorer.score, max_items=8, max_calls=2, max_wait_s=5), [[i] for i in range(12)])
+    assert answers == [[i * 10] for i in range(12)]
+    # the first two leave at once; the ten that came meanwhile, in two calls of at most eight when those return
+    assert scorer.calls == [[0], [1], [2, 3, 4, 5, 6, 7, 8, 9], [10, 11]]
+
+
+def test_an_idle_service_sends_a_request_at_once_and_requests_stay_whole_in_order():
+    scorer = RecordingScorer()
+    coalescing = Coalescing(scorer.score, max_items=32, max_calls=2, max_wait_s=5)
+    start = time.monotonic()
+    assert _requests(coalescing, [[7, 8, 9]]) == [[70, 80, 90]]
+    assert time.monotonic() - start < scorer.seconds + WAIT_S and scorer.calls == [[7, 8, 9]]
+
+
+def test_a_failed_call_fails_only_the_requests_in_it():
+    scorer = RecordingScorer(bad=frozenset({3}))
+    answers = _requests(Coalescing(scorer.score, max_items=2, max_calls=1, max_wait_s=5), [[0], [1], [2], [3], [4]])
+    assert scorer.calls == [[0], [1, 2], [3, 4]]
+    assert answers[:3] == [[0], [10], [20]]
+    assert all(isinstance(a, ValueError) for a in answers[3:])
+
+
+def test_a_caller_that_went_away_is_not_scored_and_the_others_are():
+    scorer = RecordingScorer()
+    answers = _requests(Coalescing(scorer.score, max_items=8, max_calls=1, max_wait_s=5), [[0], [1], [2], [3]],
+                        cancel=2)
+    assert isinstance(answers[2], asyncio.CancelledError)
+    assert [answers[i] for i in (0, 1, 3)] == [[0], [10], [30]] and scorer.calls == [[0], [1, 3]]
+
+
+def test_a_request_queued_behind_unanswered_calls_is_given_up_within_its_wait():
+    scorer = FlakyScorer(lose={1, 2, 3})
+
+    async def send(items: list) -> list:
+        return [await scorer.score() for _ in items]
+
+    start = time.monotonic()
+    answers = _requests(Coalescing(send, max_items=8, max_calls=1, max_wait_s=WAIT_S), [[0], [1]])
+    assert all(isinstance(a, TimeoutError) for a in answers)  # queued or in flight: a 503, not the 60 s 504
+    assert WAIT_S <= time.monotonic() - start < 2 * WAIT_S
