@@ -44,14 +44,13 @@ async def call_idempotent(call: Callable[[], Awaitable[T]], timeout_s: float, at
                 raise
 
 
-
 class Coalescing:
     """Concurrent requests' items reach the scorer in shared calls (its BentoML batching still forms the
     batches): at most ``max_calls`` calls are in flight, and the items that arrive meanwhile leave
     together, up to ``max_items`` a call, as soon as one comes back. An idle service sends a request's
     items at once, with no added wait; a busy one makes a call per batch rather than per request, so the
-    per-call work on both sides (HTTP, BentoML's parsing, tracing, pickling) is shared by the batch: a
-    third of the scorer's CPU a request under 32 clients (docs/BENCHMARKS.md).
+    per-call work on both sides (HTTP, BentoML's parsing, tracing, pickling) is shared by the batch:
+    about a quarter of the scorer's CPU a request under 32 clients (docs/BENCHMARKS.md).
 
     ``send(items)`` returns one result per item, in order; its exception reaches every caller whose items
     were in that call. A caller waits ``max_wait_s`` at most in all, queueing included (then
@@ -80,11 +79,14 @@ class Coalescing:
 
     def _done(self, call: asyncio.Task) -> None:
         self.calls.discard(call)
-        self._send_waiting()
+        if not call.cancelled():  # cancelled: the event loop is closing, nothing more is sent
+            self._send_waiting()
 
     async def _call(self, taken: list[tuple[object, asyncio.Future]]) -> None:
         try:
             results = await self.send([item for item, _ in taken])
+            if len(results) != len(taken):
+                raise RuntimeError(f"the scorer answered {len(results)} results for {len(taken)} items")
         except asyncio.CancelledError:  # the service is stopping: its callers are stopped with it
             for _, future in taken:
                 future.cancel()
@@ -94,6 +96,6 @@ class Coalescing:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(taken, results, strict=True):
+        for (_, future), result in zip(taken, results):
             if not future.done():
                 future.set_result(result)
