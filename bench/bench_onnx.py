@@ -4,7 +4,8 @@ In one process, on the same batch of real photographs, in R alternating rounds o
 
 - eager torch (the champion's network, ``torch.set_num_threads(threads)``);
 - ONNX Runtime (the graph exported and parity-checked at training, CPU execution provider, ``threads``
-  intra-op threads, no spinning: the serving default), and the same graph with spinning threads;
+  intra-op threads, no spinning: the serving default), the same graph with spinning threads, and with IO
+  binding (the input bound where it lies, the output written into a buffer of ours);
 - INT8: the graph quantized dynamically (``onnxruntime.quantization.quantize_dynamic``).
 
 Each at two levels: the network's forward on a ``batch`` of pixels (the goal: ONNX Runtime ÷ torch ≥ 1.5×
@@ -75,6 +76,26 @@ def quantized(graph: str, workdir: Path) -> str:
     return str(out)
 
 
+class BoundNetwork(runtime.OnnxNetwork):
+    """The serving session run with IO binding: the pixels bound in place, the output into a preallocated
+    array (one per batch size)."""
+
+    def __init__(self, path: str, threads: int):
+        super().__init__(path, threads)
+        self.outputs: dict[int, np.ndarray] = {}
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        n = len(pixels)
+        if n not in self.outputs:
+            self.outputs[n] = np.empty_like(super().run(pixels))
+        out, binding = self.outputs[n], self.session.io_binding()
+        binding.bind_cpu_input(runtime.INPUT, pixels)
+        binding.bind_output(runtime.OUTPUT, "cpu", element_type=np.float32, shape=out.shape,
+                            buffer_ptr=out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return out.copy()  # the next call writes into the same buffer
+
+
 def scores_with(backend, network, images) -> np.ndarray:
     saved, backend.model = backend.model, network
     try:
@@ -127,6 +148,7 @@ def measure(home: Path, tmp: Path, args) -> int:
     eager = backend.model
     networks = {"torch": eager, "onnx": runtime.OnnxNetwork(graph, args.threads),
                 "onnx-spin": runtime.OnnxNetwork(graph, args.threads, spinning=True),
+                "onnx-iobinding": BoundNetwork(graph, args.threads),
                 "int8": runtime.OnnxNetwork(quantized(graph, tmp), args.threads)}
 
     def forward(network):
@@ -152,7 +174,7 @@ def measure(home: Path, tmp: Path, args) -> int:
 
     truth = {"val": data.y("val"), "test": data.y("test")}
     split_scores = {name: {sp: scores_with(backend, net, imgs) for sp, imgs in (("val", val), ("test", test))}
-                    for name, net in networks.items() if name != "onnx-spin"}
+                    for name, net in networks.items() if name not in ("onnx-spin", "onnx-iobinding")}
     primary = PRIMARY[settings.task]
     metric = {name: {sp: float(evaluation.task_metrics(settings.task, truth[sp], s[sp])[primary]) for sp in s}
               for name, s in split_scores.items()}
@@ -163,14 +185,17 @@ def measure(home: Path, tmp: Path, args) -> int:
     med_loaded = {name: statistics.median(v) for name, v in loaded.items()}
     ratio = [o / t for o, t in zip(idle["onnx"], idle["torch"], strict=True)]
     score_ratio = [o / t for o, t in zip(idle_score["onnx"], idle_score["torch"], strict=True)]
+    bound = [b / o for b, o in zip(idle["onnx-iobinding"], idle["onnx"], strict=True)]
     kept = {name: med_loaded[name] / med[name] for name in med}
     int8_move = max(abs(metric["int8"][sp] - metric["onnx"][sp]) for sp in truth)
     print(f"forward, idle: torch {med['torch']:.1f}, onnx {med['onnx']:.1f}, onnx-spin {med['onnx-spin']:.1f}, "
-          f"int8 {med['int8']:.1f} images/s (medians)")
+          f"onnx-iobinding {med['onnx-iobinding']:.1f}, int8 {med['int8']:.1f} images/s (medians)")
+    print(f"IO binding / plain run, idle, per round: {', '.join(f'{v:.3f}' for v in bound)} "
+          f"(median {statistics.median(bound):.3f}x)")
     print(f"onnx / torch forward, idle: min {min(ratio):.2f}x, median {statistics.median(ratio):.2f}x (goal >= 1.5x); "
           f"whole score: median {statistics.median(score_ratio):.2f}x")
     print(f"one core busy: torch {med_loaded['torch']:.1f}, onnx {med_loaded['onnx']:.1f}, onnx-spin "
-          f"{med_loaded['onnx-spin']:.1f}, int8 {med_loaded['int8']:.1f} images/s; share of idle kept: "
+          f"{med_loaded['onnx-spin']:.1f}, onnx-iobinding {med_loaded['onnx-iobinding']:.1f}, int8 {med_loaded['int8']:.1f} images/s; share of idle kept: "
           + ", ".join(f"{n} {v:.2f}" for n, v in kept.items()))
     print(f"max |Δ score| vs torch on validation+test: onnx {diff['onnx']:.2e} (goal <= 1e-4), int8 {diff['int8']:.2e}")
     print(f"{primary}: " + "; ".join(f"{n} val {m['val']:.4f} test {m['test']:.4f}" for n, m in metric.items())
@@ -179,7 +204,7 @@ def measure(home: Path, tmp: Path, args) -> int:
     ok = statistics.median(ratio) >= 1.5 and diff["onnx"] <= 1e-4
     print(json.dumps({"batch": args.batch, "threads": args.threads, "rounds": args.rounds, "idle": idle,
                       "loaded": loaded, "score_idle": idle_score, "onnx_over_torch": ratio,
-                      "score_onnx_over_torch": score_ratio, "kept_under_load": kept, "max_abs_diff": diff,
+                      "score_onnx_over_torch": score_ratio, "iobinding_over_plain": bound, "kept_under_load": kept, "max_abs_diff": diff,
                       "metric": metric, "int8_metric_move": int8_move, "ok": ok}))
     return 0 if ok else 1
 
