@@ -195,7 +195,8 @@ def measure(home: Path, tmp: Path, args) -> int:
     print(f"onnx / torch forward, idle: min {min(ratio):.2f}x, median {statistics.median(ratio):.2f}x (goal >= 1.5x); "
           f"whole score: median {statistics.median(score_ratio):.2f}x")
     print(f"one core busy: torch {med_loaded['torch']:.1f}, onnx {med_loaded['onnx']:.1f}, onnx-spin "
-          f"{med_loaded['onnx-spin']:.1f}, onnx-iobinding {med_loaded['onnx-iobinding']:.1f}, int8 {med_loaded['int8']:.1f} images/s; share of idle kept: "
+          f"{med_loaded['onnx-spin']:.1f}, onnx-iobinding {med_loaded['onnx-iobinding']:.1f}, int8 "
+          f"{med_loaded['int8']:.1f} images/s; share of idle kept: "
           + ", ".join(f"{n} {v:.2f}" for n, v in kept.items()))
     print(f"max |Δ score| vs torch on validation+test: onnx {diff['onnx']:.2e} (goal <= 1e-4), int8 {diff['int8']:.2e}")
     print(f"{primary}: " + "; ".join(f"{n} val {m['val']:.4f} test {m['test']:.4f}" for n, m in metric.items())
@@ -204,7 +205,8 @@ def measure(home: Path, tmp: Path, args) -> int:
     ok = statistics.median(ratio) >= 1.5 and diff["onnx"] <= 1e-4
     print(json.dumps({"batch": args.batch, "threads": args.threads, "rounds": args.rounds, "idle": idle,
                       "loaded": loaded, "score_idle": idle_score, "onnx_over_torch": ratio,
-                      "score_onnx_over_torch": score_ratio, "iobinding_over_plain": bound, "kept_under_load": kept, "max_abs_diff": diff,
+                      "score_onnx_over_torch": score_ratio, "iobinding_over_plain": bound,
+                      "kept_under_load": kept, "max_abs_diff": diff,
                       "metric": metric, "int8_metric_move": int8_move, "ok": ok}))
     return 0 if ok else 1
 

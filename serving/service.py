@@ -247,8 +247,9 @@ class Popularity:
     async def _score_on_scorer(self, items: list[dict]) -> list[dict]:
         """The scorer's results for ``items``, in calls shared with concurrent requests
         (:class:`serving.scorer_calls.Coalescing`) and made again on a dropped connection or a lost reply
-        (:func:`serving.scorer_calls.call_idempotent`), or an ``overloaded`` entry each when its batch queue shed them
-        (over ``max_latency_ms``) or no reply came: busy, not broken, answered 503 with ``Retry-After``."""
+        (:func:`serving.scorer_calls.call_idempotent`), or an ``overloaded`` entry each when its batch queue
+        shed them (over ``max_latency_ms``) or no reply came: busy, not broken, answered 503 with
+        ``Retry-After``."""
         try:
             return await self.scoring(items)
         except TimeoutError:
