@@ -54,23 +54,24 @@ class Coalescing:
 
     ``send(items)`` returns one result per item, in order; its exception reaches every caller whose items
     were in that call. A caller waits ``max_wait_s`` at most in all, queueing included (then
-    :class:`TimeoutError`, as from one call); a caller that went away before its items left has them dropped."""
+    :class:`TimeoutError`, as from one call); the items of a caller that went away, or whose other items
+    failed, are dropped if they have not left yet."""
 
     def __init__(self, send: Callable[[list], Awaitable[list]], max_items: int, max_calls: int, max_wait_s: float):
         self.send, self.max_items, self.max_calls, self.max_wait_s = send, max_items, max_calls, max_wait_s
-        self.waiting: list[tuple[object, asyncio.Future]] = []
+        self.waiting: list[tuple[object, asyncio.Future, list[asyncio.Future]]] = []  # item, its answer, its request's
         self.calls: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
 
     async def __call__(self, items: list) -> list:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        self.waiting.extend(zip(items, futures, strict=True))
+        self.waiting.extend((item, future, futures) for item, future in zip(items, futures, strict=True))
         self._send_waiting()
         return list(await asyncio.wait_for(asyncio.gather(*futures), self.max_wait_s))
 
     def _send_waiting(self) -> None:
         while self.waiting and len(self.calls) < self.max_calls:
-            taken = [(item, f) for item, f in self.waiting[:self.max_items] if not f.done()]
+            taken = [entry for entry in self.waiting[:self.max_items] if not entry[1].done()]
             del self.waiting[:self.max_items]
             if taken:
                 call = asyncio.get_running_loop().create_task(self._call(taken))
@@ -82,20 +83,22 @@ class Coalescing:
         if not call.cancelled():  # cancelled: the event loop is closing, nothing more is sent
             self._send_waiting()
 
-    async def _call(self, taken: list[tuple[object, asyncio.Future]]) -> None:
+    async def _call(self, taken: list[tuple[object, asyncio.Future, list[asyncio.Future]]]) -> None:
         try:
-            results = await self.send([item for item, _ in taken])
+            results = await self.send([item for item, _, _ in taken])
             if len(results) != len(taken):
                 raise RuntimeError(f"the scorer answered {len(results)} results for {len(taken)} items")
         except asyncio.CancelledError:  # the service is stopping: its callers are stopped with it
-            for _, future in taken:
+            for _, future, _ in taken:
                 future.cancel()
             raise
         except Exception as exc:
-            for _, future in taken:
+            for _, future, request in taken:
                 if not future.done():
                     future.set_exception(exc)
+                for other in request:  # the request has failed: its items still waiting are not sent
+                    other.cancel()
             return
-        for (_, future), result in zip(taken, results):
+        for (_, future, _), result in zip(taken, results):
             if not future.done():
                 future.set_result(result)

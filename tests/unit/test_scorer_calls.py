@@ -122,6 +122,13 @@ def test_a_failed_call_fails_only_the_requests_in_it():
     assert all(isinstance(a, ValueError) for a in answers[3:])
 
 
+def test_a_request_whose_first_photos_failed_sends_no_more():
+    scorer = RecordingScorer(bad=frozenset({1}))
+    answers = _requests(Coalescing(scorer.score, max_items=2, max_calls=1, max_wait_s=5), [[0], [1, 2, 3]])
+    assert answers[0] == [0] and isinstance(answers[1], ValueError)
+    assert scorer.calls == [[0], [1, 2]]  # photo 3 would have left in a third call: its request had failed
+
+
 def test_a_caller_that_went_away_is_not_scored_and_the_others_are():
     scorer = RecordingScorer()
     answers = _requests(Coalescing(scorer.score, max_items=8, max_calls=1, max_wait_s=5), [[0], [1], [2], [3]],
