@@ -67,10 +67,11 @@ class TrainingData:
                 raise ValueError(f"--require-faces left no image of snapshot {self.snapshot.id} (no face detected "
                                  f"with confidence >= {self.settings.features.faces_min_confidence})")
             manifest = manifest[keep].reset_index(drop=True)
-        self.manifest = self._ensure_val(manifest)
+        self.manifest = self.ensure_val(manifest)
 
-    def _ensure_val(self, manifest: pd.DataFrame) -> pd.DataFrame:
-        """Few groups can leave the hashed val split empty: take a grouped share of train for it then."""
+    def ensure_val(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """``manifest`` with a val split: as it is when it has one, else a grouped share of its train rows (the
+        val split's share of train + val), as when few groups leave the hashed val split empty."""
         if (manifest["split"] == "val").any():
             return manifest
         train = manifest.index[manifest["split"] == "train"]

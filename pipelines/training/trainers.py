@@ -222,7 +222,8 @@ def fit_network(data: TrainingData, workdir: Path, quick: bool, params: dict | N
         if data.log_epochs:  # on the console and, under a flow (log_prints), in the Prefect run's logs
             mlflow.log_metrics(row, step=epoch)
             print(f"{backbone} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f}, {watched} loss "
-                  f"{row['held_out_loss']:.4f}, {watched} {PRIMARY[data.task]} {row['held_out_metric']:.3f}", flush=True)
+                  f"{row['held_out_loss']:.4f}, {watched} {PRIMARY[data.task]} {row['held_out_metric']:.3f}",
+                  flush=True)
 
     load_px = vision.load_px(px, s.crop)
     pixels = data.pixels("train", load_px)

@@ -46,14 +46,7 @@ def repeat_scores(name: str, data: TrainingData, quick: bool, repeats: int, para
 def tuning_view(data: TrainingData) -> TrainingData:
     """The training split alone, a grouped part of it (the validation split's share) standing in for
     validation: the trials never see the validation split, where the tuned candidate is then compared."""
-    pool = data.manifest[data.manifest["split"] == "train"]
-    groups = (pool["group"] if "group" in pool else pool["image_id"]).astype(str)
-    fractions = data.settings.splits
-    _, held = next(GroupShuffleSplit(1, test_size=fractions.val / (fractions.train + fractions.val),
-                                     random_state=data.settings.train.seed).split(pool, groups=groups))
-    split = np.full(len(pool), "train", dtype=object)
-    split[held] = "val"
-    return data.view(pool.assign(split=split))
+    return data.view(data.ensure_val(data.rows("train").reset_index(drop=True)))
 
 
 def tune(name: str, data: TrainingData, run_id: str, quick: bool) -> dict:
