@@ -29,7 +29,6 @@ from mlflow import MlflowClient
 from ops.processes import REPO
 from monitoring.request_store import SqlRequestStore
 from pipelines.settings import Settings
-from pipelines.tasks import TASKS
 from serving.readiness import STARTING
 from tests import postgres
 from tests.helpers import API_KEY

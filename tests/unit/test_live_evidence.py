@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from monitoring import shadow
 from pipelines import promotion, registry
