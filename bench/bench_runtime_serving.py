@@ -4,6 +4,10 @@ Two services of the same CNN champion run throughout, one with ``POPULARITY_SERV
 with ``=torch``; N concurrent clients post real photographs to ``/predict`` on 127.0.0.1 for T seconds, the
 two services taking turns in R rounds, so each round's ratio shares the machine's state. Then:
 
+- **the ceiling**: in the idle rounds a third service, the ONNX one with every network call answered at no
+  cost (``bench/ceiling/sitecustomize.py``), takes its turn: its req/s over torch's is the most that any CPU
+  runtime of the same networks could give this service here, and the report says how far ONNX Runtime goes
+  from torch towards it;
 - **idle**: req/s of each and their ratio per round (goal: ONNX Runtime >= 2x torch), p50/p99 and the
   longest wait of each, the same photographs' scores from both services (goal: |Δ| <= 1e-4), and served ÷
   in-process (each runtime's service against its own batched score in this process, with the drift profile
@@ -49,6 +53,7 @@ from ops.processes import ManagedProcess, ServiceProcess  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIMES = ("onnx", "torch")
+FREE = "free"  # the ceiling: the ONNX service with every network call free (bench/ceiling/sitecustomize.py)
 
 
 class TrainingJob:
@@ -105,14 +110,22 @@ def round_stats(runtime: str, latencies: list[float], errors: int, seconds: floa
     return row
 
 
-def rounds(services: dict, images: list[bytes], args, label: str) -> list[dict[str, dict]]:
+def rounds(services: dict, images: list[bytes], args, label: str,
+           names: tuple[str, ...] = RUNTIMES) -> list[dict[str, dict]]:
     out = []
     for r in range(args.rounds):
         print(f"{label} round {r + 1}/{args.rounds} (load average {os.getloadavg()[0]:.1f})", flush=True)
-        order = RUNTIMES if r % 2 == 0 else RUNTIMES[::-1]  # who goes first alternates too
+        order = names if r % 2 == 0 else names[::-1]  # who goes first alternates too
         out.append({rt: round_stats(rt, *asyncio.run(load(services[rt].url, images, args.clients, args.seconds)))
                     for rt in order})
     return out
+
+
+def free_forward_env(env: dict[str, str]) -> dict[str, str]:
+    """The ONNX service's environment with the bench's ceiling hook: every network call costs nothing."""
+    path = [str(REPO / "bench" / "ceiling"), str(REPO), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "POPULARITY_SERVING__RUNTIME": "onnx", "POPULARITY_BENCH_FREE_FORWARD": "1",
+            "PYTHONPATH": os.pathsep.join(path)}
 
 
 def scores(url: str, images: list[bytes]) -> list[float]:
@@ -256,15 +269,17 @@ def main() -> int:
           + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()), flush=True)
     services = {rt: ServiceProcess(port=0, env={**env, "POPULARITY_SERVING__RUNTIME": rt},
                                    log_path=args.log / f"service-{rt}.log") for rt in RUNTIMES}
+    services[FREE] = ServiceProcess(port=0, env=free_forward_env(env), log_path=args.log / f"service-{FREE}.log")
     try:
         for svc in services.values():
             ManagedProcess.start(svc)  # both start at once, then both are waited for
         for svc in services.values():
             svc.wait_healthy(f"{svc.url}/readyz", 300)
-        same = {rt: scores(svc.url, images) for rt, svc in services.items()}
+        same = {rt: scores(services[rt].url, images) for rt in RUNTIMES}
         for svc in services.values():
             asyncio.run(load(svc.url, images, args.clients, 3))  # warm-up
-        idle = rounds(services, images, args, "idle")
+        idle = rounds(services, images, args, "idle", (*RUNTIMES, FREE))
+        services.pop(FREE).stop()  # the rounds beside a training job compare the two runtimes only
         train_env = {k: v for k, v in env.items() if not k.startswith("POPULARITY_SERVING__")}
         with TrainingJob(train_env, niceness, args.log / "training.log") as job:
             waited = job.wait_training()
@@ -283,6 +298,8 @@ def main() -> int:
 
 def report(args, idle, busy, same, ceiling, flops, peak, forward, trainings, alive, started) -> int:
     ratio = [r["onnx"]["rps"] / max(r["torch"]["rps"], 1e-9) for r in idle]
+    free_ratio = [r[FREE]["rps"] / max(r["torch"]["rps"], 1e-9) for r in idle]
+    free_rps = median_of(idle, FREE, "rps")
     diff = float(np.max(np.abs(np.subtract(same["onnx"], same["torch"]))))
     idle_rps = {rt: median_of(idle, rt, "rps") for rt in RUNTIMES}
     busy_rps = {rt: median_of(busy, rt, "rps") for rt in RUNTIMES}
@@ -294,6 +311,10 @@ def report(args, idle, busy, same, ceiling, flops, peak, forward, trainings, ali
     served_gflops = {rt: idle_rps[rt] * flops["flops_per_image"] / 1e9 for rt in RUNTIMES}
     print(f"idle: onnx {idle_rps['onnx']:.1f}, torch {idle_rps['torch']:.1f} req/s (medians); onnx / torch per round "
           + ", ".join(f"{v:.2f}x" for v in ratio) + f": median {statistics.median(ratio):.2f}x (goal >= 2x)")
+    way = (idle_rps["onnx"] - idle_rps["torch"]) / max(free_rps - idle_rps["torch"], 1e-9)
+    print(f"ceiling, the same service with every network call free: {free_rps:.1f} req/s; free / torch per round "
+          + ", ".join(f"{v:.2f}x" for v in free_ratio) + f": median {statistics.median(free_ratio):.2f}x (what "
+          f"no CPU runtime can pass here); onnx goes {way:.0%} of the way from torch to it")
     print(f"p99 idle (median of rounds): onnx {p99['onnx']:.0f} ms, torch {p99['torch']:.0f} ms (goal: onnx no worse)")
     print(f"scores of the same {len(same['onnx'])} photographs, onnx vs torch service: max |Δ| {diff:.2e} "
           f"(goal <= 1e-4)")
@@ -311,7 +332,9 @@ def report(args, idle, busy, same, ceiling, flops, peak, forward, trainings, ali
     ok = (statistics.median(ratio) >= 2 and diff <= 1e-4 and p99["onnx"] <= p99["torch"]
           and served_share["onnx"] >= 0.5 and min(kept.values()) >= 0.5 and max(longest.values()) <= 10)
     print(json.dumps({"clients": args.clients, "rounds": args.rounds, "seconds": args.seconds, "idle": idle,
-                      "beside_training": busy, "onnx_over_torch": ratio, "max_abs_diff": diff,
+                      "beside_training": busy, "onnx_over_torch": ratio,
+                      "free_forward_over_torch": free_ratio,
+                      "free_forward_rps": free_rps, "max_abs_diff": diff,
                       "in_process_rps": ceiling, "served_over_in_process": served_share, "kept": kept,
                       "longest_wait_s": longest, "trainings": trainings, "flops": flops, "gemm_peak": peak,
                       "served_gflops": served_gflops, "forward_gflops": forward, "ok": ok}))
