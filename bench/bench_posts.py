@@ -7,7 +7,9 @@ is collected from its manifest as a user would, validated, and trained with the 
 what it carries (``pipelines.training.candidates.default_models``). The champion is
 chosen on validation; every candidate's test Spearman is reported once, beside the oracle's on the same
 test rows: with the social columns, the expected score given the user's reach and the photo's appeal; from
-the photos alone, the appeal. ``--demo N`` adds the demo's score task (its own oracle).
+the photos alone, the appeal. With the social columns the oracle given what the user columns show of the
+reach (:func:`bench.posts.column_oracle_scores`) is reported beside it: the part of the gap that no model
+reading those columns can close. ``--demo N`` adds the demo's score task (its own oracle).
 
 The last line is JSON; the exit status says whether every champion came within ``--goal`` of its oracle.
 """
@@ -60,7 +62,7 @@ def _spearman(a, b) -> float:
 def run_layout(root: Path, social: bool, seed: int, args) -> dict:
     import pandas as pd
 
-    from bench.posts import oracle_scores, write_posts
+    from bench.posts import column_oracle_scores, oracle_scores, write_posts
     from pipelines.data.snapshots import Snapshot
 
     layout = "social" if social else "image"
@@ -82,12 +84,20 @@ def run_layout(root: Path, social: bool, seed: int, args) -> dict:
               "candidates": {r["candidate"]: {"val": r["val_spearman"], "test": r["test_spearman"]}
                              for r in table.to_dict(orient="records")}}
     result["gap"] = result["oracle_test"] - result["champion_test"]
+    if social:  # the second reference: the reach only as far as the user columns show it
+        fit_ids = rows.loc[rows["split"] == "train", "post_id"]
+        column_oracle = _spearman(column_oracle_scores(manifest, truth, fit_ids, test), test["score"])
+        result |= {"column_oracle_test": column_oracle, "gap_to_column_oracle": column_oracle - result["champion_test"]}
     print(f"\n## {layout}, seed {seed}: {report.rows}, trained in {seconds:.0f} s\n")
     print(table[["candidate", "inputs", "val_spearman", "val_spearman_se", "test_spearman", "selection"]]
           .to_markdown(index=False, floatfmt=".3f"))
     print(f"\noracle ({result['oracle']}) on the same {len(test)} test rows: {oracle:.3f}; champion "
           f"{report.best.name} {result['champion_test']:.3f}; gap {result['gap']:.3f} (on validation, where it "
           f"was chosen: oracle {oracle_val:.3f}, champion {result['champion_val']:.3f})", flush=True)
+    if social:
+        print(f"the oracle given what the user columns show of the reach (appeal known; a linear fit on the "
+              f"training split): {column_oracle:.3f}; the champion's gap to it {result['gap_to_column_oracle']:.3f}",
+              flush=True)
     return result
 
 
@@ -115,6 +125,11 @@ def summarise(results: list[dict], goal: float) -> None:
         print(f"\n{layout}: gap to the oracle on test over {len(gaps)} seeds: mean {gaps.mean():.3f} ± "
               f"{gaps.std(ddof=1) / np.sqrt(len(gaps)):.3f} (s.e.), each " + ", ".join(f"{g:.3f}" for g in gaps)
               + f"; {int((gaps <= goal).sum())} of {len(gaps)} within {goal}", flush=True)
+        below = np.array([r["gap_to_column_oracle"] for r in results
+                          if r["layout"] == layout and "gap_to_column_oracle" in r])
+        if len(below):
+            print(f"{layout}: gap to the oracle given the user columns: mean {below.mean():.3f}, each "
+                  + ", ".join(f"{g:.3f}" for g in below), flush=True)
 
 
 def main() -> int:

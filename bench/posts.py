@@ -11,7 +11,8 @@ day-30 views are ``exp(5 + reach + 0.6 · appeal + noise)`` spread over 30 days 
 user_mean_views, photo_count, tags, title, views_d1 … views_d30``; with ``social=False`` only ``post_id,
 image_path, posted_at`` and the views), the JPEGs and ``truth.parquet``, which no model reads:
 :func:`oracle_scores` turns it into the best achievable ranking of the score label on any rows, with the
-social context (reach and appeal known) or from the content alone (appeal only).
+social context (reach and appeal known) or from the content alone (appeal only); :func:`column_oracle_scores`
+knows the appeal but the reach only as far as the user columns show it.
 """
 
 from __future__ import annotations
@@ -122,6 +123,30 @@ def write_posts(folder: Path, n: int = 1200, users: int = 300, seed: int = 0, so
         writer.writerows(rows)
     pd.DataFrame(truth).to_parquet(folder / "truth.parquet", index=False)
     return manifest
+
+
+def column_oracle_scores(manifest: Path, truth: pd.DataFrame, fit_ids: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+    """The best ranking of ``rows`` that the social columns allow: the photo's appeal known, as the oracle
+    knows it, but the user's reach only as the user's columns show it, by the linear fit of the hidden reach
+    on them (log mean views, log contacts, groups, the "explore" tag; the users without mean views fitted
+    apart) over the ``fit_ids`` posts (the training split). How far this falls below :func:`oracle_scores`
+    is what no model reading these columns can recover."""
+    from sklearn.linear_model import LinearRegression
+
+    posts = pd.read_csv(manifest, dtype={"post_id": str}).set_index("post_id")
+    known = truth.set_index("post_id").loc[posts.index]
+    mean_views = pd.to_numeric(posts["user_mean_views"], errors="coerce")
+    shown = np.column_stack([np.log1p(posts["user_contacts"]), posts["user_groups"],
+                             posts["tags"].fillna("").str.split("|").map(lambda tags: "explore" in tags)])
+    reach = pd.Series(np.nan, index=posts.index)
+    fit = posts.index.isin(fit_ids.astype(str))
+    for has_mean in (True, False):
+        part = mean_views.notna().to_numpy() == has_mean
+        x = np.column_stack([np.log(mean_views[part]), shown[part]]) if has_mean else shown[part]
+        model = LinearRegression().fit(x[fit[part]], known["reach"].to_numpy()[part & fit])
+        reach[part] = model.predict(x)
+    scores = reach + APPEAL_WEIGHT * known["appeal"]
+    return scores.loc[rows["post_id"].astype(str)].to_numpy(dtype=float)
 
 
 def oracle_scores(truth: pd.DataFrame, rows: pd.DataFrame, content_only: bool = False) -> np.ndarray:
