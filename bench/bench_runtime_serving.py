@@ -272,7 +272,7 @@ def main() -> int:
     services[FREE] = ServiceProcess(port=0, env=free_forward_env(env), log_path=args.log / f"service-{FREE}.log")
     try:
         for svc in services.values():
-            ManagedProcess.start(svc)  # both start at once, then both are waited for
+            ManagedProcess.start(svc)  # all start at once, then all are waited for
         for svc in services.values():
             svc.wait_healthy(f"{svc.url}/readyz", 300)
         same = {rt: scores(services[rt].url, images) for rt in RUNTIMES}

@@ -138,13 +138,14 @@ def column_oracle_scores(manifest: Path, truth: pd.DataFrame, fit_ids: pd.Series
     mean_views = pd.to_numeric(posts["user_mean_views"], errors="coerce")
     shown = np.column_stack([np.log1p(posts["user_contacts"]), posts["user_groups"],
                              posts["tags"].fillna("").str.split("|").map(lambda tags: "explore" in tags)])
-    reach = pd.Series(np.nan, index=posts.index)
     fit = posts.index.isin(fit_ids.astype(str))
+    hidden = known["reach"].to_numpy()
+    reach = pd.Series(hidden[fit].mean(), index=posts.index)  # where no training user is like them
     for has_mean in (True, False):
         part = mean_views.notna().to_numpy() == has_mean
-        x = np.column_stack([np.log(mean_views[part]), shown[part]]) if has_mean else shown[part]
-        model = LinearRegression().fit(x[fit[part]], known["reach"].to_numpy()[part & fit])
-        reach[part] = model.predict(x)
+        if (part & fit).any():
+            x = np.column_stack([np.log(mean_views[part]), shown[part]]) if has_mean else shown[part]
+            reach[part] = LinearRegression().fit(x[fit[part]], hidden[part & fit]).predict(x)
     scores = reach + APPEAL_WEIGHT * known["appeal"]
     return scores.loc[rows["post_id"].astype(str)].to_numpy(dtype=float)
 
