@@ -3,18 +3,18 @@ sits between the oracle, which knows every user's hidden reach, and a ranking by
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
 from bench.posts import DAYS, column_oracle_scores, oracle_scores, write_posts
+from pipelines.data.labels import popularity_score
 
 
 def test_the_column_oracle_recovers_most_of_the_reach_the_columns_show(tmp_path):
     manifest = write_posts(tmp_path, n=900, users=220, seed=3, side=32)
     posts = pd.read_csv(manifest, dtype={"post_id": str})
     truth = pd.read_parquet(tmp_path / "truth.parquet")
-    score = np.log(posts[f"views_d{DAYS}"] / DAYS + 1)  # the score label (pipelines.data.labels)
+    score = popularity_score(posts.assign(views=posts[f"views_d{DAYS}"], views_days=DAYS))  # the score label
     users = posts["user_id"].str[1:].astype(int)
     train, test = users % 3 != 0, users % 3 == 0  # fitted on other users than it ranks, as the splits group
     target = score[test]
