@@ -59,11 +59,24 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def _test_scores(run_id: str, test):
+    """A candidate's scores of the ``test`` rows (an array), as its run logged them beside its drift reference."""
+    import mlflow
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference/profile.parquet",
+                                                   dst_path=tmp)
+        logged = pd.read_parquet(path, columns=["image_id", "score"]).set_index("image_id")["score"]
+    return logged.loc[test["image_id"]].to_numpy(dtype=float)
+
+
 def run_layout(root: Path, social: bool, seed: int, args) -> dict:
     import pandas as pd
 
     from bench.posts import column_oracle_scores, oracle_scores, write_posts
     from pipelines.data.snapshots import Snapshot
+    from pipelines.evaluation import spearman_gap_interval
 
     layout = "social" if social else "image"
     name = f"posts-{layout}-{seed}"
@@ -73,7 +86,8 @@ def run_layout(root: Path, social: bool, seed: int, args) -> dict:
     snapshot = Snapshot.open(root / f"home-{name}" / "datasets", report.snapshot)
     rows = snapshot.manifest
     test, val = rows[rows["split"] == "test"], rows[rows["split"] == "val"]
-    oracle = _spearman(oracle_scores(truth, test, content_only=not social), test["score"])
+    oracle_ranking = oracle_scores(truth, test, content_only=not social)
+    oracle = _spearman(oracle_ranking, test["score"])
     oracle_val = _spearman(oracle_scores(truth, val, content_only=not social), val["score"])
     table = report.table[~report.table["family"].isin(["baseline", "oracle"])]
     result = {"layout": layout, "seed": seed, "rows": report.rows, "seconds": round(seconds, 1),
@@ -84,15 +98,22 @@ def run_layout(root: Path, social: bool, seed: int, args) -> dict:
               "candidates": {r["candidate"]: {"val": r["val_spearman"], "test": r["test_spearman"]}
                              for r in table.to_dict(orient="records")}}
     result["gap"] = result["oracle_test"] - result["champion_test"]
+    champion_scores = _test_scores(report.best.run_id, test)
+    if abs(_spearman(champion_scores, test["score"]) - result["champion_test"]) > 1e-9:
+        raise RuntimeError(f"{name}: the champion's logged test scores do not give its test Spearman")
+    users = truth.set_index("post_id").loc[test["post_id"].astype(str), "user"].to_numpy()
+    result["gap_interval"] = spearman_gap_interval(test["score"], oracle_ranking, champion_scores, users)
     if social:  # the second reference: the reach only as far as the user columns show it
         fit_ids = rows.loc[rows["split"] == "train", "post_id"]
         column_oracle = _spearman(column_oracle_scores(manifest, truth, fit_ids, test), test["score"])
         result |= {"column_oracle_test": column_oracle, "gap_to_column_oracle": column_oracle - result["champion_test"]}
+    low, high = result["gap_interval"]
     print(f"\n## {layout}, seed {seed}: {report.rows}, trained in {seconds:.0f} s\n")
     print(table[["candidate", "inputs", "val_spearman", "val_spearman_se", "test_spearman", "selection"]]
           .to_markdown(index=False, floatfmt=".3f"))
     print(f"\noracle ({result['oracle']}) on the same {len(test)} test rows: {oracle:.3f}; champion "
-          f"{report.best.name} {result['champion_test']:.3f}; gap {result['gap']:.3f} (on validation, where it "
+          f"{report.best.name} {result['champion_test']:.3f}; gap {result['gap']:.3f} (95% interval, the test users "
+          f"drawn again: {low:.3f} to {high:.3f}; on validation, where it "
           f"was chosen: oracle {oracle_val:.3f}, champion {result['champion_val']:.3f})", flush=True)
     if social:
         print(f"the oracle given what the user columns show of the reach (appeal known; a linear fit on the "
@@ -125,6 +146,9 @@ def summarise(results: list[dict], goal: float) -> None:
         print(f"\n{layout}: gap to the oracle on test over {len(gaps)} seeds: mean {gaps.mean():.3f} ± "
               f"{gaps.std(ddof=1) / np.sqrt(len(gaps)):.3f} (s.e.), each " + ", ".join(f"{g:.3f}" for g in gaps)
               + f"; {int((gaps <= goal).sum())} of {len(gaps)} within {goal}", flush=True)
+        lows = np.array([r["gap_interval"][0] for r in results if r["layout"] == layout])
+        print(f"{layout}: {int((lows <= goal).sum())} of {len(lows)} seeds' 95% intervals reach {goal} or less "
+              f"(a miss outside that is more than one test set's luck)", flush=True)
         below = np.array([r["gap_to_column_oracle"] for r in results
                           if r["layout"] == layout and "gap_to_column_oracle" in r])
         if len(below):

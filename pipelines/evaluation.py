@@ -110,6 +110,23 @@ def bootstrap_se(y: np.ndarray, score: np.ndarray, primary: str, resamples: int 
     return float(np.std(values, ddof=1)) if len(values) > 2 else float("nan")
 
 
+def spearman_gap_interval(y: np.ndarray, reference: np.ndarray, score: np.ndarray, groups: np.ndarray,
+                          level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A percentile interval of ``Spearman(reference) - Spearman(score)`` against ``y`` on the same rows:
+    how far one test set's gap between two rankings (a model and the oracle) can move by which rows it
+    happened to hold. Whole ``groups`` are resampled (a user's posts share their reach), both rankings on
+    the same draw."""
+    y, reference, score = (np.asarray(v, dtype=float) for v in (y, reference, score))
+    members = list(pd.Series(np.arange(len(y))).groupby(np.asarray(groups)).indices.values())
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        gaps.append(spearmanr(y[rows], reference[rows]).statistic - spearmanr(y[rows], score[rows]).statistic)
+    low, high = np.nanpercentile(gaps, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
 def _resampled_roc_auc(y: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Each row's ROC AUC (rows: resamples); NaN where a row holds one class."""
     positives = (y == 1).sum(axis=1)

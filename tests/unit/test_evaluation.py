@@ -35,6 +35,22 @@ def test_the_bootstrap_standard_error_is_scikit_learns_and_scipys_metric_over_th
     assert np.isnan(evaluation.bootstrap_se(truth, np.zeros(40), "spearman"))
 
 
+def test_the_gap_interval_holds_the_gap_and_widens_when_a_users_posts_share_their_error():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, 20, 200)
+    reference = rng.normal(size=200)
+    y = reference + rng.normal(0, 0.5, 200)
+    score = reference + rng.normal(0, 0.8, 20)[users]  # the model misjudges each user's posts alike
+    gap = spearmanr(y, reference).statistic - spearmanr(y, score).statistic
+    low, high = evaluation.spearman_gap_interval(y, reference, score, users)
+    assert 0 < low < gap < high
+    row_low, row_high = evaluation.spearman_gap_interval(y, reference, score, np.arange(200))
+    assert high - low > 1.3 * (row_high - row_low)  # 20 users are fewer independent draws than 200 posts
+    assert evaluation.spearman_gap_interval(y, reference, reference, users) == (0.0, 0.0)
+
+
 def test_the_image_grid_shows_every_image_with_its_score(tmp_path):
     from PIL import Image
 
