@@ -9,7 +9,9 @@ chosen on validation; every candidate's test Spearman is reported once, beside t
 test rows: with the social columns, the expected score given the user's reach and the photo's appeal; from
 the photos alone, the appeal. With the social columns the oracle given what the user columns show of the
 reach (:func:`bench.posts.column_oracle_scores`) is reported beside it: the part of the gap that no model
-reading those columns can close. ``--demo N`` adds the demo's score task (its own oracle).
+reading those columns can close. Each gap comes with a 95% interval over the test split's users drawn again
+(:func:`pipelines.evaluation.spearman_gap_interval`): how much of it one test set's draw can explain.
+``--demo N`` adds the demo's score task (its own oracle).
 
 The last line is JSON; the exit status says whether every champion came within ``--goal`` of its oracle.
 """
