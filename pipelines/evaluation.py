@@ -157,7 +157,8 @@ def stability(model, images: list, base: np.ndarray, social: pd.DataFrame | None
 
 
 #: The gate's stability checks: (check, measure of :func:`stability`, the promotion setting that bounds it).
-STABILITY_CHECKS = (("flip_stability", "flip_shift", "flip_tolerance"), ("jpeg_stability", "jpeg_shift", "jpeg_tolerance"))
+STABILITY_CHECKS = (("flip_stability", "flip_shift", "flip_tolerance"),
+                    ("jpeg_stability", "jpeg_shift", "jpeg_tolerance"))
 
 
 def stability_verdicts(shifts: dict[str, float], promotion) -> list[tuple[str, str, float, float, bool]]:
