@@ -61,22 +61,11 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def _test_scores(run_id: str, test):
-    """A candidate's scores of the ``test`` rows (an array), as its run logged them beside its drift reference."""
-    import mlflow
-    import pandas as pd
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference/profile.parquet",
-                                                   dst_path=tmp)
-        logged = pd.read_parquet(path, columns=["image_id", "score"]).set_index("image_id")["score"]
-    return logged.loc[test["image_id"]].to_numpy(dtype=float)
-
-
 def run_layout(root: Path, social: bool, seed: int, args) -> dict:
     import pandas as pd
 
     from bench.posts import column_oracle_scores, oracle_scores, write_posts
+    from monitoring.monitor import reference_profile
     from pipelines.data.snapshots import Snapshot
     from pipelines.evaluation import spearman_gap_interval
 
@@ -100,7 +89,8 @@ def run_layout(root: Path, social: bool, seed: int, args) -> dict:
               "candidates": {r["candidate"]: {"val": r["val_spearman"], "test": r["test_spearman"]}
                              for r in table.to_dict(orient="records")}}
     result["gap"] = result["oracle_test"] - result["champion_test"]
-    champion_scores = _test_scores(report.best.run_id, test)
+    logged = reference_profile({"run_id": report.best.run_id}).set_index("image_id")["score"]  # its test scores
+    champion_scores = logged.loc[test["image_id"]].to_numpy(dtype=float)
     if abs(_spearman(champion_scores, test["score"]) - result["champion_test"]) > 1e-9:
         raise RuntimeError(f"{name}: the champion's logged test scores do not give its test Spearman")
     users = truth.set_index("post_id").loc[test["post_id"].astype(str), "user"].to_numpy()
